@@ -1,0 +1,129 @@
+//! One publishing channel: a Lark app bound to a FastGPT app, looked up by the
+//! `{channel}` of the Request URL. Built once from the settings, with the AES
+//! key derived up front so the callback path only does the AES work.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+use url::Url;
+
+use crate::config::ChannelSettings;
+use crate::lark::crypto::EncryptKey;
+
+#[derive(Debug)]
+pub struct Channel {
+    pub id: String,
+    pub app_id: String,
+    pub app_secret: SecretString,
+    pub encrypt_key: Option<EncryptKey>,
+    pub verification_token: Option<SecretString>,
+    pub lark_base_url: Url,
+    pub fastgpt_base_url: Url,
+    pub fastgpt_api_key: SecretString,
+}
+
+impl Channel {
+    pub fn new(s: &ChannelSettings) -> Self {
+        Self {
+            id: s.id.clone(),
+            app_id: s.app_id.clone(),
+            app_secret: s.app_secret.clone(),
+            encrypt_key: s.encrypt_key.clone().map(EncryptKey::new),
+            verification_token: s.verification_token.clone(),
+            lark_base_url: s.lark_base_url.clone(),
+            fastgpt_base_url: s.fastgpt_base_url.clone(),
+            fastgpt_api_key: s.fastgpt_api_key.clone(),
+        }
+    }
+
+    /// True when no verification token is configured, or `given` equals it
+    /// (compared in constant time).
+    pub fn token_matches(&self, given: Option<&str>) -> bool {
+        match (&self.verification_token, given) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(want), Some(got)) => bool::from(want.expose_secret().as_bytes().ct_eq(got.as_bytes())),
+        }
+    }
+
+    /// `{lark_base_url}/open-apis/{path}`.
+    pub fn lark_url(&self, path: &str) -> String {
+        join(&self.lark_base_url, &format!("open-apis/{path}"))
+    }
+
+    /// `{fastgpt_base_url}/v1/chat/completions`.
+    pub fn fastgpt_completions_url(&self) -> String {
+        join(&self.fastgpt_base_url, "v1/chat/completions")
+    }
+}
+
+fn join(base: &Url, path: &str) -> String {
+    format!("{}/{}", base.as_str().trim_end_matches('/'), path)
+}
+
+/// Every configured channel, by id.
+#[derive(Debug, Clone, Default)]
+pub struct Channels(HashMap<String, Arc<Channel>>);
+
+impl Channels {
+    pub fn new(settings: &[ChannelSettings]) -> Self {
+        Self(settings.iter().map(|s| (s.id.clone(), Arc::new(Channel::new(s)))).collect())
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Channel>> {
+        self.0.get(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Channel>> {
+        self.0.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(base: &str, token: Option<&str>) -> Channel {
+        Channel::new(&ChannelSettings {
+            id: "c".into(),
+            app_id: "cli_x".into(),
+            app_secret: SecretString::from("s".to_owned()),
+            encrypt_key: None,
+            verification_token: token.map(|t| SecretString::from(t.to_owned())),
+            lark_base_url: Url::parse("https://open.feishu.cn").expect("url"),
+            fastgpt_base_url: Url::parse(base).expect("url"),
+            fastgpt_api_key: SecretString::from("k".to_owned()),
+        })
+    }
+
+    #[test]
+    fn urls_join_with_or_without_trailing_slash() {
+        assert_eq!(channel("https://x.io/api", None).fastgpt_completions_url(), "https://x.io/api/v1/chat/completions");
+        assert_eq!(
+            channel("https://x.io/api/", None).fastgpt_completions_url(),
+            "https://x.io/api/v1/chat/completions"
+        );
+        assert_eq!(
+            channel("https://x.io/api", None).lark_url("im/v1/messages/om_1/reply"),
+            "https://open.feishu.cn/open-apis/im/v1/messages/om_1/reply"
+        );
+    }
+
+    #[test]
+    fn verification_token() {
+        assert!(channel("http://x", None).token_matches(None));
+        assert!(channel("http://x", Some("t")).token_matches(Some("t")));
+        assert!(!channel("http://x", Some("t")).token_matches(Some("u")));
+        assert!(!channel("http://x", Some("t")).token_matches(None));
+    }
+}

@@ -1,0 +1,548 @@
+//! The configuration contract of DESIGN.md: one TOML file for all three
+//! services, `LARK_BRIDGE__...` environment overrides, validation that names
+//! the key.
+//!
+//! The file path comes from `--config FILE` or `LARK_BRIDGE_CONFIG`. Any key can
+//! be overridden with `LARK_BRIDGE__SECTION__KEY`; a channel's keys with
+//! `LARK_BRIDGE__CHANNELS__{ID}__KEY` (the channel id upper-cased, `-` as `_`)
+//! or `LARK_BRIDGE__CHANNELS__{INDEX}__KEY`, so Kubernetes can inject the
+//! secrets from a Secret without writing them into the ConfigMap.
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a default).
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use url::Url;
+
+pub const CONFIG_ENV: &str = "LARK_BRIDGE_CONFIG";
+pub const ENV_PREFIX: &str = "LARK_BRIDGE";
+
+/// A configuration that could not be loaded; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no configuration file: pass --config FILE or set {CONFIG_ENV}")]
+    NoFile,
+    #[error("configuration file {path}: {source}")]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: config::ConfigError,
+    },
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub nats: NatsSettings,
+    #[serde(default)]
+    pub ingress: IngressSettings,
+    #[serde(default)]
+    pub relay: RelaySettings,
+    #[serde(default)]
+    pub responder: ResponderSettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
+    #[serde(default)]
+    pub channels: Vec<ChannelSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSettings {
+    #[serde(default = "defaults::nats_url")]
+    pub url: String,
+    /// Prefix of every stream, subject, consumer and KV bucket.
+    #[serde(default = "defaults::namespace")]
+    pub namespace: String,
+    /// Stream and bucket replicas: 1 for a single server, 3 on a NATS cluster.
+    #[serde(default = "defaults::one")]
+    pub replicas: usize,
+    /// Optional NATS credentials file (`.creds`), for secured clusters.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressSettings {
+    #[serde(default = "defaults::ingress_listen")]
+    pub listen: SocketAddr,
+    /// Largest callback body accepted; larger gets 413.
+    #[serde(default = "defaults::body_limit")]
+    pub body_limit_bytes: usize,
+    /// How long to wait for JetStream's acknowledgement before answering 503
+    /// (Lark gives the whole callback 3 s).
+    #[serde(default = "defaults::publish_timeout_ms")]
+    pub publish_timeout_ms: u64,
+    /// Signed requests whose timestamp is further than this from now are refused.
+    /// Wide enough for Lark's re-pushes (the last one about 7.1 h after the first).
+    #[serde(default = "defaults::replay_window_secs")]
+    pub replay_window_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySettings {
+    #[serde(default = "defaults::relay_listen")]
+    pub listen: SocketAddr,
+    /// FastGPT calls in flight at once in one replica.
+    #[serde(default = "defaults::relay_in_flight")]
+    pub max_in_flight: usize,
+    /// Timeout of one FastGPT call; workflows can be slow.
+    #[serde(default = "defaults::fastgpt_timeout_secs")]
+    pub fastgpt_timeout_secs: u64,
+    /// Attempts at a question before the user gets an apology.
+    #[serde(default = "defaults::attempts")]
+    pub max_attempts: u32,
+    /// After this long without FastGPT's answer, a `Typing` reaction shows the
+    /// user that the bot is working.
+    #[serde(default = "defaults::typing_after_ms")]
+    pub typing_after_ms: u64,
+    /// On SIGTERM, how long questions in flight may still run before they are
+    /// handed back to another replica (keep below terminationGracePeriodSeconds).
+    #[serde(default = "defaults::shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponderSettings {
+    #[serde(default = "defaults::responder_listen")]
+    pub listen: SocketAddr,
+    /// Lark sends in flight at once in one replica.
+    #[serde(default = "defaults::responder_in_flight")]
+    pub max_in_flight: usize,
+    /// Timeout of one Lark API call.
+    #[serde(default = "defaults::lark_timeout_secs")]
+    pub lark_timeout_secs: u64,
+    /// Attempts at a reply before it goes to the dead-letter stream.
+    #[serde(default = "defaults::attempts")]
+    pub max_attempts: u32,
+    /// On SIGTERM, how long sends in flight may still run.
+    #[serde(default = "defaults::shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+    /// Messages per second into one chat (Lark: 5, shared by every bot in it).
+    #[serde(default = "defaults::per_chat_per_second")]
+    pub per_chat_per_second: u32,
+    /// Messages per second per app, for this replica (Lark: 50 per app).
+    #[serde(default = "defaults::app_per_second")]
+    pub app_per_second: u32,
+    /// Messages per minute per app, for this replica (Lark: 1,000 per app).
+    #[serde(default = "defaults::app_per_minute")]
+    pub app_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    #[serde(default = "defaults::log_format")]
+    pub log_format: LogFormat,
+    /// `tracing` filter directives, e.g. `info` or `info,relay=debug`; `RUST_LOG` wins.
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+    #[serde(default)]
+    pub otlp_endpoint: Option<Url>,
+}
+
+/// One publishing channel: a Lark app bound to a FastGPT app.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSettings {
+    pub id: String,
+    pub app_id: String,
+    pub app_secret: SecretString,
+    #[serde(default)]
+    pub encrypt_key: Option<SecretString>,
+    #[serde(default)]
+    pub verification_token: Option<SecretString>,
+    #[serde(default = "defaults::lark_base_url")]
+    pub lark_base_url: Url,
+    pub fastgpt_base_url: Url,
+    pub fastgpt_api_key: SecretString,
+}
+
+mod defaults {
+    use super::*;
+    pub fn nats_url() -> String {
+        "nats://127.0.0.1:4222".into()
+    }
+    pub fn namespace() -> String {
+        "larkbridge".into()
+    }
+    pub fn one() -> usize {
+        1
+    }
+    pub fn ingress_listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 8080))
+    }
+    pub fn relay_listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 8081))
+    }
+    pub fn responder_listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 8082))
+    }
+    pub fn body_limit() -> usize {
+        1024 * 1024
+    }
+    pub fn publish_timeout_ms() -> u64 {
+        2_000
+    }
+    pub fn replay_window_secs() -> u64 {
+        12 * 3600
+    }
+    pub fn relay_in_flight() -> usize {
+        64
+    }
+    pub fn responder_in_flight() -> usize {
+        32
+    }
+    pub fn fastgpt_timeout_secs() -> u64 {
+        120
+    }
+    pub fn lark_timeout_secs() -> u64 {
+        10
+    }
+    pub fn attempts() -> u32 {
+        5
+    }
+    pub fn typing_after_ms() -> u64 {
+        3_000
+    }
+    pub fn shutdown_grace_secs() -> u64 {
+        20
+    }
+    pub fn per_chat_per_second() -> u32 {
+        5
+    }
+    pub fn app_per_second() -> u32 {
+        50
+    }
+    pub fn app_per_minute() -> u32 {
+        1000
+    }
+    pub fn log_format() -> LogFormat {
+        LogFormat::Json
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+    pub fn lark_base_url() -> Url {
+        Url::parse("https://open.feishu.cn").expect("a literal URL parses")
+    }
+}
+
+macro_rules! default_section {
+    ($t:ty, $listen:expr, { $($f:ident: $d:expr),* $(,)? }) => {
+        impl Default for $t {
+            fn default() -> Self { Self { listen: $listen, $($f: $d),* } }
+        }
+    };
+}
+default_section!(IngressSettings, defaults::ingress_listen(), {
+    body_limit_bytes: defaults::body_limit(),
+    publish_timeout_ms: defaults::publish_timeout_ms(),
+    replay_window_secs: defaults::replay_window_secs(),
+});
+default_section!(RelaySettings, defaults::relay_listen(), {
+    max_in_flight: defaults::relay_in_flight(),
+    fastgpt_timeout_secs: defaults::fastgpt_timeout_secs(),
+    max_attempts: defaults::attempts(),
+    typing_after_ms: defaults::typing_after_ms(),
+    shutdown_grace_secs: defaults::shutdown_grace_secs(),
+});
+default_section!(ResponderSettings, defaults::responder_listen(), {
+    max_in_flight: defaults::responder_in_flight(),
+    lark_timeout_secs: defaults::lark_timeout_secs(),
+    max_attempts: defaults::attempts(),
+    shutdown_grace_secs: defaults::shutdown_grace_secs(),
+    per_chat_per_second: defaults::per_chat_per_second(),
+    app_per_second: defaults::app_per_second(),
+    app_per_minute: defaults::app_per_minute(),
+});
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self { log_format: defaults::log_format(), log_level: defaults::log_level(), otlp_endpoint: None }
+    }
+}
+
+impl IngressSettings {
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+}
+impl RelaySettings {
+    pub fn fastgpt_timeout(&self) -> Duration {
+        Duration::from_secs(self.fastgpt_timeout_secs)
+    }
+    pub fn typing_after(&self) -> Duration {
+        Duration::from_millis(self.typing_after_ms)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+impl ResponderSettings {
+    pub fn lark_timeout(&self) -> Duration {
+        Duration::from_secs(self.lark_timeout_secs)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+impl Settings {
+    /// Loads the file named by `path`, or by `LARK_BRIDGE_CONFIG`, with the
+    /// process environment's overrides, and validates it.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None => env.get(CONFIG_ENV).map(PathBuf::from).ok_or(ConfigError::NoFile)?,
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError::Load { path: path.clone(), source: config::ConfigError::Foreign(Box::new(e)) })?;
+        Self::from_toml_with_env(&text, &env).map_err(|e| match e {
+            ConfigError::Load { source, .. } => ConfigError::Load { path, source },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text with the given environment (a map, so tests need not
+    /// touch the process environment).
+    pub fn from_toml_with_env(text: &str, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let load_err = |source| ConfigError::Load { path: PathBuf::from("<text>"), source };
+        let file = config::File::from_str(text, config::FileFormat::Toml);
+        // Channel overrides are applied by index below; the generic source would
+        // turn the `channels` array into a table.
+        let general: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with(&format!("{ENV_PREFIX}__")) && !k.starts_with(&format!("{ENV_PREFIX}__CHANNELS__"))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let environment = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(general));
+
+        // Which channel ids sit at which index, to resolve CHANNELS__{ID}__KEY.
+        let ids = config::Config::builder()
+            .add_source(file.clone())
+            .build()
+            .map_err(load_err)?
+            .get::<Vec<IdOnly>>("channels")
+            .unwrap_or_default();
+
+        let mut builder = config::Config::builder().add_source(file).add_source(environment);
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(&format!("{ENV_PREFIX}__CHANNELS__")) else { continue };
+            let Some((who, key)) = rest.split_once("__") else {
+                return Err(invalid(name.clone(), "expected LARK_BRIDGE__CHANNELS__{ID or INDEX}__{KEY}"));
+            };
+            let index = match who.parse::<usize>() {
+                Ok(i) if i < ids.len() => i,
+                _ => ids
+                    .iter()
+                    .position(|c| env_token(&c.id) == who)
+                    .ok_or_else(|| invalid(name.clone(), format!("no channel with id or index {who:?} in the file")))?,
+            };
+            builder = builder
+                .set_override(format!("channels[{index}].{}", key.to_lowercase()), value.clone())
+                .map_err(load_err)?;
+        }
+        let settings: Settings = builder.build().and_then(|c| c.try_deserialize()).map_err(load_err)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !is_token(&self.nats.namespace) {
+            return Err(invalid("nats.namespace", "use letters, digits, `-` and `_` only (it prefixes NATS names)"));
+        }
+        if self.nats.replicas == 0 || self.nats.replicas > 5 {
+            return Err(invalid("nats.replicas", "must be between 1 and 5"));
+        }
+        if self.ingress.body_limit_bytes < 1024 {
+            return Err(invalid("ingress.body_limit_bytes", "must be at least 1024"));
+        }
+        if !(100..=2_900).contains(&self.ingress.publish_timeout_ms) {
+            return Err(invalid("ingress.publish_timeout_ms", "must be 100..=2900: Lark waits 3 s for the answer"));
+        }
+        for (key, v) in [
+            ("relay.max_in_flight", self.relay.max_in_flight),
+            ("responder.max_in_flight", self.responder.max_in_flight),
+            ("relay.max_attempts", self.relay.max_attempts as usize),
+            ("responder.max_attempts", self.responder.max_attempts as usize),
+            ("relay.fastgpt_timeout_secs", self.relay.fastgpt_timeout_secs as usize),
+            ("responder.lark_timeout_secs", self.responder.lark_timeout_secs as usize),
+            ("responder.per_chat_per_second", self.responder.per_chat_per_second as usize),
+            ("responder.app_per_second", self.responder.app_per_second as usize),
+            ("responder.app_per_minute", self.responder.app_per_minute as usize),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        let mut seen = HashSet::new();
+        for (i, c) in self.channels.iter().enumerate() {
+            let key = |k: &str| format!("channels[{i}].{k}");
+            if !is_token(&c.id) || c.id.len() > 64 {
+                return Err(invalid(
+                    key("id"),
+                    "use 1 to 64 letters, digits, `-` and `_` (it is part of the Request URL and of NATS subjects)",
+                ));
+            }
+            if !seen.insert(c.id.as_str()) {
+                return Err(invalid(key("id"), format!("channel id {:?} is used twice", c.id)));
+            }
+            if c.app_id.trim().is_empty() {
+                return Err(invalid(key("app_id"), "must not be empty (the App ID from the Lark console, cli_...)"));
+            }
+            for (k, url) in [("lark_base_url", &c.lark_base_url), ("fastgpt_base_url", &c.fastgpt_base_url)] {
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(invalid(key(k), "must be an http:// or https:// URL"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// How a channel id is written in an environment variable name.
+pub fn env_token(id: &str) -> String {
+    id.to_ascii_uppercase().replace('-', "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    const MINIMAL: &str = r#"
+[nats]
+namespace = "t1"
+
+[[channels]]
+id = "support"
+app_id = "cli_a"
+app_secret = "s3cret"
+encrypt_key = "ek"
+fastgpt_base_url = "http://127.0.0.1:3000/api"
+fastgpt_api_key = "fastgpt-key"
+
+[[channels]]
+id = "sales-eu"
+app_id = "cli_b"
+app_secret = "other"
+lark_base_url = "https://open.larksuite.com"
+fastgpt_base_url = "https://cloud.fastgpt.io/api"
+fastgpt_api_key = "fastgpt-key2"
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn err(text: &str, e: &[(&str, &str)]) -> String {
+        Settings::from_toml_with_env(text, &env(e)).expect_err("must fail").to_string()
+    }
+
+    #[test]
+    fn loads_with_defaults() {
+        let s = Settings::from_toml_with_env(MINIMAL, &env(&[])).expect("valid");
+        assert_eq!(s.nats.namespace, "t1");
+        assert_eq!(s.nats.url, "nats://127.0.0.1:4222");
+        assert_eq!(s.ingress.body_limit_bytes, 1024 * 1024);
+        assert_eq!(s.relay.fastgpt_timeout_secs, 120);
+        assert_eq!(s.channels.len(), 2);
+        assert_eq!(s.channels[0].lark_base_url.as_str(), "https://open.feishu.cn/");
+        assert_eq!(s.channels[1].lark_base_url.host_str(), Some("open.larksuite.com"));
+        assert!(s.channels[1].encrypt_key.is_none());
+    }
+
+    #[test]
+    fn the_example_config_in_the_repo_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/config.example.toml");
+        let text = std::fs::read_to_string(path).expect("deploy/config.example.toml exists");
+        Settings::from_toml_with_env(&text, &env(&[])).expect("the example config is valid");
+    }
+
+    #[test]
+    fn environment_overrides_sections_and_channels() {
+        let s = Settings::from_toml_with_env(
+            MINIMAL,
+            &env(&[
+                ("LARK_BRIDGE__NATS__URL", "nats://nats:4222"),
+                ("LARK_BRIDGE__INGRESS__BODY_LIMIT_BYTES", "2048"),
+                ("LARK_BRIDGE__CHANNELS__SALES_EU__APP_SECRET", "from-env"),
+                ("LARK_BRIDGE__CHANNELS__0__FASTGPT_API_KEY", "fastgpt-env"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(s.nats.url, "nats://nats:4222");
+        assert_eq!(s.ingress.body_limit_bytes, 2048);
+        assert_eq!(s.channels[1].app_secret.expose_secret(), "from-env");
+        assert_eq!(s.channels[0].fastgpt_api_key.expose_secret(), "fastgpt-env");
+        assert_eq!(s.channels[0].app_secret.expose_secret(), "s3cret");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = err(&MINIMAL.replace("app_id = \"cli_a\"\n", ""), &[]);
+        assert!(e.contains("app_id"), "{e}");
+        let e = err(&MINIMAL.replace("namespace = \"t1\"", "namespace = \"a.b\""), &[]);
+        assert!(e.contains("nats.namespace"), "{e}");
+        let e = err(&MINIMAL.replace("id = \"sales-eu\"", "id = \"support\""), &[]);
+        assert!(e.contains("channels[1].id") && e.contains("twice"), "{e}");
+        let e = err(&MINIMAL.replace("encrypt_key = ", "encrypt_kye = "), &[]);
+        assert!(e.contains("encrypt_kye"), "{e}");
+        let e = err(MINIMAL, &[("LARK_BRIDGE__INGRESS__BODY_LIMIT_BYTES", "lots")]);
+        assert!(e.contains("body_limit_bytes"), "{e}");
+        let e = err(MINIMAL, &[("LARK_BRIDGE__CHANNELS__NOPE__APP_SECRET", "x")]);
+        assert!(e.contains("LARK_BRIDGE__CHANNELS__NOPE__APP_SECRET"), "{e}");
+        let e = err(&MINIMAL.replace("http://127.0.0.1:3000/api", "not a url"), &[]);
+        assert!(e.contains("fastgpt_base_url"), "{e}");
+        let e = err(&MINIMAL.replace("[nats]", "[ingress]\nlisten = \"nowhere\"\n[nats]"), &[]);
+        assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let s = Settings::from_toml_with_env(MINIMAL, &env(&[])).expect("valid");
+        let dbg = format!("{s:?}");
+        for secret in ["s3cret", "fastgpt-key", "\"ek\""] {
+            assert!(!dbg.contains(secret), "{secret} leaked in {dbg}");
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Lark's callback bodies: the URL-verification challenge and schema 2.0 events,
+//! with the `im.message.receive_v1` message and its content types.
+//!
+//! Parsing is lenient where Lark adds fields (unknown fields are ignored) and
+//! strict where the bridge depends on a field (a missing `event_id` is an error).
+//! `message.content` is a JSON string inside the JSON event: [`Message::content`]
+//! decodes it by `message_type`.
+
+use serde::{Deserialize, Serialize};
+
+/// The event type the bridge answers.
+pub const MESSAGE_RECEIVE: &str = "im.message.receive_v1";
+
+/// The outer body of any callback: either encrypted, or one of the plain forms.
+#[derive(Debug, Deserialize)]
+pub struct EncryptedBody {
+    pub encrypt: String,
+}
+
+/// A decrypted (or plain) callback body.
+#[derive(Debug)]
+pub enum Callback {
+    /// `{"type": "url_verification", "challenge": ..., "token": ...}`
+    Challenge { challenge: String, token: Option<String> },
+    /// A schema 2.0 event.
+    Event(EventEnvelope),
+}
+
+/// Why a body is not a callback the bridge understands.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("the body is not valid JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("the body is JSON but neither a url_verification challenge nor a schema 2.0 event: {0}")]
+    Shape(String),
+}
+
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Option<&'a str>,
+    #[serde(default, borrow)]
+    schema: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct ChallengeBody {
+    challenge: String,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+impl Callback {
+    /// Parses a plain callback body.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
+        let probe: Probe<'_> = serde_json::from_slice(bytes).map_err(ParseError::Json)?;
+        if probe.kind == Some("url_verification") {
+            let c: ChallengeBody = serde_json::from_slice(bytes)
+                .map_err(|e| ParseError::Shape(format!("url_verification without a challenge: {e}")))?;
+            return Ok(Callback::Challenge { challenge: c.challenge, token: c.token });
+        }
+        match probe.schema {
+            Some("2.0") => serde_json::from_slice(bytes)
+                .map(Callback::Event)
+                .map_err(|e| ParseError::Shape(format!("schema 2.0 event: {e}"))),
+            Some(other) => Err(ParseError::Shape(format!(
+                "unsupported schema {other:?}; subscribe to the 2.0 version of the event in the Lark console"
+            ))),
+            None => Err(ParseError::Shape(
+                "no \"schema\": \"2.0\"; the bridge handles schema 2.0 events only (1.0 events are not supported)"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// A schema 2.0 event: header plus the event body, kept raw until the relay
+/// needs its typed form.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EventEnvelope {
+    pub schema: String,
+    pub header: EventHeader,
+    #[serde(default)]
+    pub event: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct EventHeader {
+    pub event_id: String,
+    pub event_type: String,
+    #[serde(default)]
+    pub create_time: Option<String>,
+    /// The verification token, when the app has one.
+    #[serde(default)]
+    pub token: Option<String>,
+    pub app_id: String,
+    #[serde(default)]
+    pub tenant_key: Option<String>,
+}
+
+impl EventEnvelope {
+    /// The typed body of an `im.message.receive_v1` event; `None` for other types.
+    pub fn message_event(&self) -> Option<Result<MessageEvent, serde_json::Error>> {
+        (self.header.event_type == MESSAGE_RECEIVE).then(|| MessageEvent::deserialize(&self.event))
+    }
+}
+
+/// The body of `im.message.receive_v1`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct MessageEvent {
+    pub sender: Sender,
+    pub message: Message,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Sender {
+    #[serde(default)]
+    pub sender_id: UserIds,
+    /// `user` for people, `app` for bots (whose messages the bridge ignores).
+    #[serde(default)]
+    pub sender_type: String,
+    #[serde(default)]
+    pub tenant_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct UserIds {
+    #[serde(default)]
+    pub open_id: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub union_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Message {
+    pub message_id: String,
+    #[serde(default)]
+    pub root_id: Option<String>,
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    #[serde(default)]
+    pub create_time: Option<String>,
+    pub chat_id: String,
+    /// Set when the message is in a topic (thread).
+    #[serde(default)]
+    pub thread_id: Option<String>,
+    /// `p2p` or `group`.
+    pub chat_type: String,
+    pub message_type: String,
+    /// JSON text whose shape depends on `message_type`.
+    #[serde(default)]
+    pub content: String,
+    #[serde(default)]
+    pub mentions: Vec<Mention>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Mention {
+    /// The placeholder in the text, `@_user_1`.
+    pub key: String,
+    #[serde(default)]
+    pub id: UserIds,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A decoded `message.content`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content {
+    Text {
+        text: String,
+    },
+    Post(PostContent),
+    /// Images, files, audio, stickers, cards...: the bridge reads text only.
+    Other {
+        message_type: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PostContent {
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub content: Vec<Vec<PostElement>>,
+}
+
+/// One run of a rich-text line. Unknown tags keep their fields in `text`
+/// (when they have one) so nothing readable is lost.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PostElement {
+    pub tag: String,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub href: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub user_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TextContent {
+    text: String,
+}
+
+impl Message {
+    /// Decodes `content` by `message_type`.
+    pub fn content(&self) -> Result<Content, serde_json::Error> {
+        match self.message_type.as_str() {
+            "text" => serde_json::from_str::<TextContent>(&self.content).map(|t| Content::Text { text: t.text }),
+            "post" => serde_json::from_str::<PostContent>(&self.content).map(Content::Post),
+            other => Ok(Content::Other { message_type: other.to_owned() }),
+        }
+    }
+
+    pub fn is_p2p(&self) -> bool {
+        self.chat_type == "p2p"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str) -> Vec<u8> {
+        let path = format!("{}/../../shared/lark-samples/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
+    }
+
+    #[test]
+    fn parses_the_url_verification_sample() {
+        match Callback::parse(&sample("url_verification_plain.json")).expect("parses") {
+            Callback::Challenge { challenge, token } => {
+                assert_eq!(challenge, "ajls384kdjxxxx");
+                assert_eq!(token.as_deref(), Some("xxxxxx"));
+            }
+            other => panic!("not a challenge: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_group_mention_sample() {
+        let Callback::Event(env) = Callback::parse(&sample("group_mention.json")).expect("parses") else {
+            panic!("not an event")
+        };
+        assert_eq!(env.header.event_id, "5e3702a84e847582be8db7fb73283c02");
+        assert_eq!(env.header.app_id, "cli_9f5343c580712544");
+        assert_eq!(env.header.token.as_deref(), Some("rvaYgkND1GOiu5MM0E1rncYC6PLtF7JV"));
+        let ev = env.message_event().expect("is a message").expect("typed");
+        assert_eq!(ev.sender.sender_type, "user");
+        assert_eq!(ev.message.chat_type, "group");
+        assert_eq!(ev.message.thread_id.as_deref(), Some("omt_d4be107c616"));
+        assert_eq!(ev.message.mentions[0].key, "@_user_1");
+        assert_eq!(ev.message.mentions[0].name, "Tom");
+        assert_eq!(ev.message.content().expect("content"), Content::Text { text: "@_user_1 hello".into() });
+    }
+
+    #[test]
+    fn parses_the_p2p_sample() {
+        let Callback::Event(env) = Callback::parse(&sample("p2p_text.derived.json")).expect("parses") else {
+            panic!("not an event")
+        };
+        let ev = env.message_event().expect("message").expect("typed");
+        assert!(ev.message.is_p2p());
+        assert_eq!(ev.message.thread_id, None);
+        assert!(ev.message.mentions.is_empty());
+    }
+
+    #[test]
+    fn decodes_content_samples() {
+        let msg = |t: &str, file: &str| Message {
+            message_id: "om".into(),
+            root_id: None,
+            parent_id: None,
+            create_time: None,
+            chat_id: "oc".into(),
+            thread_id: None,
+            chat_type: "p2p".into(),
+            message_type: t.into(),
+            content: String::from_utf8(sample(file)).expect("utf-8"),
+            mentions: vec![],
+        };
+        assert_eq!(
+            msg("text", "text_content.json").content().expect("text"),
+            Content::Text { text: "@_user_1 文本消息".into() }
+        );
+        let Content::Post(post) = msg("post", "post_content.json").content().expect("post") else {
+            panic!("not a post")
+        };
+        assert_eq!(post.title, "我是一个标题");
+        assert_eq!(post.content.len(), 8);
+        assert_eq!(post.content[0][1].tag, "a");
+        assert_eq!(post.content[0][1].href.as_deref(), Some("http://www.feishu.cn"));
+        assert_eq!(
+            msg("image", "image_content.json").content().expect("image"),
+            Content::Other { message_type: "image".into() }
+        );
+        assert_eq!(
+            msg("file", "file_content.json").content().expect("file"),
+            Content::Other { message_type: "file".into() }
+        );
+    }
+
+    #[test]
+    fn the_card_callback_is_a_schema_2_event_of_another_type() {
+        let Callback::Event(env) = Callback::parse(&sample("card_action_trigger.json")).expect("parses") else {
+            panic!("not an event")
+        };
+        assert_eq!(env.header.event_type, "card.action.trigger");
+        assert!(env.message_event().is_none());
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_callback() {
+        assert!(matches!(Callback::parse(b"{"), Err(ParseError::Json(_))));
+        assert!(Callback::parse(b"[]").is_err(), "JSON, but not an object");
+        assert!(matches!(Callback::parse(b"{}"), Err(ParseError::Shape(_))));
+        assert!(matches!(Callback::parse(br#"{"schema":"1.0"}"#), Err(ParseError::Shape(_))));
+        assert!(matches!(Callback::parse(br#"{"schema":"2.0","header":{}}"#), Err(ParseError::Shape(_))));
+        assert!(matches!(Callback::parse(br#"{"type":"url_verification"}"#), Err(ParseError::Shape(_))));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = Callback::parse(&bytes);
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! What the three lark-bridge services share.
+//!
+//! - [`config`]: the TOML contract of DESIGN.md and its validation.
+//! - [`channel`]: one publishing channel (a Lark app bound to a FastGPT app), looked up by id.
+//! - [`lark`]: Lark's callback protocol: decryption, signatures, event types.
+//! - [`conversation`]: who shares a FastGPT history, and the chatId.
+//! - [`topology`]: every stream, subject, consumer and KV bucket: the one place.
+//! - [`dead_letter`]: where undeliverable messages end, with the reason.
+//! - [`envelope`]: what travels on NATS (event, reply command) and its headers.
+//! - [`telemetry`]: logs; later traces.
+//! - [`nats`]: connecting, the same way in every service.
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics`, shared by the three services.
+//! - [`worker`]: the pull loop relay and responder share: order, attempts, acks.
+//! - [`service`]: the start-up steps relay and responder share.
+//! - [`shutdown`]: SIGTERM / Ctrl-C into a cancellation token.
+
+pub mod channel;
+pub mod cli;
+pub mod config;
+pub mod conversation;
+pub mod dead_letter;
+pub mod envelope;
+pub mod health;
+pub mod lark;
+pub mod nats;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topology;
+pub mod worker;

@@ -1,0 +1,281 @@
+//! The pull loop relay and responder share: one place for the delivery
+//! policy.
+//!
+//! - **Bounded work**: at most `max_in_flight` messages are handled at once;
+//!   a permit is taken before a message is pulled.
+//! - **Order per subject**: the subjects carry a conversation (events) or a
+//!   chat (replies). In a WorkQueue stream an acknowledged message leaves the
+//!   stream, so if the first message on our subject is older than ours, an
+//!   earlier one is still in work somewhere: hold ours (sending `Progress`)
+//!   until it is first. At most one message per subject waits like this in a
+//!   replica; later ones are handed back with a delay, so a burst in one chat
+//!   never fills the slots other chats need. Different subjects run concurrently.
+//! - **Attempts**: failed attempts are counted in a KV bucket, not by
+//!   JetStream's delivery count, so waiting for order never counts as a failure.
+//! - **One ack per outcome**: `Done` acks, `Retry` naks with a delay, `Drop`
+//!   terminates; `Progress` keeps a slow call (a FastGPT workflow) from being
+//!   redelivered. An ack that fails is logged: the message comes back and the
+//!   handlers' idempotency (message ids, Lark uuids) absorbs it.
+//! - **Shutdown**: stop pulling; give in-flight work `grace` to finish; hand
+//!   back (nak, not counted) what is still running so another replica takes it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer, kv, AckKind, Message};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Check;
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handled; its effect is durable. Ack.
+    Done,
+    /// A transient failure: try again after the delay (counts as an attempt).
+    Retry(Duration),
+    /// Cannot ever be handled (already dead-lettered or logged). Terminate.
+    Drop,
+}
+
+/// Handles one message. `attempt` starts at 1 and grows with each `Retry`.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, message: &Message, attempt: u32) -> impl Future<Output = Outcome> + Send;
+}
+
+/// How long a message may wait for an earlier one of its subject before it is
+/// handed back (not counted as an attempt).
+const MAX_HOLD: Duration = Duration::from_secs(300);
+/// When a message is handed back to wait for its turn, how soon it returns.
+const WAITER_BACKOFF: Duration = Duration::from_secs(1);
+/// How often a held or running message tells JetStream it is still in work.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+pub struct Worker<H> {
+    pub name: &'static str,
+    pub consumer: PullConsumer,
+    pub stream: jetstream::stream::Stream,
+    pub attempts: kv::Store,
+    pub handler: Arc<H>,
+    pub max_in_flight: usize,
+    /// Hold a message while an earlier one of its subject is in work.
+    pub ordered: bool,
+    /// After shutdown, how long in-flight work may still run.
+    pub grace: Duration,
+    /// Subjects with a message waiting for its turn in this replica.
+    pub waiting: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl<H: Handler> Worker<H> {
+    /// Pulls and handles messages until `shutdown` fires. `bound` is the
+    /// readiness check "consumer bound".
+    pub async fn run(self, shutdown: CancellationToken, bound: Check) {
+        let this = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(this.max_in_flight));
+        let hard_stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        'outer: while !shutdown.is_cancelled() {
+            let batch = this.max_in_flight.min(256);
+            let messages =
+                this.consumer.stream().max_messages_per_batch(batch).heartbeat(Duration::from_secs(5)).messages().await;
+            let mut messages = match messages {
+                Ok(m) => m,
+                Err(e) => {
+                    bound.set(false);
+                    tracing::warn!(worker = this.name, error = %e, "cannot pull from the consumer; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            bound.set(true);
+            loop {
+                while let Some(joined) = tasks.try_join_next() {
+                    if let Err(e) = joined {
+                        tracing::error!(worker = this.name, error = %e, "a message task panicked");
+                    }
+                }
+                let permit = tokio::select! {
+                    _ = shutdown.cancelled() => break 'outer,
+                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'outer },
+                };
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => break 'outer,
+                    n = messages.next() => n,
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        let this = this.clone();
+                        let hard_stop = hard_stop.clone();
+                        tasks.spawn(async move {
+                            this.process(message, hard_stop).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(worker = this.name, error = %e, "pull error (NATS restart or outage?); continuing");
+                    }
+                    None => {
+                        tracing::warn!(worker = this.name, "message stream ended; pulling again");
+                        continue 'outer;
+                    }
+                }
+            }
+        }
+        bound.set(false);
+        tracing::info!(worker = this.name, in_flight = tasks.len(), "stopped pulling; finishing work in flight");
+        if tokio::time::timeout(this.grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+            hard_stop.cancel();
+            while tasks.join_next().await.is_some() {}
+        }
+        tracing::info!(worker = this.name, "stopped");
+    }
+
+    async fn process(&self, message: Message, hard_stop: CancellationToken) {
+        let Ok(info) = message.info() else {
+            tracing::error!(worker = self.name, subject = %message.subject, "not a JetStream message; terminating it");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        };
+        let (sequence, delivered) = (info.stream_sequence, info.delivered);
+        let key = format!("{}.{sequence}", self.name);
+
+        if self.ordered {
+            let subject = message.subject.to_string();
+            let first_waiter = self.waiting.lock().map(|mut w| w.insert(subject.clone())).unwrap_or(true);
+            if !first_waiter {
+                // Another message of this subject already waits here: not counted as an attempt.
+                self.ack(&message, AckKind::Nak(Some(WAITER_BACKOFF))).await;
+                return;
+            }
+            let turn = self.wait_for_turn(&message, sequence, &hard_stop).await;
+            if let Ok(mut w) = self.waiting.lock() {
+                w.remove(&subject);
+            }
+            if !turn {
+                self.ack(&message, AckKind::Nak(Some(WAITER_BACKOFF))).await;
+                return;
+            }
+        }
+
+        let attempt = if delivered <= 1 { 1 } else { self.failed_attempts(&key).await + 1 };
+        let outcome = {
+            let work = self.handler.handle(&message, attempt);
+            tokio::pin!(work);
+            let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+            loop {
+                tokio::select! {
+                    o = &mut work => break Some(o),
+                    _ = progress.tick() => self.ack(&message, AckKind::Progress).await,
+                    _ = hard_stop.cancelled() => break None,
+                }
+            }
+        };
+        match outcome {
+            None => {
+                tracing::warn!(worker = self.name, sequence, "shutting down: handing the message back");
+                self.ack(&message, AckKind::Nak(None)).await;
+            }
+            Some(Outcome::Done) => {
+                self.ack(&message, AckKind::Ack).await;
+                self.forget(&key, attempt).await;
+            }
+            Some(Outcome::Drop) => {
+                self.ack(&message, AckKind::Term).await;
+                self.forget(&key, attempt).await;
+            }
+            Some(Outcome::Retry(delay)) => {
+                if let Err(e) = self.attempts.put(&key, attempt.to_string().into()).await {
+                    tracing::warn!(worker = self.name, error = %e, "cannot record the failed attempt");
+                }
+                self.ack(&message, AckKind::Nak(Some(delay))).await;
+            }
+        }
+    }
+
+    /// Waits until no older message of the same subject is in the stream.
+    /// False when it waited too long or is stopping (the caller hands it back).
+    async fn wait_for_turn(&self, message: &Message, sequence: u64, hard_stop: &CancellationToken) -> bool {
+        let started = tokio::time::Instant::now();
+        let mut last_progress = started;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match self.stream.direct_get_next_for_subject(message.subject.as_str(), None).await {
+                Ok(first) if first.sequence < sequence => {}
+                // We are first, or the lookup failed: go ahead rather than stall.
+                Ok(_) => return true,
+                Err(e) => {
+                    tracing::debug!(worker = self.name, error = %e, "order lookup failed; not waiting");
+                    return true;
+                }
+            }
+            if started.elapsed() > MAX_HOLD {
+                return false;
+            }
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                self.ack(message, AckKind::Progress).await;
+                last_progress = tokio::time::Instant::now();
+            }
+            tokio::select! {
+                _ = hard_stop.cancelled() => return false,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    async fn failed_attempts(&self, key: &str) -> u32 {
+        match self.attempts.get(key).await {
+            Ok(Some(v)) => std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+            Ok(None) => 0,
+            Err(e) => {
+                tracing::warn!(worker = self.name, error = %e, "cannot read failed attempts; counting from here");
+                0
+            }
+        }
+    }
+
+    async fn forget(&self, key: &str, attempt: u32) {
+        if attempt > 1 {
+            if let Err(e) = self.attempts.purge(key).await {
+                tracing::debug!(worker = self.name, error = %e, "cannot clear failed attempts (they expire)");
+            }
+        }
+    }
+
+    async fn ack(&self, message: &Message, kind: AckKind) {
+        if let Err(e) = message.ack_with(kind).await {
+            tracing::warn!(worker = self.name, error = %e, "ack failed; the message will come back and be absorbed as a duplicate");
+        }
+    }
+}
+
+/// Exponential backoff with jitter: 1 s, 2 s, 4 s... capped, ±25 %.
+pub fn backoff(attempt: u32, cap: Duration) -> Duration {
+    let base = Duration::from_secs(1).saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let base = base.min(cap);
+    let jitter = rand::random_range(0.75..1.25);
+    base.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for _ in 0..100 {
+            let b1 = backoff(1, Duration::from_secs(60));
+            assert!(b1 >= Duration::from_millis(750) && b1 <= Duration::from_millis(1250), "{b1:?}");
+            let b10 = backoff(10, Duration::from_secs(60));
+            assert!(b10 <= Duration::from_secs(75), "{b10:?}");
+            assert!(b10 >= Duration::from_secs(45), "{b10:?}");
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! `POST /lark/{channel}/events`: body → verified event → durable publish → 200.
+//!
+//! | answer | when |
+//! |---|---|
+//! | 200 `{"challenge": ...}` | url_verification |
+//! | 200 `{}` | the event is stored in JetStream (or was already) |
+//! | 400 | not JSON, undecryptable, not a schema 2.0 callback |
+//! | 401 | bad or missing signature, stale timestamp, wrong token |
+//! | 403 | the event belongs to another app |
+//! | 404 | no such channel |
+//! | 413 | body over `ingress.body_limit_bytes` |
+//! | 503 | JetStream did not store it in time: Lark retries |
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use common::channel::Channels;
+use serde_json::json;
+
+use crate::callback::{self, Verified};
+use crate::publish::Publisher;
+
+pub struct AppState {
+    pub channels: Channels,
+    pub publisher: Publisher,
+    pub replay_window_secs: u64,
+}
+
+pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
+    Router::new()
+        .route("/lark/{channel}/events", post(lark_events))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, reason: &str, message: String) -> Response {
+    (status, Json(json!({ "error": reason, "message": message }))).into_response()
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[tracing::instrument(name = "ingress.callback", skip_all, fields(channel = %channel_id, event_id, dedup_key))]
+async fn lark_events(
+    State(state): State<Arc<AppState>>,
+    Path(channel_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(channel) = state.channels.get(&channel_id) else {
+        metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => "unknown_channel").increment(1);
+        tracing::warn!("callback for an unknown channel");
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_channel",
+            format!(
+                "no channel {channel_id:?}: the Request URL must be /lark/<id>/events with an id from [[channels]]"
+            ),
+        );
+    };
+    let verified = match callback::verify(channel, &headers, &body, now_secs(), state.replay_window_secs) {
+        Ok(v) => v,
+        Err(rejection) => {
+            metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => rejection.reason(), "channel" => channel.id.clone())
+                .increment(1);
+            tracing::warn!(reason = rejection.reason(), error = %rejection, "callback rejected");
+            return error(rejection.status(), rejection.reason(), rejection.to_string());
+        }
+    };
+    match verified {
+        Verified::Challenge(challenge) => {
+            tracing::info!("answered the url_verification challenge");
+            Json(json!({ "challenge": challenge })).into_response()
+        }
+        Verified::Event(event) => {
+            let span = tracing::Span::current();
+            span.record("event_id", event.envelope.header.event_id.as_str());
+            span.record("dedup_key", event.dedup_key.as_str());
+            match state.publisher.publish(&channel.id, &event).await {
+                Ok(published) => {
+                    metrics::histogram!("lark_bridge_ingress_publish_seconds").record(published.elapsed.as_secs_f64());
+                    if published.duplicate {
+                        metrics::counter!("lark_bridge_ingress_duplicates_total", "channel" => channel.id.clone())
+                            .increment(1);
+                        tracing::info!("event already accepted (a re-push): not stored twice");
+                    } else {
+                        metrics::counter!("lark_bridge_ingress_accepted_total", "channel" => channel.id.clone(), "event_type" => event.envelope.header.event_type.clone())
+                            .increment(1);
+                        tracing::info!(
+                            event_type = %event.envelope.header.event_type,
+                            sequence = published.sequence,
+                            "event accepted"
+                        );
+                    }
+                    Json(json!({})).into_response()
+                }
+                Err(e) => {
+                    metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => "publish_failed", "channel" => channel.id.clone())
+                        .increment(1);
+                    tracing::error!(error = %e, "event not stored; answering 503 so Lark retries");
+                    error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Building and running the relay: health listener, NATS, topology, the
+//! conversation buckets, then the shared pull loop (`common::worker`) with the
+//! relay's [`Relay`] handler.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use common::channel::Channels;
+use common::config::Settings;
+use common::lark::api::LarkClients;
+use common::nats::retry_until_ready;
+use common::service::{http_client, Base};
+use common::worker::Worker;
+use tokio_util::sync::CancellationToken;
+
+pub use common::service::StartError;
+
+use crate::fastgpt::FastGpt;
+use crate::handler::Relay;
+use crate::sessions::Sessions;
+
+pub struct Application {
+    base: Base,
+    worker: Worker<Relay>,
+}
+
+impl Application {
+    /// `shutdown` also ends the wait for NATS at start.
+    pub async fn build(settings: Settings, shutdown: &CancellationToken) -> Result<Self, StartError> {
+        let base = Base::start("relay", &settings, settings.relay.listen, shutdown).await?;
+        let (js, topology) = (&base.js, &base.topology);
+        let consumer =
+            retry_until_ready("binding the relay consumer", shutdown, || topology.relay_consumer_bind(js)).await?;
+        let stream = retry_until_ready("finding the events stream", shutdown, || async {
+            js.get_stream(topology.events_stream()).await
+        })
+        .await
+        .map_err(|e| common::topology::TopologyError::Stream { name: topology.events_stream(), source: e.into() })?;
+        let sessions = retry_until_ready("opening the sessions bucket", shutdown, || topology.sessions(js)).await?;
+        let handled = retry_until_ready("opening the handled bucket", shutdown, || topology.handled(js)).await?;
+        let attempts = retry_until_ready("opening the attempts bucket", shutdown, || topology.attempts(js)).await?;
+
+        let channels = Channels::new(&settings.channels);
+        // FastGPT calls carry their own (long) timeout; Lark calls a short one.
+        let fastgpt_http = http_client(settings.relay.fastgpt_timeout())?;
+        let lark_http = http_client(std::time::Duration::from_secs(10))?;
+        let relay = Relay {
+            lark: LarkClients::new(lark_http, &channels),
+            channels,
+            fastgpt: FastGpt::new(fastgpt_http, settings.relay.fastgpt_timeout()),
+            sessions: Sessions::new(sessions),
+            handled,
+            js: js.clone(),
+            topology: topology.clone(),
+            settings: settings.relay.clone(),
+        };
+        let worker = Worker {
+            name: "relay",
+            consumer,
+            stream,
+            attempts,
+            handler: Arc::new(relay),
+            max_in_flight: settings.relay.max_in_flight,
+            ordered: true,
+            grace: settings.relay.shutdown_grace(),
+            waiting: Default::default(),
+        };
+        tracing::info!(addr = %base.addr, "relay ready");
+        Ok(Self { base, worker })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.base.addr
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        let bound = self.base.health.check("consumer_bound");
+        let health_stop = CancellationToken::new();
+        let server = Base::serve_health(self.base.listener, &self.base.health, health_stop.clone());
+        self.worker.run(shutdown, bound).await;
+        health_stop.cancel();
+        let _ = server.await;
+    }
+}

@@ -1,0 +1,256 @@
+//! The FastGPT client: `POST {fastgpt_base_url}/v1/chat/completions`, and what
+//! each answer means.
+//!
+//! FastGPT reports its own errors in a JSON body
+//! `{"code", "statusText", "message", "data"}`, with HTTP 500 in current
+//! versions and HTTP 200 in older ones. So the body is classified first, keyed
+//! on `statusText` (numeric team codes have shifted between versions); the
+//! HTTP status only decides when there is no such body.
+
+use std::time::Duration;
+
+use common::channel::Channel;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// One question to FastGPT.
+#[derive(Debug, Clone)]
+pub struct Ask<'a> {
+    pub chat_id: &'a str,
+    /// A stable id of the Lark user, so FastGPT's chat logs show who asked.
+    pub custom_uid: &'a str,
+    pub text: &'a str,
+}
+
+/// Why FastGPT gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FastGptError {
+    /// Worth retrying: no answer, a timeout, 429, 502-504, a bare 500, `tooManyRequest`.
+    #[error("FastGPT is unavailable ({0})")]
+    Transient(String),
+    /// FastGPT said no; retrying will not help.
+    #[error("FastGPT refused: {cause:?}, HTTP {http_status}, statusText {status_text:?}, message {message:?}")]
+    Refused { cause: Refusal, http_status: u16, status_text: String, message: String },
+    /// The app's workflow failed (HTTP 200 with a top-level `error`).
+    #[error("the FastGPT app's workflow failed: {0}")]
+    Workflow(String),
+}
+
+/// The kind of refusal, for the user's apology and the operator's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A wrong API key or no access: the operator must fix the channel's key.
+    Auth,
+    /// The FastGPT account is out of balance or quota.
+    Quota,
+    /// The app's model is not available to the team.
+    Model,
+    /// Anything else FastGPT rejects (team, app, dataset errors, a bad request).
+    Other,
+}
+
+impl FastGptError {
+    /// Short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Transient(_) => "transient",
+            Self::Refused { cause: Refusal::Auth, .. } => "auth",
+            Self::Refused { cause: Refusal::Quota, .. } => "quota",
+            Self::Refused { cause: Refusal::Model, .. } => "model",
+            Self::Refused { cause: Refusal::Other, .. } => "refused",
+            Self::Workflow(_) => "workflow",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(rename = "statusText")]
+    status_text: String,
+    #[serde(default)]
+    message: Value,
+}
+
+#[derive(Clone)]
+pub struct FastGpt {
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl FastGpt {
+    pub fn new(http: reqwest::Client, timeout: Duration) -> Self {
+        Self { http, timeout }
+    }
+
+    /// Asks and returns the answer text (possibly empty).
+    pub async fn ask(&self, channel: &Channel, ask: &Ask<'_>) -> Result<String, FastGptError> {
+        let body = json!({
+            "chatId": ask.chat_id,
+            "stream": false,
+            "detail": false,
+            "customUid": ask.custom_uid,
+            "messages": [{ "role": "user", "content": ask.text }],
+        });
+        let resp = self
+            .http
+            .post(channel.fastgpt_completions_url())
+            .bearer_auth(channel.fastgpt_api_key.expose_secret())
+            .timeout(self.timeout)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| FastGptError::Transient(network_error(&e, self.timeout)))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| FastGptError::Transient(network_error(&e, self.timeout)))?;
+        classify(status, &bytes)
+    }
+}
+
+fn network_error(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        format!("no answer within {}s (relay.fastgpt_timeout_secs)", timeout.as_secs())
+    } else if e.is_connect() {
+        "cannot connect: check fastgpt_base_url".to_owned()
+    } else {
+        format!("request failed: {}", e.without_url_ref())
+    }
+}
+
+trait WithoutUrlRef {
+    fn without_url_ref(&self) -> String;
+}
+impl WithoutUrlRef for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let mut s = self.to_string();
+        if let Some(url) = self.url() {
+            s = s.replace(url.as_str(), "<fastgpt>");
+        }
+        s
+    }
+}
+
+/// Maps one HTTP answer to an answer text or an error class.
+pub fn classify(status: u16, body: &[u8]) -> Result<String, FastGptError> {
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    // 1. FastGPT's own error body, whatever the HTTP status.
+    if let Some(err) = json.as_ref().and_then(|v| ErrorBody::deserialize(v).ok()) {
+        let message = match &err.message {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let cause = match err.status_text.as_str() {
+            "tooManyRequest" => return Err(FastGptError::Transient(format!("tooManyRequest: {message}"))),
+            "unAuthApiKey" | "unAuthorization" => Refusal::Auth,
+            "insufficientQuota" => Refusal::Quota,
+            "unAuthModel" => Refusal::Model,
+            _ => Refusal::Other,
+        };
+        return Err(FastGptError::Refused { cause, http_status: status, status_text: err.status_text, message });
+    }
+    // 2. Statuses without a FastGPT body.
+    match status {
+        200..=299 => {}
+        429 | 500 | 502 | 503 | 504 => return Err(FastGptError::Transient(format!("HTTP {status}"))),
+        401 | 403 => {
+            return Err(FastGptError::Refused {
+                cause: Refusal::Auth,
+                http_status: status,
+                status_text: String::new(),
+                message: snippet(body),
+            })
+        }
+        _ => {
+            return Err(FastGptError::Refused {
+                cause: Refusal::Other,
+                http_status: status,
+                status_text: String::new(),
+                message: format!("{} (check fastgpt_base_url: the API root, ending in /api)", snippet(body)),
+            })
+        }
+    }
+    // 3. A 2xx: the answer, or a workflow error.
+    let Some(json) = json else {
+        return Err(FastGptError::Transient(format!("HTTP {status} with a body that is not JSON: {}", snippet(body))));
+    };
+    if let Some(content) = json.pointer("/choices/0/message/content") {
+        return Ok(content_text(content));
+    }
+    if let Some(error) = json.get("error").filter(|e| !e.is_null()) {
+        let text = error.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| error.to_string());
+        return Err(FastGptError::Workflow(text));
+    }
+    Err(FastGptError::Refused {
+        cause: Refusal::Other,
+        http_status: status,
+        status_text: String::new(),
+        message: format!("no choices[0].message.content in the answer: {}", snippet(body)),
+    })
+}
+
+/// `content` is a string, or (some app types) an array of `{type, text}` parts.
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str).or_else(|| p.as_str()))
+            .collect::<Vec<_>>()
+            .join(""),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn snippet(body: &[u8]) -> String {
+    let s = String::from_utf8_lossy(body);
+    s.chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(status: u16, body: &str) -> FastGptError {
+        classify(status, body.as_bytes()).expect_err("an error")
+    }
+
+    #[test]
+    fn reads_the_answer() {
+        let body = r#"{"id":"c","model":"","usage":{},"choices":[{"message":{"role":"assistant","content":"Hi **there**"},"finish_reason":"stop","index":0}]}"#;
+        assert_eq!(classify(200, body.as_bytes()), Ok("Hi **there**".into()));
+        let parts = r#"{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}}]}"#;
+        assert_eq!(classify(200, parts.as_bytes()), Ok("ab".into()));
+        assert_eq!(classify(200, br#"{"choices":[{"message":{"content":""}}]}"#), Ok(String::new()));
+    }
+
+    #[test]
+    fn the_body_decides_before_the_status() {
+        let body = r#"{"code":514,"statusText":"unAuthApiKey","message":"Api Key 不合法","data":null}"#;
+        assert!(matches!(err(500, body), FastGptError::Refused { cause: Refusal::Auth, http_status: 500, .. }));
+        assert!(matches!(err(200, body), FastGptError::Refused { cause: Refusal::Auth, .. }), "older versions use 200");
+        let quota = r#"{"code":510,"statusText":"insufficientQuota","message":"账号余额不足","data":null}"#;
+        assert!(matches!(err(500, quota), FastGptError::Refused { cause: Refusal::Quota, .. }));
+        let model = r#"{"code":511,"statusText":"unAuthModel","message":"x","data":null}"#;
+        assert!(matches!(err(500, model), FastGptError::Refused { cause: Refusal::Model, .. }));
+        let team = r#"{"code":500001,"statusText":"aiPointsNotEnough","message":"x","data":null}"#;
+        assert!(matches!(err(500, team), FastGptError::Refused { cause: Refusal::Other, .. }));
+        let qpm = r#"{"code":429,"statusText":"tooManyRequest","message":"x","data":null}"#;
+        assert!(matches!(err(500, qpm), FastGptError::Transient(_)));
+    }
+
+    #[test]
+    fn statuses_without_a_fastgpt_body() {
+        for s in [429, 500, 502, 503, 504] {
+            assert!(matches!(err(s, "<html>bad gateway</html>"), FastGptError::Transient(_)), "{s}");
+        }
+        assert!(matches!(err(401, "nope"), FastGptError::Refused { cause: Refusal::Auth, .. }));
+        assert!(matches!(err(404, "Not Found"), FastGptError::Refused { cause: Refusal::Other, .. }));
+    }
+
+    #[test]
+    fn a_workflow_error_is_permanent() {
+        let body = r#"{"error":{"message":"node failed"},"choices":null}"#;
+        assert_eq!(err(200, body), FastGptError::Workflow("node failed".into()));
+    }
+}

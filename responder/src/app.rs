@@ -1,0 +1,92 @@
+//! Building and running the responder: health listener, NATS, topology, then
+//! the shared pull loop (`common::worker`) with the [`Responder`] handler.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use common::channel::Channels;
+use common::config::Settings;
+use common::lark::api::LarkClients;
+use common::nats::retry_until_ready;
+use common::service::{http_client, Base};
+use common::worker::Worker;
+use tokio_util::sync::CancellationToken;
+
+pub use common::service::StartError;
+
+use crate::handler::Responder;
+use crate::pacing::Pacing;
+
+pub struct Application {
+    base: Base,
+    worker: Worker<Responder>,
+    pacing: Pacing,
+}
+
+impl Application {
+    /// `shutdown` also ends the wait for NATS at start.
+    pub async fn build(settings: Settings, shutdown: &CancellationToken) -> Result<Self, StartError> {
+        let base = Base::start("responder", &settings, settings.responder.listen, shutdown).await?;
+        let (js, topology) = (&base.js, &base.topology);
+        let consumer =
+            retry_until_ready("binding the responder consumer", shutdown, || topology.responder_consumer_bind(js))
+                .await?;
+        let stream = retry_until_ready("finding the replies stream", shutdown, || async {
+            js.get_stream(topology.replies_stream()).await
+        })
+        .await
+        .map_err(|e| common::topology::TopologyError::Stream { name: topology.replies_stream(), source: e.into() })?;
+        let attempts = retry_until_ready("opening the attempts bucket", shutdown, || topology.attempts(js)).await?;
+
+        let channels = Channels::new(&settings.channels);
+        let r = &settings.responder;
+        let pacing = Pacing::new(
+            channels.iter().map(|c| c.app_id.as_str()),
+            r.per_chat_per_second,
+            r.app_per_second,
+            r.app_per_minute,
+        );
+        let responder = Responder {
+            lark: LarkClients::new(http_client(r.lark_timeout())?, &channels),
+            pacing: pacing.clone(),
+            js: js.clone(),
+            topology: topology.clone(),
+            max_attempts: r.max_attempts,
+        };
+        let worker = Worker {
+            name: "responder",
+            consumer,
+            stream,
+            attempts,
+            handler: Arc::new(responder),
+            max_in_flight: r.max_in_flight,
+            ordered: true,
+            grace: r.shutdown_grace(),
+            waiting: Default::default(),
+        };
+        tracing::info!(addr = %base.addr, "responder ready");
+        Ok(Self { base, worker, pacing })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.base.addr
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        let bound = self.base.health.check("consumer_bound");
+        let health_stop = CancellationToken::new();
+        let server = Base::serve_health(self.base.listener, &self.base.health, health_stop.clone());
+        let pacing = self.pacing.clone();
+        let janitor = tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                pacing.forget_idle();
+            }
+        });
+        self.worker.run(shutdown, bound).await;
+        janitor.abort();
+        health_stop.cancel();
+        let _ = server.await;
+    }
+}

@@ -1,0 +1,123 @@
+//! One reply command → one or more Lark messages, in order.
+//!
+//! Each part carries a Lark `uuid` derived from the event and the part number,
+//! the same on every retry and redelivery: Lark executes a uuid at most once
+//! an hour, so a response lost on the way back never shows a reply twice.
+//!
+//! Failures, by Lark's code (`common::lark::errors`):
+//! - transient (429/99991400, 230020, 5xx, network): retried by redelivery with
+//!   backoff and jitter, waiting at least `x-ogw-ratelimit-reset`; after the
+//!   last attempt, a dead letter;
+//! - invalid token: the client already fetched a new one and retried once;
+//! - permanent: not retried. A withdrawn message (230011, 231003) gets the
+//!   answer in its chat instead; anything else is dead-lettered and logged
+//!   with the fix in the Lark console.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, Message};
+use common::envelope::{ReplyBody, ReplyCommand};
+use common::lark::api::{LarkClient, LarkClients, LarkError};
+use common::lark::errors::ErrorClass;
+use common::topology::Topology;
+use common::worker::{backoff, Handler, Outcome};
+use tracing::Instrument;
+
+use crate::pacing::Pacing;
+use crate::render::{render, Part};
+
+pub struct Responder {
+    pub lark: LarkClients,
+    pub pacing: Pacing,
+    pub js: jetstream::Context,
+    pub topology: Topology,
+    pub max_attempts: u32,
+}
+
+/// Withdrawn or deleted: the reply can still go into the chat.
+const WITHDRAWN: [i64; 2] = [230011, 231003];
+
+impl Handler for Responder {
+    async fn handle(&self, message: &Message, attempt: u32) -> Outcome {
+        let command: ReplyCommand = match serde_json::from_slice(&message.payload) {
+            Ok(c) => c,
+            Err(e) => return self.dead(message, "unknown", &format!("not a reply command: {e}")).await,
+        };
+        let span = tracing::info_span!("responder.reply", channel = %command.channel, source = %command.source, reply_to = %command.reply_to, kind = command.kind.as_str(), attempt);
+        self.send(message, &command, attempt).instrument(span).await
+    }
+}
+
+impl Responder {
+    async fn send(&self, message: &Message, command: &ReplyCommand, attempt: u32) -> Outcome {
+        let Some(lark) = self.lark.get(&command.channel) else {
+            return self.dead(message, &command.channel, "no such channel in this responder's configuration").await;
+        };
+        let ReplyBody::Markdown { text } = &command.body;
+        let parts = render(text);
+        for (i, part) in parts.iter().enumerate() {
+            self.pacing.wait(&lark.channel().app_id, &command.chat_id).await;
+            let started = Instant::now();
+            let result = send_part(lark, command, i, part).await;
+            let code = match &result {
+                Ok(()) => "0".to_owned(),
+                Err(e) => e.code_label(),
+            };
+            metrics::histogram!("lark_bridge_lark_send_seconds", "channel" => command.channel.clone(), "code" => code)
+                .record(started.elapsed().as_secs_f64());
+            let Err(e) = result else { continue };
+            return match e.class() {
+                ErrorClass::Transient { retry_after } if attempt < self.max_attempts => {
+                    let delay = backoff(attempt, Duration::from_secs(60)).max(retry_after.unwrap_or_default());
+                    metrics::counter!("lark_bridge_lark_retries_total", "channel" => command.channel.clone())
+                        .increment(1);
+                    tracing::warn!(error = %e, part = i, retry_in = ?delay, "Lark send failed; will retry");
+                    Outcome::Retry(delay)
+                }
+                ErrorClass::TokenInvalid if attempt < self.max_attempts => {
+                    tracing::warn!(error = %e, "Lark still says the token is invalid; will retry");
+                    Outcome::Retry(Duration::from_secs(1))
+                }
+                ErrorClass::Permanent { fix } => {
+                    tracing::error!(error = %e, fix, "Lark refused the reply; not retrying");
+                    self.dead(message, &command.channel, &format!("{e}. Fix: {fix}")).await
+                }
+                _ => {
+                    tracing::error!(error = %e, attempt, "Lark send failed on the last attempt");
+                    self.dead(message, &command.channel, &format!("{e} (after {attempt} attempts)")).await
+                }
+            };
+        }
+        metrics::counter!("lark_bridge_replies_sent_total", "channel" => command.channel.clone(), "kind" => command.kind.as_str())
+            .increment(1);
+        tracing::info!(parts = parts.len(), "reply shown in Lark");
+        Outcome::Done
+    }
+
+    async fn dead(&self, message: &Message, channel: &str, reason: &str) -> Outcome {
+        match common::dead_letter::publish(&self.js, &self.topology, "responder", channel, message, reason).await {
+            Ok(()) => {
+                tracing::error!(reason, "reply dead-lettered");
+                Outcome::Drop
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot dead-letter the reply; retrying");
+                Outcome::Retry(Duration::from_secs(5))
+            }
+        }
+    }
+}
+
+/// Sends part `i`: a reply to the user's message (into its topic when it was in
+/// one); when that message was withdrawn, into the chat instead.
+async fn send_part(lark: &LarkClient, command: &ReplyCommand, i: usize, part: &Part) -> Result<(), LarkError> {
+    let uuid = command.lark_uuid(i);
+    match lark.reply(&command.reply_to, part.msg_type, &part.content, command.in_thread, &uuid).await {
+        Ok(_) => Ok(()),
+        Err(LarkError::Api { code: Some(code), .. }) if WITHDRAWN.contains(&code) => {
+            tracing::info!(code, "the message was withdrawn; sending the answer into the chat instead");
+            lark.send_to_chat(&command.chat_id, part.msg_type, &part.content, &format!("{uuid}c")).await.map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,14 @@
+//! responder: sends the relay's reply commands through the Lark Open API.
+//!
+//! - [`render`]: Markdown → Lark card or text; long answers split in order.
+//! - [`pacing`]: Lark's per-chat and per-app send limits.
+//! - [`handler`]: one reply command → Lark messages, retries, dead letters.
+//! - [`app`]: build and run (the pull loop is `common::worker`; the token
+//!   cache and error classes are `common::lark`).
+
+pub mod app;
+pub mod handler;
+pub mod pacing;
+pub mod render;
+
+pub use app::{Application, StartError};

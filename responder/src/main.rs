@@ -1,0 +1,15 @@
+//! `responder --config FILE`: reply commands in, Lark messages out.
+
+use clap::Parser;
+use common::cli::Cli;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = cli.settings()?;
+    common::telemetry::init(&settings.telemetry);
+    let shutdown = common::shutdown::on_signal();
+    let app = responder::Application::build(settings, &shutdown).await?;
+    app.run_until_stopped(shutdown).await;
+    Ok(())
+}

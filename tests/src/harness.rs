@@ -1,0 +1,231 @@
+//! The whole bridge in one test: its own NATS namespace (so tests run in
+//! parallel and never see each other's messages), the fakes of Lark and
+//! FastGPT on random ports, and the three services as tasks built from a real
+//! TOML configuration, each on port 0. `stop()` shuts them down the graceful
+//! way and deletes the namespace's streams and buckets.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use common::config::Settings;
+use common::lark::crypto::EncryptKey;
+use common::topology::Topology;
+use secrecy::SecretString;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::fake_fastgpt::FakeFastGpt;
+use crate::fake_lark::{FakeApp, FakeLark};
+use crate::lark_events::{random_hex, EventBuilder, SignedRequest};
+
+pub const CHANNEL: &str = "support";
+pub const APP_ID: &str = "cli_test_app";
+pub const APP_SECRET: &str = "test-app-secret";
+pub const ENCRYPT_KEY: &str = "test-encrypt-key";
+pub const VERIFICATION_TOKEN: &str = "test-verification-token";
+pub const BOT_OPEN_ID: &str = "ou_test_bot";
+pub const FASTGPT_KEY: &str = "fastgpt-test-key";
+
+/// The NATS server the tests use (`NATS_URL`, default the local one).
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// Logs of the services go to the test's captured output.
+pub fn init_test_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
+/// Which services to run, and how.
+#[derive(Clone)]
+pub struct Options {
+    pub ingress: bool,
+    pub relays: usize,
+    pub responders: usize,
+    pub encrypt: bool,
+    /// Overrides as the process environment would give them, e.g.
+    /// `("LARK_BRIDGE__RELAY__MAX_ATTEMPTS", "3")`.
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { ingress: true, relays: 1, responders: 1, encrypt: true, env: Vec::new() }
+    }
+}
+
+pub struct Bridge {
+    pub ns: String,
+    pub settings: Settings,
+    pub lark: FakeLark,
+    pub fastgpt: FakeFastGpt,
+    pub js: jetstream::Context,
+    pub http: reqwest::Client,
+    pub key: Option<EncryptKey>,
+    pub ingress_addr: Option<SocketAddr>,
+    pub service_addrs: Vec<(&'static str, SocketAddr)>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Bridge {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> Self {
+        init_test_logs();
+        let ns = format!("t{}", random_hex(10));
+        let lark = FakeLark::start(vec![FakeApp::new(APP_ID, APP_SECRET, BOT_OPEN_ID)]).await;
+        let fastgpt = FakeFastGpt::start(FASTGPT_KEY).await;
+        let toml = config_toml(&ns, &lark.base_url(), &fastgpt.base_url(), opts.encrypt);
+        let env = opts.env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let settings = Settings::from_toml_with_env(&toml, &env).expect("test configuration is valid");
+        let client = async_nats::connect(nats_url()).await.expect("NATS runs for the tests (deploy/test starts it)");
+        let js = jetstream::new(client);
+        let shutdown = CancellationToken::new();
+        let mut bridge = Self {
+            ns,
+            settings: settings.clone(),
+            lark,
+            fastgpt,
+            js,
+            http: reqwest::Client::new(),
+            key: opts.encrypt.then(|| EncryptKey::new(SecretString::from(ENCRYPT_KEY.to_owned()))),
+            ingress_addr: None,
+            service_addrs: Vec::new(),
+            shutdown,
+            tasks: Vec::new(),
+        };
+        if opts.ingress {
+            bridge.spawn_ingress().await;
+        }
+        for _ in 0..opts.relays {
+            bridge.spawn_relay().await;
+        }
+        for _ in 0..opts.responders {
+            bridge.spawn_responder().await;
+        }
+        bridge
+    }
+
+    pub async fn spawn_ingress(&mut self) {
+        let app = ingress::Application::build(self.settings.clone(), &self.shutdown).await.expect("ingress starts");
+        self.ingress_addr = Some(app.local_addr());
+        self.service_addrs.push(("ingress", app.local_addr()));
+        let stop = self.shutdown.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let _ = app.run_until_stopped(stop).await;
+        }));
+    }
+
+    pub async fn spawn_relay(&mut self) {
+        let app = relay::Application::build(self.settings.clone(), &self.shutdown).await.expect("relay starts");
+        self.service_addrs.push(("relay", app.local_addr()));
+        let stop = self.shutdown.clone();
+        self.tasks.push(tokio::spawn(app.run_until_stopped(stop)));
+    }
+
+    pub async fn spawn_responder(&mut self) {
+        let app = responder::Application::build(self.settings.clone(), &self.shutdown).await.expect("responder starts");
+        self.service_addrs.push(("responder", app.local_addr()));
+        let stop = self.shutdown.clone();
+        self.tasks.push(tokio::spawn(app.run_until_stopped(stop)));
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.settings.nats)
+    }
+
+    /// Builds events for the test app.
+    pub fn events(&self) -> EventBuilder {
+        EventBuilder::new(APP_ID).token(VERIFICATION_TOKEN)
+    }
+
+    pub fn events_url(&self) -> String {
+        self.url(&format!("/lark/{CHANNEL}/events"))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ingress_addr.expect("ingress runs in this test"))
+    }
+
+    /// Sends an event as Lark does (encrypted and signed when the channel has a key).
+    pub async fn deliver(&self, event: &Value) -> reqwest::Response {
+        self.lark.deliver(&self.events_url(), event, self.key.as_ref()).await.expect("ingress answers")
+    }
+
+    /// Sends an event and asserts Lark would see 200.
+    pub async fn deliver_ok(&self, event: &Value) {
+        let resp = self.deliver(event).await;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "ingress refused the event: {body}");
+    }
+
+    /// A request signed like Lark's, for tests that tamper with it.
+    pub fn signed(&self, event: &Value) -> SignedRequest {
+        SignedRequest::now(event, self.key.as_ref())
+    }
+
+    /// Messages stored in a stream of this namespace.
+    pub async fn stream_len(&self, stream: &str) -> u64 {
+        let mut s = self.js.get_stream(stream).await.expect("stream exists");
+        s.info().await.expect("stream info").state.messages
+    }
+
+    /// Stops the services gracefully, then deletes the namespace from NATS.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+        }
+        let t = Topology::new(&self.settings.nats);
+        for s in [t.events_stream(), t.replies_stream(), t.dead_stream()] {
+            let _ = self.js.delete_stream(&s).await;
+        }
+        for b in [t.sessions_bucket(), t.handled_bucket(), t.attempts_bucket()] {
+            let _ = self.js.delete_key_value(&b).await;
+        }
+    }
+}
+
+/// The configuration a test runs with: the real TOML contract.
+pub fn config_toml(ns: &str, lark: &str, fastgpt: &str, encrypt: bool) -> String {
+    let encrypt_key = if encrypt { format!("encrypt_key = \"{ENCRYPT_KEY}\"\n") } else { String::new() };
+    format!(
+        r#"
+[nats]
+url = "{nats}"
+namespace = "{ns}"
+
+[ingress]
+listen = "127.0.0.1:0"
+
+[relay]
+listen = "127.0.0.1:0"
+shutdown_grace_secs = 2
+
+[responder]
+listen = "127.0.0.1:0"
+shutdown_grace_secs = 2
+
+[telemetry]
+log_format = "text"
+
+[[channels]]
+id = "{CHANNEL}"
+app_id = "{APP_ID}"
+app_secret = "{APP_SECRET}"
+{encrypt_key}verification_token = "{VERIFICATION_TOKEN}"
+lark_base_url = "{lark}"
+fastgpt_base_url = "{fastgpt}"
+fastgpt_api_key = "{FASTGPT_KEY}"
+"#,
+        nats = nats_url()
+    )
+}

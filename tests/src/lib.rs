@@ -1,0 +1,17 @@
+//! Test support for lark-bridge: HTTP fakes of the two SaaS APIs the bridge
+//! talks to, and builders of what Lark pushes to it.
+//!
+//! - [`fake_lark`]: Lark's Open API (tenant token, reply / send / update
+//!   messages, reactions, bot info) with Lark's real shapes and error codes,
+//!   scriptable failures, and a record of what users would see.
+//! - [`fake_fastgpt`]: FastGPT's `/api/v1/chat/completions`, echoing per
+//!   chatId by default, with scriptable answers and FastGPT's error bodies.
+//! - [`lark_events`]: `im.message.receive_v1` events, the URL-verification
+//!   challenge, and the encrypted, signed request Lark wraps them in.
+//!
+//! The end-to-end suites and the `sandbox` binary build on these.
+
+pub mod fake_fastgpt;
+pub mod fake_lark;
+pub mod harness;
+pub mod lark_events;

@@ -1,0 +1,7 @@
+//! End-to-end suites: a real nats-server (each test in its own namespace),
+//! the fakes of Lark and FastGPT, and the three services from their libraries.
+
+mod conversations;
+mod ingress;
+mod pipeline;
+mod replies;

@@ -1,0 +1,1 @@
+//! Replies (issue 4).
