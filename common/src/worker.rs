@@ -7,9 +7,10 @@
 //!   chat (replies). In a WorkQueue stream an acknowledged message leaves the
 //!   stream, so if the first message on our subject is older than ours, an
 //!   earlier one is still in work somewhere: hold ours (sending `Progress`)
-//!   until it is first. At most one message per subject waits like this in a
-//!   replica; later ones are handed back with a delay, so a burst in one chat
-//!   never fills the slots other chats need. Different subjects run concurrently.
+//!   until it is first. Only the next in line (the second message of its
+//!   subject) is held; later ones are handed back with a short delay, not
+//!   counted as an attempt, so a burst in one chat never fills the slots other
+//!   chats need. Different subjects run concurrently.
 //! - **Attempts**: failed attempts are counted in a KV bucket, not by
 //!   JetStream's delivery count, so waiting for order never counts as a failure.
 //! - **One ack per outcome**: `Done` acks, `Retry` naks with a delay, `Drop`
@@ -51,7 +52,13 @@ pub trait Handler: Send + Sync + 'static {
 /// handed back (not counted as an attempt).
 const MAX_HOLD: Duration = Duration::from_secs(300);
 /// When a message is handed back to wait for its turn, how soon it returns.
-const WAITER_BACKOFF: Duration = Duration::from_secs(1);
+const LATER_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Whether a message may be handled now.
+enum Turn {
+    Now,
+    Later,
+}
 /// How often a held or running message tells JetStream it is still in work.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
@@ -66,8 +73,6 @@ pub struct Worker<H> {
     pub ordered: bool,
     /// After shutdown, how long in-flight work may still run.
     pub grace: Duration,
-    /// Subjects with a message waiting for its turn in this replica.
-    pub waiting: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -147,20 +152,13 @@ impl<H: Handler> Worker<H> {
         let key = format!("{}.{sequence}", self.name);
 
         if self.ordered {
-            let subject = message.subject.to_string();
-            let first_waiter = self.waiting.lock().map(|mut w| w.insert(subject.clone())).unwrap_or(true);
-            if !first_waiter {
-                // Another message of this subject already waits here: not counted as an attempt.
-                self.ack(&message, AckKind::Nak(Some(WAITER_BACKOFF))).await;
-                return;
-            }
-            let turn = self.wait_for_turn(&message, sequence, &hard_stop).await;
-            if let Ok(mut w) = self.waiting.lock() {
-                w.remove(&subject);
-            }
-            if !turn {
-                self.ack(&message, AckKind::Nak(Some(WAITER_BACKOFF))).await;
-                return;
+            match self.wait_for_turn(&message, sequence, &hard_stop).await {
+                Turn::Now => {}
+                Turn::Later => {
+                    tracing::debug!(worker = self.name, sequence, "not next in line; handing back for now");
+                    self.ack(&message, AckKind::Nak(Some(LATER_BACKOFF))).await;
+                    return;
+                }
             }
         }
 
@@ -199,34 +197,48 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Waits until no older message of the same subject is in the stream.
-    /// False when it waited too long or is stopping (the caller hands it back).
-    async fn wait_for_turn(&self, message: &Message, sequence: u64, hard_stop: &CancellationToken) -> bool {
+    /// Holds the message while an older one of its subject is in the stream,
+    /// if it is next in line; otherwise says to come back later.
+    async fn wait_for_turn(&self, message: &Message, sequence: u64, hard_stop: &CancellationToken) -> Turn {
+        let subject = message.subject.as_str();
+        let Some(first) = self.older_first(subject, sequence).await else { return Turn::Now };
+        match self.stream.direct_get_next_for_subject(subject, Some(first + 1)).await {
+            Ok(second) if second.sequence == sequence => {}
+            _ => return Turn::Later,
+        }
         let started = tokio::time::Instant::now();
         let mut last_progress = started;
-        let mut pause = Duration::from_millis(20);
+        let mut pause = Duration::from_millis(10);
         loop {
-            match self.stream.direct_get_next_for_subject(message.subject.as_str(), None).await {
-                Ok(first) if first.sequence < sequence => {}
-                // We are first, or the lookup failed: go ahead rather than stall.
-                Ok(_) => return true,
-                Err(e) => {
-                    tracing::debug!(worker = self.name, error = %e, "order lookup failed; not waiting");
-                    return true;
-                }
+            tokio::select! {
+                _ = hard_stop.cancelled() => return Turn::Later,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            if self.older_first(subject, sequence).await.is_none() {
+                return Turn::Now;
             }
             if started.elapsed() > MAX_HOLD {
-                return false;
+                return Turn::Later;
             }
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 self.ack(message, AckKind::Progress).await;
                 last_progress = tokio::time::Instant::now();
             }
-            tokio::select! {
-                _ = hard_stop.cancelled() => return false,
-                _ = tokio::time::sleep(pause) => {}
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// The sequence of the first message on `subject` when it is older than
+    /// ours; `None` when ours is first (or the lookup failed: go ahead rather
+    /// than stall).
+    async fn older_first(&self, subject: &str, sequence: u64) -> Option<u64> {
+        match self.stream.direct_get_next_for_subject(subject, None).await {
+            Ok(first) if first.sequence < sequence => Some(first.sequence),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(worker = self.name, error = %e, "order lookup failed; not waiting");
+                None
             }
-            pause = (pause * 2).min(Duration::from_millis(500));
         }
     }
 

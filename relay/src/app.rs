@@ -63,7 +63,6 @@ impl Application {
             max_in_flight: settings.relay.max_in_flight,
             ordered: true,
             grace: settings.relay.shutdown_grace(),
-            waiting: Default::default(),
         };
         tracing::info!(addr = %base.addr, "relay ready");
         Ok(Self { base, worker })

@@ -173,12 +173,20 @@ pub fn classify(status: u16, body: &[u8]) -> Result<String, FastGptError> {
     let Some(json) = json else {
         return Err(FastGptError::Transient(format!("HTTP {status} with a body that is not JSON: {}", snippet(body))));
     };
-    if let Some(content) = json.pointer("/choices/0/message/content") {
-        return Ok(content_text(content));
-    }
-    if let Some(error) = json.get("error").filter(|e| !e.is_null()) {
-        let text = error.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| error.to_string());
-        return Err(FastGptError::Workflow(text));
+    let content = json.pointer("/choices/0/message/content").map(content_text);
+    let error = json.get("error").filter(|e| !e.is_null());
+    match (content, error) {
+        (Some(text), _) if !text.trim().is_empty() => return Ok(text),
+        (_, Some(error)) => {
+            let text = error
+                .as_str()
+                .or_else(|| error.get("message").and_then(Value::as_str))
+                .map(str::to_owned)
+                .unwrap_or_else(|| error.to_string());
+            return Err(FastGptError::Workflow(text));
+        }
+        (Some(empty), None) => return Ok(empty),
+        (None, None) => {}
     }
     Err(FastGptError::Refused {
         cause: Refusal::Other,
@@ -252,5 +260,8 @@ mod tests {
     fn a_workflow_error_is_permanent() {
         let body = r#"{"error":{"message":"node failed"},"choices":null}"#;
         assert_eq!(err(200, body), FastGptError::Workflow("node failed".into()));
+        let with_empty_content =
+            r#"{"error":"model timed out","choices":[{"message":{"role":"assistant","content":""}}]}"#;
+        assert_eq!(err(200, with_empty_content), FastGptError::Workflow("model timed out".into()));
     }
 }

@@ -62,7 +62,6 @@ impl Application {
             max_in_flight: r.max_in_flight,
             ordered: true,
             grace: r.shutdown_grace(),
-            waiting: Default::default(),
         };
         tracing::info!(addr = %base.addr, "responder ready");
         Ok(Self { base, worker, pacing })

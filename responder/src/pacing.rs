@@ -11,8 +11,12 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct Pacing {
@@ -25,6 +29,18 @@ fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
+/// A quota that lets at most `n` through in ANY window of `window`, bursts
+/// included: a GCRA with burst `b` and period `p` admits up to `b + window/p`
+/// in a window, so `p = window / (n - b + 1)`, with 5 % margin for timing.
+pub fn at_most(n: u32, window: Duration, burst: u32) -> Quota {
+    let n = n.max(1);
+    let burst = burst.clamp(1, n);
+    let period = window.mul_f64(1.05) / (n - burst + 1);
+    Quota::with_period(period.max(Duration::from_micros(1)))
+        .unwrap_or_else(|| Quota::per_second(nz(n)))
+        .allow_burst(nz(burst))
+}
+
 impl Pacing {
     pub fn new<'a>(
         apps: impl IntoIterator<Item = &'a str>,
@@ -35,13 +51,14 @@ impl Pacing {
         let per_app = apps
             .into_iter()
             .map(|app| {
-                let second = governor::RateLimiter::direct(Quota::per_second(nz(app_per_second)));
-                let minute = governor::RateLimiter::direct(Quota::per_minute(nz(app_per_minute)));
+                let second = governor::RateLimiter::direct(at_most(app_per_second, SECOND, app_per_second / 10));
+                let minute = governor::RateLimiter::direct(at_most(app_per_minute, MINUTE, app_per_minute / 20));
                 (app.to_owned(), (second, minute))
             })
             .collect();
         Self {
-            per_chat: Arc::new(governor::RateLimiter::keyed(Quota::per_second(nz(per_chat_per_second)))),
+            // One at a time into a chat: Lark counts every bot's messages there.
+            per_chat: Arc::new(governor::RateLimiter::keyed(at_most(per_chat_per_second, SECOND, 1))),
             per_app: Arc::new(per_app),
         }
     }
@@ -65,7 +82,33 @@ impl Pacing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
+
+    /// Simulates a quota at a steady clock and counts the worst window.
+    fn worst_window(q: Quota, window: Duration, total: usize) -> usize {
+        use governor::clock::FakeRelativeClock;
+        let clock = FakeRelativeClock::default();
+        let limiter = governor::RateLimiter::direct_with_clock(q, clock.clone());
+        let mut sent: Vec<Duration> = Vec::new();
+        let mut now = Duration::ZERO;
+        let step = Duration::from_micros(500);
+        while sent.len() < total {
+            if limiter.check().is_ok() {
+                sent.push(now);
+            } else {
+                clock.advance(step);
+                now += step;
+            }
+        }
+        sent.iter().map(|t| sent.iter().filter(|u| **u >= *t && **u - *t < window).count()).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn no_window_ever_holds_more_than_the_limit() {
+        assert!(worst_window(at_most(5, SECOND, 1), SECOND, 30) <= 5);
+        assert!(worst_window(at_most(50, SECOND, 5), SECOND, 200) <= 50);
+        assert!(worst_window(at_most(1000, MINUTE, 50), MINUTE, 2500) <= 1000);
+    }
 
     #[tokio::test]
     async fn one_chat_is_paced_others_are_not_held_up() {
@@ -75,8 +118,8 @@ mod tests {
             p.wait("app", "busy").await;
         }
         let busy = start.elapsed();
-        // 10 sends at 5/s: the first 5 at once (the burst), the rest 200 ms apart.
-        assert!(busy >= Duration::from_millis(900), "{busy:?}");
+        // 10 sends at 5/s, one at a time: about 200 ms apart.
+        assert!(busy >= Duration::from_millis(1800), "{busy:?}");
         assert!(p.per_chat.check_key(&"busy".to_owned()).is_err(), "the busy chat is at its limit");
         assert!(p.per_chat.check_key(&"quiet".to_owned()).is_ok(), "another chat is not held up");
     }
