@@ -14,6 +14,16 @@ pub struct Cli {
     /// (0 only when every check passed).
     #[arg(long)]
     pub check: bool,
+    /// responder only: list the dead letters waiting, with their reasons, and exit.
+    #[arg(long)]
+    pub dead_letters: bool,
+    /// responder only: publish the dead letters back where they died (after
+    /// fixing the cause), delete them, and exit.
+    #[arg(long)]
+    pub redrive: bool,
+    /// With --dead-letters or --redrive: only this channel's.
+    #[arg(long, value_name = "ID")]
+    pub channel: Option<String>,
 }
 
 impl Cli {

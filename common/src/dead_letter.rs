@@ -1,6 +1,8 @@
 //! Dead letters: what cannot be handled ends in `{ns}_dead` with the reason
-//! and the original message, never silently. Kept 14 days; `deploy/redrive`
-//! (documented in the README) publishes them back once the cause is fixed.
+//! and the original message, never silently. Kept 14 days.
+//! `responder --dead-letters` lists them with their reasons, and
+//! `responder --redrive [--channel ID]` publishes them back once the cause is
+//! fixed (README, "Dead letters").
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
@@ -33,5 +35,100 @@ pub async fn publish(
     js.publish_with_headers(topology.dead_subject(channel, stage), headers, message.payload.clone()).await?.await?;
     metrics::counter!("lark_bridge_dead_letters_total", "channel" => channel.to_owned(), "stage" => stage.to_owned())
         .increment(1);
+    Ok(())
+}
+
+/// One dead letter, as listed for an operator.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub sequence: u64,
+    pub channel: String,
+    pub stage: String,
+    pub reason: String,
+    pub original_subject: String,
+    pub time: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("dead-letter stream: {0}")]
+pub struct DeadLetterError(String);
+
+fn err(e: impl std::fmt::Display) -> DeadLetterError {
+    DeadLetterError(e.to_string())
+}
+
+/// Every dead letter waiting, optionally of one channel, oldest first.
+pub async fn list(
+    js: &jetstream::Context,
+    topology: &Topology,
+    channel: Option<&str>,
+) -> Result<Vec<DeadLetter>, DeadLetterError> {
+    let mut out = Vec::new();
+    for_each(js, topology, channel, |seq, msg| {
+        out.push(DeadLetter {
+            sequence: seq,
+            channel: header(Some(&msg.headers), CHANNEL_HEADER).unwrap_or("?").to_owned(),
+            stage: msg.subject.rsplit('.').next().unwrap_or("?").to_owned(),
+            reason: header(Some(&msg.headers), REASON_HEADER).unwrap_or("").to_owned(),
+            original_subject: header(Some(&msg.headers), ORIGINAL_SUBJECT_HEADER).unwrap_or("").to_owned(),
+            time: msg.time.to_string(),
+        });
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Publishes each dead letter (optionally of one channel) back onto the
+/// subject it died on, then deletes it: once the cause is fixed (a permission
+/// granted, the bot added to the group), the replies go out. Lark's `uuid`
+/// and the relay's answered-events record keep a re-drive from doubling
+/// anything that did get through. Returns how many were re-driven.
+pub async fn redrive(
+    js: &jetstream::Context,
+    topology: &Topology,
+    channel: Option<&str>,
+) -> Result<usize, DeadLetterError> {
+    let stream = js.get_stream(topology.dead_stream()).await.map_err(err)?;
+    let mut letters = Vec::new();
+    for_each(js, topology, channel, |seq, msg| letters.push((seq, msg))).await?;
+    let mut count = 0;
+    for (seq, msg) in letters {
+        let Some(subject) = header(Some(&msg.headers), ORIGINAL_SUBJECT_HEADER).map(str::to_owned) else {
+            continue;
+        };
+        let mut headers = HeaderMap::new();
+        for name in [CHANNEL_HEADER, crate::envelope::TRACEPARENT_HEADER] {
+            if let Some(v) = header(Some(&msg.headers), name) {
+                headers.insert(name, v);
+            }
+        }
+        // A fresh id, so JetStream's duplicate window does not swallow it.
+        let id = header(Some(&msg.headers), MSG_ID_HEADER.as_ref()).unwrap_or("dead");
+        headers.insert(MSG_ID_HEADER, format!("{id}:redrive:{seq}").as_str());
+        js.publish_with_headers(subject, headers, msg.payload.clone()).await.map_err(err)?.await.map_err(err)?;
+        stream.delete_message(seq).await.map_err(err)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+async fn for_each(
+    js: &jetstream::Context,
+    topology: &Topology,
+    channel: Option<&str>,
+    mut f: impl FnMut(u64, async_nats::jetstream::message::StreamMessage),
+) -> Result<(), DeadLetterError> {
+    let mut stream = js.get_stream(topology.dead_stream()).await.map_err(err)?;
+    let state = stream.info().await.map_err(err)?.state.clone();
+    if state.messages == 0 {
+        return Ok(());
+    }
+    for seq in state.first_sequence..=state.last_sequence {
+        let Ok(msg) = stream.get_raw_message(seq).await else { continue };
+        if channel.is_some_and(|c| header(Some(&msg.headers), CHANNEL_HEADER) != Some(c)) {
+            continue;
+        }
+        f(seq, msg);
+    }
     Ok(())
 }

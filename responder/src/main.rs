@@ -1,4 +1,6 @@
 //! `responder --config FILE`: reply commands in, Lark messages out.
+//! `--dead-letters` and `--redrive` are the operator's tools for what could
+//! not be delivered.
 
 use clap::Parser;
 use common::cli::Cli;
@@ -8,6 +10,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = cli.settings()?;
     common::telemetry::init(&settings.telemetry);
+    if cli.dead_letters || cli.redrive {
+        return responder::admin::dead_letters(&settings, cli.channel.as_deref(), cli.redrive).await;
+    }
     let shutdown = common::shutdown::on_signal();
     let app = responder::Application::build(settings, &shutdown).await?;
     app.run_until_stopped(shutdown).await;

@@ -204,3 +204,27 @@ async fn two_relays_keep_a_conversation_in_order_and_others_concurrent() {
     assert!(answered[0].contains("A1") && answered[3].contains("A4"), "{answered:?}");
     b.stop().await;
 }
+
+#[tokio::test]
+async fn other_event_types_are_acknowledged_and_dropped() {
+    let b = Bridge::start().await;
+    let added = serde_json::json!({
+        "schema": "2.0",
+        "header": {
+            "event_id": "evt_bot_added_1",
+            "event_type": "im.chat.member.bot.added_v1",
+            "create_time": "1608725989000",
+            "token": lark_bridge_tests::harness::VERIFICATION_TOKEN,
+            "app_id": lark_bridge_tests::harness::APP_ID,
+            "tenant_key": "t"
+        },
+        "event": { "chat_id": "oc_new", "name": "New group" }
+    });
+    b.deliver_ok(&added).await;
+    b.deliver_ok(&b.events().p2p_text("oc_marker", "ou_m", "marker")).await;
+    assert_eq!(b.lark.wait_for_messages(1, WAIT).await.len(), 1);
+    settle().await;
+    assert_eq!(b.lark.visible_messages().len(), 1);
+    assert_eq!(b.stream_len(&b.topology().events_stream()).await, 0, "acknowledged, not left in the queue");
+    b.stop().await;
+}

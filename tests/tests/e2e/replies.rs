@@ -173,3 +173,32 @@ async fn a_burst_into_one_chat_is_paced_without_tripping_lark() {
     }
     b.stop().await;
 }
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_redriven_once_the_cause_is_fixed() {
+    let b = Bridge::start().await;
+    // The bot lacks the permission to send: the reply dies.
+    b.lark.remove_scope(APP_ID, "im:message:send_as_bot");
+    b.deliver_ok(&b.events().message_id("om_redrive").p2p_text("oc_redrive", "ou_r", "hello")).await;
+    let reason = wait_for_dead_letter(&b).await;
+    assert!(reason.contains("99991672"), "{reason}");
+    let topology = b.topology();
+    let listed = common::dead_letter::list(&b.js, &topology, None).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].channel, "support");
+    assert_eq!(listed[0].stage, "responder");
+    assert!(common::dead_letter::list(&b.js, &topology, Some("other")).await.expect("list").is_empty());
+
+    // The operator grants the permission and re-drives.
+    b.lark.grant_scope(APP_ID, "im:message:send_as_bot");
+    assert_eq!(common::dead_letter::redrive(&b.js, &topology, None).await.expect("redrive"), 1);
+    let shown = b.lark.wait_for_messages(1, WAIT).await;
+    assert_eq!(shown.len(), 1);
+    assert_eq!(shown[0].reply_to(), Some("om_redrive"));
+    assert!(
+        common::dead_letter::list(&b.js, &topology, None).await.expect("list").is_empty(),
+        "re-driven letters leave"
+    );
+    assert_eq!(b.fastgpt.requests().len(), 1, "FastGPT is not asked again");
+    b.stop().await;
+}

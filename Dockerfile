@@ -1,0 +1,46 @@
+# syntax=docker/dockerfile:1
+# lark-bridge: one image with the three services (ingress, relay, responder).
+#
+#   docker build -t lark-bridge:0.1.0 .
+#   docker run --rm lark-bridge:0.1.0 ingress --help
+#
+# The image has no default command: run it as `ingress`, `relay` or `responder`
+# (with `--config FILE` or LARK_BRIDGE_CONFIG), as deploy/k8s does.
+
+# ---- builder --------------------------------------------------------------
+FROM rust:1.95-bookworm AS builder
+WORKDIR /src
+
+# Dependencies first: the manifests, the lock file and empty sources of every
+# workspace member, so this (slow) layer is rebuilt only when they change.
+COPY Cargo.toml Cargo.lock ./
+COPY common/Cargo.toml common/
+COPY ingress/Cargo.toml ingress/
+COPY relay/Cargo.toml relay/
+COPY responder/Cargo.toml responder/
+COPY tests/Cargo.toml tests/
+RUN for c in common ingress relay responder tests; do mkdir -p $c/src; touch $c/src/lib.rs; done \
+ && for c in ingress relay responder; do echo 'fn main() {}' > $c/src/main.rs; done \
+ && mkdir -p tests/src/bin && echo 'fn main() {}' > tests/src/bin/sandbox.rs \
+ && cargo build --release --locked -p ingress -p relay -p responder \
+ && rm -rf common/src ingress/src relay/src responder/src tests/src
+
+# Then the real sources. `touch` makes them newer than the stubs' build, so
+# cargo rebuilds the workspace crates (and only them).
+COPY common common
+COPY ingress ingress
+COPY relay relay
+COPY responder responder
+COPY tests tests
+RUN find common ingress relay responder -name '*.rs' -exec touch {} + \
+ && cargo build --release --locked -p ingress -p relay -p responder \
+ && mkdir -p /out \
+ && cp target/release/ingress target/release/relay target/release/responder /out/
+
+# ---- runtime --------------------------------------------------------------
+# glibc, libgcc and CA certificates, no shell; runs as uid 65532 (nonroot).
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=builder /out/ /usr/local/bin/
+USER 65532:65532
+EXPOSE 8080 8081 8082
+CMD ["ingress"]
