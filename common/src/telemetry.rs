@@ -1,22 +1,147 @@
-//! Logs: JSON lines for production, text for a terminal, filtered by
-//! `RUST_LOG` or `[telemetry] log_level`. Set up once per process; a second
-//! call (several services in one test process) keeps the first set-up.
+//! Logs and traces, set up once per process.
+//!
+//! - **Logs**: JSON lines (or text for a terminal), filtered by `RUST_LOG` or
+//!   `[telemetry] log_level`. Each line of a message's handling carries its
+//!   `trace_id`, recorded on the root span of the handling (`ingress.callback`,
+//!   `relay.event`, `responder.reply`) and shown in the line's span list.
+//! - **Traces**: an OpenTelemetry tracer behind `tracing`, so every service
+//!   has trace ids even with no exporter. Spans are exported with OTLP/HTTP
+//!   when `[telemetry] otlp_endpoint` is set (`/v1/traces` is appended) or the
+//!   standard `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
+//!   variables are; `OTEL_SERVICE_NAME` overrides the service name. The
+//!   exporter speaks plain HTTP (a collector beside the bridge).
+//! - **Propagation**: W3C `traceparent` goes into NATS headers on publish and
+//!   comes out of them in the next service; outgoing HTTP calls carry it too.
 //!
 //! Message text is never logged at info level, and secrets never at all: they
 //! are `SecretString`s whose `Debug` is redacted.
 
-use tracing_subscriber::{fmt, EnvFilter};
+use std::collections::HashMap;
+
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 use crate::config::{LogFormat, TelemetrySettings};
 
-pub fn init(settings: &TelemetrySettings) {
+/// Flushes the exporter when the service stops.
+#[must_use = "keep the guard until the service stops, then call shutdown()"]
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl TelemetryGuard {
+    /// Sends the spans still buffered.
+    pub fn shutdown(self) {
+        if let Err(e) = self.provider.shutdown() {
+            tracing::warn!(error = %e, "flushing traces at shutdown failed");
+        }
+    }
+}
+
+fn exporter_wanted(settings: &TelemetrySettings) -> bool {
+    settings.otlp_endpoint.is_some()
+        || ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+            .iter()
+            .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()))
+}
+
+fn exporter(settings: &TelemetrySettings) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    use opentelemetry_otlp::WithExportConfig;
+    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_http();
+    if let Some(url) = &settings.otlp_endpoint {
+        let base = url.as_str().trim_end_matches('/');
+        let endpoint = if base.ends_with("/v1/traces") { base.to_owned() } else { format!("{base}/v1/traces") };
+        builder = builder.with_endpoint(endpoint);
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// Installs logging and tracing for `service`. A second call in one process
+/// (several services in one test) keeps the first subscriber.
+pub fn init(service: &'static str, settings: &TelemetrySettings) -> TelemetryGuard {
+    let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| format!("lark-bridge-{service}"));
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(name).build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    let mut exporter_error = None;
+    if exporter_wanted(settings) {
+        match exporter(settings) {
+            Ok(e) => builder = builder.with_batch_exporter(e),
+            Err(e) => exporter_error = Some(e),
+        }
+    }
+    let provider = builder.build();
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stdout);
-    // `try_init` fails only when a subscriber is already installed: keep it.
-    let _ = match settings.log_format {
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
-        LogFormat::Text => builder.with_target(true).try_init(),
+    let logs = match settings.log_format {
+        LogFormat::Json => fmt::layer().json().with_current_span(false).with_span_list(true).boxed(),
+        LogFormat::Text => fmt::layer().with_target(true).boxed(),
     };
+    let traces = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
+    // `try_init` fails only when a subscriber is already installed: keep it.
+    let _ = tracing_subscriber::registry().with(filter).with(logs).with(traces).try_init();
+    if let Some(e) = exporter_error {
+        tracing::error!(error = %e, "cannot set up the OTLP exporter ([telemetry] otlp_endpoint); running without it");
+    }
+    TelemetryGuard { provider }
+}
+
+/// Makes `span` a child of the trace in `headers` (if any) and records its
+/// `trace_id` for the log lines.
+pub fn continue_trace(span: &Span, headers: Option<&async_nats::HeaderMap>) {
+    if let Some(h) = headers {
+        let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&NatsHeaders(h)));
+        if cx.span().span_context().is_valid() {
+            let _ = span.set_parent(cx);
+        }
+    }
+    record_trace_id(span);
+}
+
+/// Writes the span's trace id into its `trace_id` field (declared `Empty`).
+pub fn record_trace_id(span: &Span) {
+    let id = span.context().span().span_context().trace_id();
+    if id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(id));
+    }
+}
+
+/// Puts the current span's `traceparent` into NATS headers.
+pub fn inject_nats(headers: &mut async_nats::HeaderMap) {
+    let cx = Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut NatsHeadersMut(headers)));
+}
+
+/// The current span's W3C headers, for an outgoing HTTP request.
+pub fn http_headers() -> Vec<(String, String)> {
+    let cx = Span::current().context();
+    let mut map: HashMap<String, String> = HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut map));
+    map.into_iter().collect()
+}
+
+struct NatsHeaders<'a>(&'a async_nats::HeaderMap);
+impl Extractor for NatsHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|v| v.as_str())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_ref()).collect()
+    }
+}
+
+struct NatsHeadersMut<'a>(&'a mut async_nats::HeaderMap);
+impl Injector for NatsHeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key, value.as_str());
+    }
 }

@@ -11,6 +11,11 @@
 //!   subject) is held; later ones are handed back with a short delay, not
 //!   counted as an attempt, so a burst in one chat never fills the slots other
 //!   chats need. Different subjects run concurrently.
+//! - **Orphans**: after a crash of nats-server 2.9, a WorkQueue stream can keep
+//!   a message its consumer had already acknowledged; it would block its
+//!   subject forever. A message that keeps waiting checks the head of its
+//!   subject against the consumer's ack floor and removes it when it is at or
+//!   below it (acknowledged, so handled).
 //! - **Attempts**: failed attempts are counted in a KV bucket, not by
 //!   JetStream's delivery count, so waiting for order never counts as a failure.
 //! - **One ack per outcome**: `Done` acks, `Retry` naks with a delay, `Drop`
@@ -51,6 +56,8 @@ pub trait Handler: Send + Sync + 'static {
 /// How long a message may wait for an earlier one of its subject before it is
 /// handed back (not counted as an attempt).
 const MAX_HOLD: Duration = Duration::from_secs(300);
+/// After this many deliveries a waiting message checks its head for an orphan.
+const ORPHAN_CHECK_AFTER: i64 = 4;
 /// When a message is handed back to wait for its turn, how soon it returns.
 const LATER_BACKOFF: Duration = Duration::from_millis(250);
 
@@ -118,8 +125,11 @@ impl<H: Handler> Worker<H> {
                     Some(Ok(message)) => {
                         let this = this.clone();
                         let hard_stop = hard_stop.clone();
+                        let in_flight = metrics::gauge!("lark_bridge_in_flight", "worker" => this.name);
+                        in_flight.increment(1.0);
                         tasks.spawn(async move {
                             this.process(message, hard_stop).await;
+                            in_flight.decrement(1.0);
                             drop(permit);
                         });
                     }
@@ -149,6 +159,8 @@ impl<H: Handler> Worker<H> {
             return;
         };
         let (sequence, delivered) = (info.stream_sequence, info.delivered);
+        // Consumer lag as the server sees it: messages not yet delivered.
+        metrics::gauge!("lark_bridge_consumer_pending", "worker" => self.name).set(info.pending as f64);
         let key = format!("{}.{sequence}", self.name);
 
         if self.ordered {
@@ -201,7 +213,14 @@ impl<H: Handler> Worker<H> {
     /// if it is next in line; otherwise says to come back later.
     async fn wait_for_turn(&self, message: &Message, sequence: u64, hard_stop: &CancellationToken) -> Turn {
         let subject = message.subject.as_str();
-        let Some(first) = self.older_first(subject, sequence).await else { return Turn::Now };
+        let Some(mut first) = self.older_first(subject, sequence).await else { return Turn::Now };
+        // Handed back a few times already: make sure the head is not an orphan.
+        if message.info().is_ok_and(|i| i.delivered >= ORPHAN_CHECK_AFTER) && self.remove_if_orphan(first).await {
+            match self.older_first(subject, sequence).await {
+                Some(f) => first = f,
+                None => return Turn::Now,
+            }
+        }
         match self.stream.direct_get_next_for_subject(subject, Some(first + 1)).await {
             Ok(second) if second.sequence == sequence => {}
             _ => return Turn::Later,
@@ -223,8 +242,37 @@ impl<H: Handler> Worker<H> {
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 self.ack(message, AckKind::Progress).await;
                 last_progress = tokio::time::Instant::now();
+                if let Some(head) = self.older_first(subject, sequence).await {
+                    self.remove_if_orphan(head).await;
+                }
             }
             pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Removes stream message `sequence` if the consumer has acknowledged it
+    /// (it is at or below the ack floor) but the stream still holds it.
+    async fn remove_if_orphan(&self, sequence: u64) -> bool {
+        let floor = match self.consumer.get_info().await {
+            Ok(info) => info.ack_floor.stream_sequence,
+            Err(e) => {
+                tracing::debug!(worker = self.name, error = %e, "cannot read the consumer's ack floor");
+                return false;
+            }
+        };
+        if sequence > floor {
+            return false;
+        }
+        match self.stream.delete_message(sequence).await {
+            Ok(_) => {
+                metrics::counter!("lark_bridge_orphans_removed_total", "worker" => self.name).increment(1);
+                tracing::warn!(worker = self.name, sequence, floor, "removed a message left in the work queue after it was acknowledged (a NATS crash); it blocked its conversation");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(worker = self.name, sequence, error = %e, "cannot remove an acknowledged message left in the work queue");
+                false
+            }
         }
     }
 

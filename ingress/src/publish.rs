@@ -51,7 +51,8 @@ impl Publisher {
             return Err(PublishError::Disconnected);
         }
         let subject = self.topology.event_subject(channel, &event.subject_token);
-        let headers = event_headers(channel, &event.dedup_key);
+        let mut headers = event_headers(channel, &event.dedup_key);
+        common::telemetry::inject_nats(&mut headers);
         let payload = bytes::Bytes::copy_from_slice(&event.plain);
         let attempt = async {
             let ack_future = self

@@ -47,13 +47,14 @@ fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-#[tracing::instrument(name = "ingress.callback", skip_all, fields(channel = %channel_id, event_id, dedup_key))]
+#[tracing::instrument(name = "ingress.callback", skip_all, fields(channel = %channel_id, trace_id = tracing::field::Empty, event_id, dedup_key))]
 async fn lark_events(
     State(state): State<Arc<AppState>>,
     Path(channel_id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    common::telemetry::record_trace_id(&tracing::Span::current());
     let Some(channel) = state.channels.get(&channel_id) else {
         metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => "unknown_channel").increment(1);
         tracing::warn!("callback for an unknown channel");

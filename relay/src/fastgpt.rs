@@ -97,6 +97,7 @@ impl FastGpt {
             .post(channel.fastgpt_completions_url())
             .bearer_auth(channel.fastgpt_api_key.expose_secret())
             .timeout(self.timeout)
+            .headers(trace_headers())
             .json(&body)
             .send()
             .await
@@ -105,6 +106,14 @@ impl FastGpt {
         let bytes = resp.bytes().await.map_err(|e| FastGptError::Transient(network_error(&e, self.timeout)))?;
         classify(status, &bytes)
     }
+}
+
+/// The current trace's `traceparent`, so FastGPT-side tracing can join.
+fn trace_headers() -> reqwest::header::HeaderMap {
+    common::telemetry::http_headers()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.parse::<reqwest::header::HeaderName>().ok()?, v.parse().ok()?)))
+        .collect()
 }
 
 fn network_error(e: &reqwest::Error, timeout: Duration) -> String {

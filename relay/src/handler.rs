@@ -58,7 +58,16 @@ impl Handler for Relay {
             .map(str::to_owned)
             .or_else(|| message.subject.split('.').nth(2).map(str::to_owned))
             .unwrap_or_default();
-        let span = tracing::info_span!("relay.event", channel = %channel_id, event_id = tracing::field::Empty, conversation = tracing::field::Empty, attempt);
+        let span = tracing::info_span!(
+            "relay.event",
+            channel = %channel_id,
+            trace_id = tracing::field::Empty,
+            event_id = tracing::field::Empty,
+            message_id = tracing::field::Empty,
+            conversation = tracing::field::Empty,
+            attempt
+        );
+        common::telemetry::continue_trace(&span, message.headers.as_ref());
         self.handle_event(message, &channel_id, attempt).instrument(span).await
     }
 }
@@ -107,6 +116,7 @@ impl Relay {
                 return Outcome::Retry(Duration::from_secs(1));
             }
         }
+        tracing::Span::current().record("message_id", event.message.message_id.as_str());
         let conversation = ConversationKey::of(&event);
         tracing::Span::current().record("conversation", conversation.describe().as_str());
 
@@ -197,7 +207,12 @@ impl Relay {
 
         let typing = lark.map(|l| Typing::start(l, &event.message.message_id, self.settings.typing_after()));
         let started = std::time::Instant::now();
-        let result = self.fastgpt.ask(channel, &Ask { chat_id: &chat_id, custom_uid: &custom_uid, text: &text }).await;
+        let ask_span = tracing::info_span!("fastgpt.ask", fastgpt_chat_id = %chat_id, outcome = tracing::field::Empty);
+        let result = self
+            .fastgpt
+            .ask(channel, &Ask { chat_id: &chat_id, custom_uid: &custom_uid, text: &text })
+            .instrument(ask_span.clone())
+            .await;
         let elapsed = started.elapsed();
         if let Some(t) = typing {
             t.finish().await;
@@ -206,6 +221,7 @@ impl Relay {
             Ok(_) => "ok",
             Err(e) => e.label(),
         };
+        ask_span.record("outcome", outcome_label);
         metrics::histogram!("lark_bridge_fastgpt_seconds", "channel" => channel.id.clone(), "outcome" => outcome_label)
             .record(elapsed.as_secs_f64());
         match result {
@@ -236,7 +252,9 @@ impl Relay {
         let mut last = None;
         for pause in [0u64, 200, 1000] {
             tokio::time::sleep(Duration::from_millis(pause)).await;
-            match self.js.publish_with_headers(subject.clone(), command.headers(), payload.clone().into()).await {
+            let mut headers = command.headers();
+            common::telemetry::inject_nats(&mut headers);
+            match self.js.publish_with_headers(subject.clone(), headers, payload.clone().into()).await {
                 Ok(ack) => match ack.await {
                     Ok(_) => return Ok(()),
                     Err(e) => last = Some(e.into()),

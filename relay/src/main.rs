@@ -7,9 +7,10 @@ use common::cli::Cli;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = cli.settings()?;
-    common::telemetry::init(&settings.telemetry);
+    let telemetry = common::telemetry::init("relay", &settings.telemetry);
     let shutdown = common::shutdown::on_signal();
     let app = relay::Application::build(settings, &shutdown).await?;
     app.run_until_stopped(shutdown).await;
+    telemetry.shutdown();
     Ok(())
 }

@@ -43,7 +43,16 @@ impl Handler for Responder {
             Ok(c) => c,
             Err(e) => return self.dead(message, "unknown", &format!("not a reply command: {e}")).await,
         };
-        let span = tracing::info_span!("responder.reply", channel = %command.channel, source = %command.source, reply_to = %command.reply_to, kind = command.kind.as_str(), attempt);
+        let span = tracing::info_span!(
+            "responder.reply",
+            channel = %command.channel,
+            trace_id = tracing::field::Empty,
+            source = %command.source,
+            message_id = %command.reply_to,
+            kind = command.kind.as_str(),
+            attempt
+        );
+        common::telemetry::continue_trace(&span, message.headers.as_ref());
         self.send(message, &command, attempt).instrument(span).await
     }
 }
@@ -58,7 +67,9 @@ impl Responder {
         for (i, part) in parts.iter().enumerate() {
             self.pacing.wait(&lark.channel().app_id, &command.chat_id).await;
             let started = Instant::now();
-            let result = send_part(lark, command, i, part).await;
+            let result = send_part(lark, command, i, part)
+                .instrument(tracing::info_span!("lark.send", part = i, msg_type = part.msg_type))
+                .await;
             let code = match &result {
                 Ok(()) => "0".to_owned(),
                 Err(e) => e.code_label(),

@@ -9,12 +9,15 @@ use common::cli::Cli;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = cli.settings()?;
-    common::telemetry::init(&settings.telemetry);
+    let telemetry = common::telemetry::init("responder", &settings.telemetry);
     if cli.dead_letters || cli.redrive {
-        return responder::admin::dead_letters(&settings, cli.channel.as_deref(), cli.redrive).await;
+        let done = responder::admin::dead_letters(&settings, cli.channel.as_deref(), cli.redrive).await;
+        telemetry.shutdown();
+        return done;
     }
     let shutdown = common::shutdown::on_signal();
     let app = responder::Application::build(settings, &shutdown).await?;
     app.run_until_stopped(shutdown).await;
+    telemetry.shutdown();
     Ok(())
 }

@@ -82,7 +82,7 @@ impl Bridge {
         let ns = format!("t{}", random_hex(10));
         let lark = FakeLark::start(vec![FakeApp::new(APP_ID, APP_SECRET, BOT_OPEN_ID)]).await;
         let fastgpt = FakeFastGpt::start(FASTGPT_KEY).await;
-        let toml = config_toml(&ns, &lark.base_url(), &fastgpt.base_url(), opts.encrypt);
+        let toml = config_toml(&nats_url(), &ns, &lark.base_url(), &fastgpt.base_url(), opts.encrypt);
         let env = opts.env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         let settings = Settings::from_toml_with_env(&toml, &env).expect("test configuration is valid");
         let client = async_nats::connect(nats_url()).await.expect("NATS runs for the tests (deploy/test starts it)");
@@ -195,7 +195,7 @@ impl Bridge {
 }
 
 /// The configuration a test runs with: the real TOML contract.
-pub fn config_toml(ns: &str, lark: &str, fastgpt: &str, encrypt: bool) -> String {
+pub fn config_toml(nats: &str, ns: &str, lark: &str, fastgpt: &str, encrypt: bool) -> String {
     let encrypt_key = if encrypt { format!("encrypt_key = \"{ENCRYPT_KEY}\"\n") } else { String::new() };
     format!(
         r#"
@@ -226,6 +226,5 @@ lark_base_url = "{lark}"
 fastgpt_base_url = "{fastgpt}"
 fastgpt_api_key = "{FASTGPT_KEY}"
 "#,
-        nats = nats_url()
     )
 }

@@ -160,6 +160,9 @@ impl LarkClient {
         body: Option<&Value>,
     ) -> Result<Envelope, LarkError> {
         let mut req = self.http.request(method, self.channel.lark_url(path));
+        for (name, value) in crate::telemetry::http_headers() {
+            req = req.header(name, value);
+        }
         if let Some(t) = token {
             req = req.bearer_auth(t.expose_secret());
         }

@@ -2,6 +2,9 @@
 //! the fakes of Lark and FastGPT, and the three services from their libraries.
 
 mod conversations;
+mod faults;
 mod ingress;
 mod pipeline;
+mod procs;
 mod replies;
+mod telemetry;
