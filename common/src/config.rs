@@ -89,6 +89,13 @@ pub struct IngressSettings {
     /// Wide enough for Lark's re-pushes (the last one about 7.1 h after the first).
     #[serde(default = "defaults::replay_window_secs")]
     pub replay_window_secs: u64,
+    /// The public HTTPS address Lark reaches ingress at (`https://bot.example.com`):
+    /// `--check` prints each channel's full Request URL from it.
+    #[serde(default)]
+    pub public_url: Option<Url>,
+    /// Bearer token of `GET /status`; the page is off when none is set.
+    #[serde(default)]
+    pub admin_token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -260,6 +267,8 @@ default_section!(IngressSettings, defaults::ingress_listen(), {
     body_limit_bytes: defaults::body_limit(),
     publish_timeout_ms: defaults::publish_timeout_ms(),
     replay_window_secs: defaults::replay_window_secs(),
+    public_url: None,
+    admin_token: None,
 });
 default_section!(RelaySettings, defaults::relay_listen(), {
     max_in_flight: defaults::relay_in_flight(),

@@ -1,6 +1,7 @@
 //! What the three lark-bridge services share.
 //!
 //! - [`config`]: the TOML contract of DESIGN.md and its validation.
+//! - [`check`]: the `--check` checklist every binary prints.
 //! - [`channel`]: one publishing channel (a Lark app bound to a FastGPT app), looked up by id.
 //! - [`lark`]: Lark's callback protocol: decryption, signatures, event types.
 //! - [`conversation`]: who shares a FastGPT history, and the chatId.
@@ -12,9 +13,11 @@
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`, shared by the three services.
 //! - [`worker`]: the pull loop relay and responder share: order, attempts, acks.
 //! - [`service`]: the start-up steps relay and responder share.
+//! - [`status`]: the last event, answer and error per channel, for `/status`.
 //! - [`shutdown`]: SIGTERM / Ctrl-C into a cancellation token.
 
 pub mod channel;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod conversation;
@@ -25,6 +28,7 @@ pub mod lark;
 pub mod nats;
 pub mod service;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;
 pub mod topology;
 pub mod worker;

@@ -40,6 +40,8 @@ pub struct Base {
     pub js: jetstream::Context,
     pub topology: Topology,
     pub health: Health,
+    /// This service's per-channel status, flushed to KV for `/status`.
+    pub status: crate::status::StatusBoard,
 }
 
 impl Base {
@@ -60,7 +62,10 @@ impl Base {
         let topology = Topology::new(&settings.nats);
         let health = Health::new(Some(client.clone()));
         retry_until_ready("creating the JetStream streams", shutdown, || topology.ensure_streams(&js)).await?;
-        Ok(Self { listener, addr, client, js, topology, health })
+        let store = retry_until_ready("opening the status bucket", shutdown, || topology.status(&js)).await?;
+        let status = crate::status::StatusBoard::new(service);
+        status.spawn_flusher(store, shutdown.clone());
+        Ok(Self { listener, addr, client, js, topology, health, status })
     }
 
     /// Serves `/healthz`, `/readyz`, `/metrics` until `shutdown`.

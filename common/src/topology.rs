@@ -9,6 +9,7 @@
 //! KV {ns}_sessions: conversation generation (Reset)
 //! KV {ns}_attempts: failed attempts of a message in work
 //! KV {ns}_handled:  events already answered (de-duplicates Lark's re-pushes)
+//! KV {ns}_status:   last event, answer and error per channel and service (GET /status)
 //! ```
 //!
 //! The conversation token in the event subject is what keeps one conversation
@@ -110,6 +111,9 @@ impl Topology {
     pub fn handled_bucket(&self) -> String {
         format!("{}_handled", self.ns)
     }
+    pub fn status_bucket(&self) -> String {
+        format!("{}_status", self.ns)
+    }
     pub fn attempts_bucket(&self) -> String {
         format!("{}_attempts", self.ns)
     }
@@ -201,6 +205,15 @@ impl Topology {
         self.bucket_stream(self.handled_bucket(), "lark-bridge: events already answered", HANDLED_MAX_AGE)
     }
 
+    /// What each service last saw per channel, for `GET /status`.
+    pub fn status_bucket_config(&self) -> stream::Config {
+        self.bucket_stream(
+            self.status_bucket(),
+            "lark-bridge: last event, answer and error per channel",
+            Duration::ZERO,
+        )
+    }
+
     /// Failed attempts of messages in work (never order waits).
     pub fn attempts_bucket_config(&self) -> stream::Config {
         self.bucket_stream(self.attempts_bucket(), "lark-bridge: failed attempts of messages in work", WORK_MAX_AGE)
@@ -261,6 +274,11 @@ impl Topology {
     /// The answered-events bucket.
     pub async fn handled(&self, js: &jetstream::Context) -> Result<kv::Store, TopologyError> {
         self.bucket(js, self.handled_bucket_config()).await
+    }
+
+    /// The status bucket.
+    pub async fn status(&self, js: &jetstream::Context) -> Result<kv::Store, TopologyError> {
+        self.bucket(js, self.status_bucket_config()).await
     }
 
     /// The failed-attempts bucket of the consumers.

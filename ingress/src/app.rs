@@ -26,12 +26,30 @@ impl Application {
     /// `shutdown` also ends the wait for NATS at start.
     pub async fn build(settings: Settings, shutdown: &CancellationToken) -> Result<Self, StartError> {
         let base = Base::start("ingress", &settings, settings.ingress.listen, shutdown).await?;
+        let channels = Channels::new(&settings.channels);
+        let status_page = match &settings.ingress.admin_token {
+            Some(token) => {
+                let store = common::nats::retry_until_ready("opening the status bucket", shutdown, || {
+                    base.topology.status(&base.js)
+                })
+                .await?;
+                crate::status_page::router(crate::status_page::StatusPage {
+                    token: token.clone(),
+                    channels: settings.channels.iter().map(|c| c.id.clone()).collect(),
+                    store,
+                    js: base.js.clone(),
+                    topology: base.topology.clone(),
+                })
+            }
+            None => axum::Router::new(),
+        };
         let state = Arc::new(AppState {
-            channels: Channels::new(&settings.channels),
+            status: base.status.clone(),
+            channels,
             publisher: Publisher::new(base.client, base.js, base.topology, settings.ingress.publish_timeout()),
             replay_window_secs: settings.ingress.replay_window_secs,
         });
-        let router = router(state, settings.ingress.body_limit_bytes).merge(base.health.router());
+        let router = router(state, settings.ingress.body_limit_bytes).merge(base.health.router()).merge(status_page);
         tracing::info!(addr = %base.addr, channels = settings.channels.len(), "ingress listening");
         Ok(Self { listener: base.listener, router, addr: base.addr })
     }

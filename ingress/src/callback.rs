@@ -67,6 +67,26 @@ impl Rejection {
         }
     }
 
+    /// What an operator does about it.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) | Self::Unsupported(_) => {
+                "make sure only Lark posts to this URL, with schema 2.0 events"
+            }
+            Self::Undecryptable(_) | Self::NoEncryptKey => {
+                "set encrypt_key to the Encrypt Key of the Lark console (Events & Callbacks > Encryption Strategy)"
+            }
+            Self::Signature(SignatureError::Stale { .. }) => {
+                "check the clock of this host (NTP); a replayed request is refused on purpose"
+            }
+            Self::Signature(_) => {
+                "set encrypt_key to the Encrypt Key of the Lark console; requests not from Lark are refused on purpose"
+            }
+            Self::Token => "set verification_token to the Verification Token of the Lark console",
+            Self::WrongApp { .. } => "each Lark app needs its own channel and Request URL",
+        }
+    }
+
     /// Short label for metrics and logs.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -152,5 +172,156 @@ pub fn verify(
                 message.as_ref().map(|m| ConversationKey::of(m).token()).unwrap_or_else(|| "other".to_owned());
             Ok(Verified::Event(Box::new(VerifiedEvent { plain, envelope, dedup_key, subject_token })))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Hostile input: whatever arrives, `verify` answers with a 4xx reason or
+    //! accepts a genuine request; it never panics and never accepts a forgery.
+
+    use super::*;
+    use common::config::ChannelSettings;
+    use common::lark::crypto::EncryptKey;
+    use proptest::prelude::*;
+    use secrecy::SecretString;
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn channel(encrypted: bool) -> Channel {
+        Channel::new(&ChannelSettings {
+            id: "c".into(),
+            app_id: "cli_app".into(),
+            app_secret: SecretString::from("s".to_owned()),
+            encrypt_key: encrypted.then(|| SecretString::from("fuzz key".to_owned())),
+            verification_token: Some(SecretString::from("tok".to_owned())),
+            lark_base_url: "https://open.feishu.cn".parse().expect("url"),
+            fastgpt_base_url: "https://x.io/api".parse().expect("url"),
+            fastgpt_api_key: SecretString::from("k".to_owned()),
+        })
+    }
+
+    fn event_json() -> Vec<u8> {
+        serde_json::json!({
+            "schema": "2.0",
+            "header": { "event_id": "e1", "event_type": "im.message.receive_v1", "token": "tok", "app_id": "cli_app" },
+            "event": {
+                "sender": { "sender_id": { "open_id": "ou_1" }, "sender_type": "user" },
+                "message": { "message_id": "om_1", "chat_id": "oc_1", "chat_type": "p2p", "message_type": "text", "content": "{\"text\":\"hi\"}" }
+            }
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// A genuine encrypted, signed request.
+    fn genuine() -> (HeaderMap, Vec<u8>) {
+        let key = EncryptKey::new(SecretString::from("fuzz key".to_owned()));
+        let body = serde_json::json!({ "encrypt": key.encrypt(&event_json()) }).to_string().into_bytes();
+        let mut h = HeaderMap::new();
+        h.insert(signature::TIMESTAMP_HEADER, NOW.to_string().parse().expect("header"));
+        h.insert(signature::NONCE_HEADER, "n".parse().expect("header"));
+        h.insert(
+            signature::SIGNATURE_HEADER,
+            signature::sign(&NOW.to_string(), "n", &key, &body).parse().expect("header"),
+        );
+        (h, body)
+    }
+
+    #[test]
+    fn a_genuine_request_is_accepted_with_its_keys() {
+        let (h, body) = genuine();
+        let Ok(Verified::Event(e)) = verify(&channel(true), &h, &body, NOW, 3600) else { panic!("not accepted") };
+        assert_eq!(e.dedup_key, "c:msg:om_1");
+        assert_eq!(e.plain, event_json());
+    }
+
+    #[test]
+    fn deep_nesting_is_a_clear_400_not_a_stack_overflow() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let r = verify(&channel(false), &HeaderMap::new(), deep.as_bytes(), NOW, 3600);
+        assert_eq!(r.expect_err("refused").status(), StatusCode::BAD_REQUEST);
+        let deep_obj = format!("{}{}", r#"{"a":"#.repeat(50_000), "}".repeat(50_000));
+        let r = verify(&channel(false), &HeaderMap::new(), deep_obj.as_bytes(), NOW, 3600);
+        assert!(r.expect_err("refused").status().is_client_error());
+    }
+
+    #[test]
+    fn non_utf8_is_a_400() {
+        let r = verify(&channel(false), &HeaderMap::new(), &[0xff, 0xfe, b'{', 0x80], NOW, 3600);
+        assert_eq!(r.expect_err("refused").status(), StatusCode::BAD_REQUEST);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn random_bodies_are_always_a_4xx(body in proptest::collection::vec(any::<u8>(), 0..2048), encrypted in any::<bool>()) {
+            if let Err(r) = verify(&channel(encrypted), &HeaderMap::new(), &body, NOW, 3600) {
+                prop_assert!(r.status().is_client_error());
+            } else {
+                // Only a plain channel can accept an unsigned body, and only a real callback.
+                prop_assert!(!encrypted);
+            }
+        }
+
+        #[test]
+        fn random_signature_headers_never_pass(ts in ".{0,30}", nonce in ".{0,30}", sig in "[0-9a-fA-Fz]{0,80}") {
+            let (_, body) = genuine();
+            let mut h = HeaderMap::new();
+            for (name, value) in [(signature::TIMESTAMP_HEADER, ts), (signature::NONCE_HEADER, nonce), (signature::SIGNATURE_HEADER, sig)] {
+                if let Ok(v) = value.parse() {
+                    h.insert(name, v);
+                }
+            }
+            let r = verify(&channel(true), &h, &body, NOW, 3600);
+            prop_assert!(r.expect_err("a forgery").status().is_client_error());
+        }
+
+        #[test]
+        fn any_flipped_byte_of_a_genuine_request_is_refused(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let (h, mut body) = genuine();
+            let i = pos.index(body.len());
+            body[i] ^= 1 << bit;
+            let r = verify(&channel(true), &h, &body, NOW, 3600);
+            prop_assert!(r.expect_err("tampered").status() == StatusCode::UNAUTHORIZED);
+        }
+
+        #[test]
+        fn valid_json_of_any_shape_is_a_4xx(v in arb_json()) {
+            let body = v.to_string().into_bytes();
+            if let Err(r) = verify(&channel(false), &HeaderMap::new(), &body, NOW, 3600) {
+                prop_assert!(r.status().is_client_error());
+            }
+        }
+    }
+
+    fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            ".{0,20}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::from("2.0")),
+            Just(serde_json::Value::from("url_verification")),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("schema".to_owned()),
+                        Just("type".to_owned()),
+                        Just("header".to_owned()),
+                        Just("encrypt".to_owned()),
+                        Just("challenge".to_owned()),
+                        "[a-z]{1,6}"
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 }

@@ -28,6 +28,7 @@ use crate::publish::Publisher;
 
 pub struct AppState {
     pub channels: Channels,
+    pub status: common::status::StatusBoard,
     pub publisher: Publisher,
     pub replay_window_secs: u64,
 }
@@ -72,6 +73,11 @@ async fn lark_events(
             metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => rejection.reason(), "channel" => channel.id.clone())
                 .increment(1);
             tracing::warn!(reason = rejection.reason(), error = %rejection, "callback rejected");
+            state.status.error(
+                &channel.id,
+                format!("callback refused ({}): {rejection}", rejection.status()),
+                rejection.fix(),
+            );
             return error(rejection.status(), rejection.reason(), rejection.to_string());
         }
     };
@@ -87,6 +93,7 @@ async fn lark_events(
             match state.publisher.publish(&channel.id, &event).await {
                 Ok(published) => {
                     metrics::histogram!("lark_bridge_ingress_publish_seconds").record(published.elapsed.as_secs_f64());
+                    state.status.ok(&channel.id);
                     if published.duplicate {
                         metrics::counter!("lark_bridge_ingress_duplicates_total", "channel" => channel.id.clone())
                             .increment(1);
@@ -106,6 +113,11 @@ async fn lark_events(
                     metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => "publish_failed", "channel" => channel.id.clone())
                         .increment(1);
                     tracing::error!(error = %e, "event not stored; answering 503 so Lark retries");
+                    state.status.error(
+                        &channel.id,
+                        e.to_string(),
+                        "check NATS: is nats-server up, with JetStream? (ingress --check)",
+                    );
                     error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
                 }
             }

@@ -53,6 +53,7 @@ impl Application {
             js: js.clone(),
             topology: topology.clone(),
             settings: settings.relay.clone(),
+            status: base.status.clone(),
         };
         let worker = Worker {
             name: "relay",

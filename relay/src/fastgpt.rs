@@ -51,6 +51,18 @@ pub enum Refusal {
 }
 
 impl FastGptError {
+    /// What an operator does about it.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            Self::Transient(_) => "check fastgpt_base_url (the API root FastGPT shows, e.g. https://cloud.fastgpt.io/api) and that FastGPT is up and reachable from the relay",
+            Self::Refused { cause: Refusal::Auth, .. } => "set fastgpt_api_key to an API key of the app (FastGPT: the app > Publish > API access)",
+            Self::Refused { cause: Refusal::Quota, .. } => "top up the FastGPT account's balance or raise its plan",
+            Self::Refused { cause: Refusal::Model, .. } => "give the app a model its FastGPT team may use",
+            Self::Refused { .. } => "see FastGPT's message; check the app in FastGPT",
+            Self::Workflow(_) => "open the app in FastGPT and run it once: its workflow fails",
+        }
+    }
+
     /// Short label for metrics.
     pub fn label(&self) -> &'static str {
         match self {

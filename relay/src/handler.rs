@@ -47,6 +47,7 @@ pub struct Relay {
     pub js: jetstream::Context,
     pub topology: Topology,
     pub settings: RelaySettings,
+    pub status: common::status::StatusBoard,
 }
 
 /// What the relay decided to say for one message.
@@ -222,6 +223,10 @@ impl Relay {
             Err(e) => e.label(),
         };
         ask_span.record("outcome", outcome_label);
+        match &result {
+            Ok(_) => self.status.ok(&channel.id),
+            Err(e) => self.status.error(&channel.id, e.to_string(), e.fix()),
+        }
         metrics::histogram!("lark_bridge_fastgpt_seconds", "channel" => channel.id.clone(), "outcome" => outcome_label)
             .record(elapsed.as_secs_f64());
         match result {

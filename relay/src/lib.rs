@@ -6,9 +6,11 @@
 //! - [`fastgpt`]: the FastGPT client and its error classes.
 //! - [`handler`]: one event, from NATS message to published reply command.
 //! - [`typing`]: the "bot is working" reaction on slow answers.
+//! - [`check`]: `relay --check`.
 //! - [`app`]: build and run (the pull loop itself is `common::worker`).
 
 pub mod app;
+pub mod check;
 pub mod fastgpt;
 pub mod handler;
 pub mod question;

@@ -1,16 +1,21 @@
 //! `relay --config FILE`: Lark messages in, FastGPT questions out, reply commands back.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use common::cli::Cli;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let settings = cli.settings()?;
+    if cli.check {
+        return Ok(relay::check::run(&settings).await.finish());
+    }
     let telemetry = common::telemetry::init("relay", &settings.telemetry);
     let shutdown = common::shutdown::on_signal();
     let app = relay::Application::build(settings, &shutdown).await?;
     app.run_until_stopped(shutdown).await;
     telemetry.shutdown();
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

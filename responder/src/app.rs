@@ -52,6 +52,7 @@ impl Application {
             js: js.clone(),
             topology: topology.clone(),
             max_attempts: r.max_attempts,
+            status: base.status.clone(),
         };
         let worker = Worker {
             name: "responder",

@@ -32,6 +32,7 @@ pub struct Responder {
     pub js: jetstream::Context,
     pub topology: Topology,
     pub max_attempts: u32,
+    pub status: common::status::StatusBoard,
 }
 
 /// Withdrawn or deleted: the reply can still go into the chat.
@@ -101,6 +102,7 @@ impl Responder {
         }
         metrics::counter!("lark_bridge_replies_sent_total", "channel" => command.channel.clone(), "kind" => command.kind.as_str())
             .increment(1);
+        self.status.ok(&command.channel);
         tracing::info!(parts = parts.len(), "reply shown in Lark");
         Outcome::Done
     }
@@ -108,6 +110,7 @@ impl Responder {
     async fn dead(&self, message: &Message, channel: &str, reason: &str) -> Outcome {
         match common::dead_letter::publish(&self.js, &self.topology, "responder", channel, message, reason).await {
             Ok(()) => {
+                self.status.error(channel, reason, "fix the cause, then `responder --dead-letters` and `--redrive`");
                 tracing::error!(reason, "reply dead-lettered");
                 Outcome::Drop
             }

@@ -3,12 +3,14 @@
 //! - [`render`]: Markdown → Lark card or text; long answers split in order.
 //! - [`pacing`]: Lark's per-chat and per-app send limits.
 //! - [`handler`]: one reply command → Lark messages, retries, dead letters.
+//! - [`check`]: `responder --check`.
 //! - [`admin`]: `--dead-letters` and `--redrive`, for the operator.
 //! - [`app`]: build and run (the pull loop is `common::worker`; the token
 //!   cache and error classes are `common::lark`).
 
 pub mod admin;
 pub mod app;
+pub mod check;
 pub mod handler;
 pub mod pacing;
 pub mod render;

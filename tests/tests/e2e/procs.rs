@@ -213,7 +213,7 @@ impl ProcBridge {
         for s in [t.events_stream(), t.replies_stream(), t.dead_stream()] {
             let _ = self.js.delete_stream(&s).await;
         }
-        for b in [t.sessions_bucket(), t.handled_bucket(), t.attempts_bucket()] {
+        for b in [t.sessions_bucket(), t.handled_bucket(), t.attempts_bucket(), t.status_bucket()] {
             let _ = self.js.delete_key_value(&b).await;
         }
     }

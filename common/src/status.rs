@@ -1,0 +1,117 @@
+//! What each service last saw per channel, for the status page: the last
+//! event received (ingress), question answered (relay), reply sent
+//! (responder), and the last error with its fix.
+//!
+//! The hot path only updates memory; a background task writes what changed
+//! to the `{ns}_status` KV bucket every two seconds, so every ingress
+//! replica can show the same page.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// One service's view of one channel.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageStatus {
+    /// When it last did its job for this channel (RFC 3339).
+    pub last_ok_at: Option<String>,
+    pub last_error: Option<StatusError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusError {
+    pub at: String,
+    pub what: String,
+    pub fix: String,
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// The in-memory status of one service, flushed to KV.
+#[derive(Clone)]
+pub struct StatusBoard {
+    stage: &'static str,
+    entries: Arc<Mutex<HashMap<String, (StageStatus, bool)>>>,
+}
+
+impl StatusBoard {
+    pub fn new(stage: &'static str) -> Self {
+        Self { stage, entries: Default::default() }
+    }
+
+    fn update(&self, channel: &str, f: impl FnOnce(&mut StageStatus)) {
+        if let Ok(mut map) = self.entries.lock() {
+            let entry = map.entry(channel.to_owned()).or_default();
+            f(&mut entry.0);
+            entry.1 = true;
+        }
+    }
+
+    /// The service did its job for `channel` just now.
+    pub fn ok(&self, channel: &str) {
+        self.update(channel, |s| s.last_ok_at = Some(now()));
+    }
+
+    /// Something went wrong for `channel`; `fix` says what to do.
+    pub fn error(&self, channel: &str, what: impl Into<String>, fix: impl Into<String>) {
+        let e = StatusError { at: now(), what: what.into(), fix: fix.into() };
+        self.update(channel, |s| s.last_error = Some(e));
+    }
+
+    /// Writes what changed to KV every two seconds, and once more at shutdown.
+    pub fn spawn_flusher(&self, store: kv::Store, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let board = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => board.flush(&store).await,
+                    _ = shutdown.cancelled() => {
+                        board.flush(&store).await;
+                        return;
+                    }
+                }
+            }
+        })
+    }
+
+    async fn flush(&self, store: &kv::Store) {
+        let changed: Vec<(String, StageStatus)> = match self.entries.lock() {
+            Ok(mut map) => map
+                .iter_mut()
+                .filter(|(_, (_, dirty))| *dirty)
+                .map(|(c, (s, dirty))| {
+                    *dirty = false;
+                    (c.clone(), s.clone())
+                })
+                .collect(),
+            Err(_) => return,
+        };
+        for (channel, status) in changed {
+            let Ok(json) = serde_json::to_vec(&status) else { continue };
+            if let Err(e) = store.put(format!("{channel}.{}", self.stage), json.into()).await {
+                tracing::debug!(error = %e, "cannot write the status; next time");
+                self.update(&channel, |_| {});
+            }
+        }
+    }
+}
+
+/// Every stage's status of `channel`, as stored.
+pub async fn read(store: &kv::Store, channel: &str) -> HashMap<&'static str, StageStatus> {
+    let mut out = HashMap::new();
+    for stage in ["ingress", "relay", "responder"] {
+        if let Ok(Some(v)) = store.get(format!("{channel}.{stage}")).await {
+            if let Ok(s) = serde_json::from_slice(&v) {
+                out.insert(stage, s);
+            }
+        }
+    }
+    out
+}
