@@ -184,13 +184,17 @@ impl Bridge {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
         }
-        let t = Topology::new(&self.settings.nats);
-        for s in [t.events_stream(), t.replies_stream(), t.dead_stream()] {
-            let _ = self.js.delete_stream(&s).await;
-        }
-        for b in [t.sessions_bucket(), t.handled_bucket(), t.attempts_bucket(), t.status_bucket()] {
-            let _ = self.js.delete_key_value(&b).await;
-        }
+        delete_namespace(&self.js, &Topology::new(&self.settings.nats)).await;
+    }
+}
+
+/// Deletes every stream and bucket of a test's namespace.
+pub async fn delete_namespace(js: &jetstream::Context, t: &Topology) {
+    for s in [t.events_stream(), t.replies_stream(), t.dead_stream()] {
+        let _ = js.delete_stream(&s).await;
+    }
+    for b in [t.sessions_bucket(), t.handled_bucket(), t.attempts_bucket(), t.status_bucket()] {
+        let _ = js.delete_key_value(&b).await;
     }
 }
 

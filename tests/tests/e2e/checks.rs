@@ -3,7 +3,9 @@
 
 use lark_bridge_tests::fake_fastgpt::FakeFastGpt;
 use lark_bridge_tests::fake_lark::{Endpoint, Failure, FakeApp, FakeLark};
-use lark_bridge_tests::harness::{config_toml, nats_url, APP_ID, APP_SECRET, BOT_OPEN_ID, FASTGPT_KEY};
+use lark_bridge_tests::harness::{
+    config_toml, delete_namespace, nats_url, APP_ID, APP_SECRET, BOT_OPEN_ID, FASTGPT_KEY,
+};
 use lark_bridge_tests::lark_events::random_hex;
 
 struct Fakes {
@@ -27,9 +29,13 @@ impl Fakes {
     /// Deletes the streams `--check` created in this test's namespace.
     async fn cleanup(self) {
         let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.expect("NATS"));
-        for kind in ["events", "replies", "dead"] {
-            let _ = js.delete_stream(format!("{}_{kind}", self.ns)).await;
-        }
+        let settings = common::config::NatsSettings {
+            url: nats_url(),
+            namespace: self.ns.clone(),
+            replicas: 1,
+            credentials_file: None,
+        };
+        delete_namespace(&js, &common::topology::Topology::new(&settings)).await;
     }
 }
 

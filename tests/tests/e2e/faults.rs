@@ -81,30 +81,41 @@ fn message_id(e: &Value) -> String {
     e["event"]["message"]["message_id"].as_str().expect("message id").to_owned()
 }
 
+/// Polls `/readyz` of `s` for up to 30 s until it answers `want`; returns the last status.
+async fn readiness_becomes(b: &ProcBridge, s: Service, want: u16) -> u16 {
+    let url = format!("http://{}/readyz", b.addr(s));
+    let mut status = 0;
+    for _ in 0..300 {
+        status = b.http.get(&url).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+        if status == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    status
+}
+
+/// Visible replies per message id (every id listed, 0 when none).
+fn count_replies(b: &ProcBridge, ids: &[String]) -> HashMap<String, usize> {
+    let mut per: HashMap<String, usize> = ids.iter().map(|i| (i.clone(), 0)).collect();
+    for m in b.lark.visible_messages() {
+        if let Some(id) = m.reply_to() {
+            *per.entry(id.to_owned()).or_default() += 1;
+        }
+    }
+    per
+}
+
 /// Waits until every message has a visible reply (or the time is up) and
 /// returns replies per message.
 async fn replies_per_message(b: &ProcBridge, ids: &[String], within: Duration) -> HashMap<String, usize> {
     let deadline = Instant::now() + within;
-    loop {
-        let mut per: HashMap<String, usize> = ids.iter().map(|i| (i.clone(), 0)).collect();
-        for m in b.lark.visible_messages() {
-            if let Some(id) = m.reply_to() {
-                *per.entry(id.to_owned()).or_default() += 1;
-            }
-        }
-        if per.values().all(|&n| n >= 1) || Instant::now() > deadline {
-            // Give late duplicates a chance to show up before counting.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let mut per: HashMap<String, usize> = ids.iter().map(|i| (i.clone(), 0)).collect();
-            for m in b.lark.visible_messages() {
-                if let Some(id) = m.reply_to() {
-                    *per.entry(id.to_owned()).or_default() += 1;
-                }
-            }
-            return per;
-        }
+    while count_replies(b, ids).values().any(|&n| n == 0) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Give late duplicates a chance to show up before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    count_replies(b, ids)
 }
 
 const ANSWER_DELAY: Duration = Duration::from_millis(300);
@@ -239,26 +250,12 @@ async fn kill_9_of_any_service_or_of_nats_loses_and_doubles_nothing() {
 async fn during_a_nats_outage_ingress_answers_503_and_readiness_follows() {
     let mut nats = OwnNats::start().await;
     let b = ProcBridge::start_on(&nats.url(), vec![]).await;
-    let ready = |s: Service| {
-        let url = format!("http://{}/readyz", b.addr(s));
-        let http = b.http.clone();
-        async move { http.get(url).send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
-    };
     for s in Service::ALL {
-        assert_eq!(ready(s).await, 200, "{} ready", s.name());
+        assert_eq!(readiness_becomes(&b, s, 200).await, 200, "{} ready", s.name());
     }
     nats.kill().await;
-    // Readiness turns false on every service.
     for s in Service::ALL {
-        let mut status = 0;
-        for _ in 0..100 {
-            status = ready(s).await;
-            if status == 503 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(status, 503, "{} not ready while NATS is down", s.name());
+        assert_eq!(readiness_becomes(&b, s, 503).await, 503, "{} not ready while NATS is down", s.name());
     }
     // Ingress never says 200 without NATS, and says so within Lark's window.
     let event = b.events().p2p_text("oc_outage", "ou_o", "during the outage");
@@ -269,14 +266,7 @@ async fn during_a_nats_outage_ingress_answers_503_and_readiness_follows() {
 
     nats.restart().await;
     for s in Service::ALL {
-        let mut status = 0;
-        for _ in 0..300 {
-            status = ready(s).await;
-            if status == 200 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let status = readiness_becomes(&b, s, 200).await;
         assert_eq!(status, 200, "{} ready again after NATS came back, without a restart", s.name());
     }
     // Lark retries the event; now it goes through, once.

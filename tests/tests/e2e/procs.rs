@@ -16,7 +16,8 @@ use common::topology::Topology;
 use lark_bridge_tests::fake_fastgpt::FakeFastGpt;
 use lark_bridge_tests::fake_lark::{FakeApp, FakeLark};
 use lark_bridge_tests::harness::{
-    config_toml, nats_url, APP_ID, APP_SECRET, BOT_OPEN_ID, CHANNEL, ENCRYPT_KEY, FASTGPT_KEY, VERIFICATION_TOKEN,
+    config_toml, delete_namespace, nats_url, APP_ID, APP_SECRET, BOT_OPEN_ID, CHANNEL, ENCRYPT_KEY, FASTGPT_KEY,
+    VERIFICATION_TOKEN,
 };
 use lark_bridge_tests::lark_events::{random_hex, EventBuilder};
 use secrecy::SecretString;
@@ -209,12 +210,6 @@ impl ProcBridge {
         for s in Service::ALL {
             self.terminate(s).await;
         }
-        let t = Topology::new(&self.settings.nats);
-        for s in [t.events_stream(), t.replies_stream(), t.dead_stream()] {
-            let _ = self.js.delete_stream(&s).await;
-        }
-        for b in [t.sessions_bucket(), t.handled_bucket(), t.attempts_bucket(), t.status_bucket()] {
-            let _ = self.js.delete_key_value(&b).await;
-        }
+        delete_namespace(&self.js, &Topology::new(&self.settings.nats)).await;
     }
 }
