@@ -1,6 +1,8 @@
-//! What relay and responder share at start-up: bind the health listener,
-//! connect to NATS, create the streams and buckets, bind the consumer. Each
-//! step that needs NATS waits for it (not ready meanwhile) instead of failing.
+//! What the three services share at start-up, in two steps:
+//! [`Base::connect`] binds the listener and connects to NATS without waiting,
+//! so `/healthz` and `/readyz` can answer at once (not ready meanwhile);
+//! [`Base::prepare`] then waits for NATS to create the streams and the status
+//! bucket, retrying, instead of failing.
 
 use std::net::SocketAddr;
 
@@ -9,8 +11,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::health::Health;
+use crate::health::{Check, Health};
 use crate::nats::{retry_until_ready, NatsError};
+use crate::status::StatusBoard;
 use crate::topology::{Topology, TopologyError};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +35,7 @@ pub enum StartError {
     Http(String),
 }
 
-/// The pieces every consuming service starts with.
+/// The pieces every service starts with.
 pub struct Base {
     pub listener: TcpListener,
     pub addr: SocketAddr,
@@ -41,16 +44,14 @@ pub struct Base {
     pub topology: Topology,
     pub health: Health,
     /// This service's per-channel status, flushed to KV for `/status`.
-    pub status: crate::status::StatusBoard,
+    pub status: StatusBoard,
+    /// Readiness: set by [`Base::prepare`] once the streams exist.
+    pub streams: Check,
 }
 
 impl Base {
-    pub async fn start(
-        service: &'static str,
-        settings: &Settings,
-        listen: SocketAddr,
-        shutdown: &CancellationToken,
-    ) -> Result<Self, StartError> {
+    /// Binds and connects; returns at once even when NATS is not up yet.
+    pub async fn connect(service: &'static str, settings: &Settings, listen: SocketAddr) -> Result<Self, StartError> {
         if settings.channels.is_empty() {
             return Err(StartError::NoChannels(service));
         }
@@ -59,27 +60,43 @@ impl Base {
         let addr = listener.local_addr().map_err(|source| StartError::Bind { service, addr: listen, source })?;
         let client = crate::nats::connect(&settings.nats, service).await?;
         let js = jetstream::new(client.clone());
-        let topology = Topology::new(&settings.nats);
         let health = Health::new(Some(client.clone()));
-        retry_until_ready("creating the JetStream streams", shutdown, || topology.ensure_streams(&js)).await?;
-        let store = retry_until_ready("opening the status bucket", shutdown, || topology.status(&js)).await?;
-        let status = crate::status::StatusBoard::new(service);
-        status.spawn_flusher(store, shutdown.clone());
-        Ok(Self { listener, addr, client, js, topology, health, status })
+        let streams = health.check("streams_exist");
+        Ok(Self {
+            listener,
+            addr,
+            client,
+            js,
+            topology: Topology::new(&settings.nats),
+            health,
+            status: StatusBoard::new(service),
+            streams,
+        })
     }
 
-    /// Serves `/healthz`, `/readyz`, `/metrics` until `shutdown`.
-    pub fn serve_health(
-        listener: TcpListener,
-        health: &Health,
-        shutdown: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        let router: axum::Router = health.router();
+    /// Waits for NATS to create the streams and the status bucket (retrying;
+    /// `shutdown` ends the wait), then starts flushing the status.
+    pub async fn prepare(
+        js: &jetstream::Context,
+        topology: &Topology,
+        streams: &Check,
+        status: &StatusBoard,
+        shutdown: &CancellationToken,
+    ) -> Result<(), StartError> {
+        retry_until_ready("creating the JetStream streams", shutdown, || topology.ensure_streams(js)).await?;
+        let store = retry_until_ready("opening the status bucket", shutdown, || topology.status(js)).await?;
+        status.spawn_flusher(store, shutdown.clone());
+        streams.set(true);
+        Ok(())
+    }
+
+    /// Serves `router` on `listener` until `stop`.
+    pub fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let served =
-                axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+                axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;
             if let Err(e) = served {
-                tracing::error!(error = %e, "health listener failed");
+                tracing::error!(error = %e, "HTTP listener failed");
             }
         })
     }

@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     }
     let telemetry = common::telemetry::init("ingress", &settings.telemetry);
     let shutdown = common::shutdown::on_signal();
-    let app = ingress::Application::build(settings, &shutdown).await?;
+    let app = ingress::Application::build(settings).await?;
     app.run_until_stopped(shutdown).await?;
     telemetry.shutdown();
     Ok(ExitCode::SUCCESS)

@@ -25,7 +25,8 @@ use subtle::ConstantTimeEq;
 pub struct StatusPage {
     pub token: SecretString,
     pub channels: Vec<String>,
-    pub store: kv::Store,
+    /// The status bucket, opened on first use (it may not exist at start).
+    pub store: tokio::sync::OnceCell<kv::Store>,
     pub js: jetstream::Context,
     pub topology: Topology,
 }
@@ -84,8 +85,12 @@ async fn collect(page: &StatusPage) -> Vec<ChannelStatus> {
         }
     }
     let mut out = Vec::new();
+    let store = page.store.get_or_try_init(|| page.topology.status(&page.js)).await.ok();
     for channel in &page.channels {
-        let stages = read(&page.store, channel).await;
+        let stages = match store {
+            Some(s) => read(s, channel).await,
+            None => Default::default(),
+        };
         let ok = |s: &str| stages.get(s).and_then(|st: &StageStatus| st.last_ok_at.clone());
         let last_error = stages
             .iter()

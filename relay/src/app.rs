@@ -20,15 +20,22 @@ use crate::handler::Relay;
 use crate::sessions::Sessions;
 
 pub struct Application {
-    base: Base,
+    addr: SocketAddr,
+    health: common::health::Health,
+    health_stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
     worker: Worker<Relay>,
 }
 
 impl Application {
     /// `shutdown` also ends the wait for NATS at start.
     pub async fn build(settings: Settings, shutdown: &CancellationToken) -> Result<Self, StartError> {
-        let base = Base::start("relay", &settings, settings.relay.listen, shutdown).await?;
+        let base = Base::connect("relay", &settings, settings.relay.listen).await?;
+        // Health answers from now on; readiness waits for the topology and the consumer.
+        let health_stop = CancellationToken::new();
+        let server = Base::serve(base.listener, base.health.router(), health_stop.clone());
         let (js, topology) = (&base.js, &base.topology);
+        Base::prepare(js, topology, &base.streams, &base.status, shutdown).await?;
         let consumer =
             retry_until_ready("binding the relay consumer", shutdown, || topology.relay_consumer_bind(js)).await?;
         let stream = retry_until_ready("finding the events stream", shutdown, || async {
@@ -66,19 +73,18 @@ impl Application {
             grace: settings.relay.shutdown_grace(),
         };
         tracing::info!(addr = %base.addr, "relay ready");
-        Ok(Self { base, worker })
+        let (addr, health) = (base.addr, base.health);
+        Ok(Self { addr, health, health_stop, server, worker })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.base.addr
+        self.addr
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
-        let bound = self.base.health.check("consumer_bound");
-        let health_stop = CancellationToken::new();
-        let server = Base::serve_health(self.base.listener, &self.base.health, health_stop.clone());
+        let bound = self.health.check("consumer_bound");
         self.worker.run(shutdown, bound).await;
-        health_stop.cancel();
-        let _ = server.await;
+        self.health_stop.cancel();
+        let _ = self.server.await;
     }
 }

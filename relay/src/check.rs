@@ -38,7 +38,8 @@ pub async fn run(settings: &Settings) -> Checklist {
                     format!("{} answered in {} ms: {preview:?}", c.fastgpt_base_url, started.elapsed().as_millis()),
                 );
             }
-            Err(e) => list.fail(name, e.to_string(), format!("{} ({key})", e.fix())),
+            // Name the exact key: `channels[0].fastgpt_api_key`.
+            Err(e) => list.fail(name, e.to_string(), e.fix().replace("fastgpt_", &format!("{key}.fastgpt_"))),
         }
     }
     common::check::nats(&mut list, settings).await;

@@ -18,7 +18,10 @@ use crate::handler::Responder;
 use crate::pacing::Pacing;
 
 pub struct Application {
-    base: Base,
+    addr: SocketAddr,
+    health: common::health::Health,
+    health_stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
     worker: Worker<Responder>,
     pacing: Pacing,
 }
@@ -26,8 +29,12 @@ pub struct Application {
 impl Application {
     /// `shutdown` also ends the wait for NATS at start.
     pub async fn build(settings: Settings, shutdown: &CancellationToken) -> Result<Self, StartError> {
-        let base = Base::start("responder", &settings, settings.responder.listen, shutdown).await?;
+        let base = Base::connect("responder", &settings, settings.responder.listen).await?;
+        // Health answers from now on; readiness waits for the topology and the consumer.
+        let health_stop = CancellationToken::new();
+        let server = Base::serve(base.listener, base.health.router(), health_stop.clone());
         let (js, topology) = (&base.js, &base.topology);
+        Base::prepare(js, topology, &base.streams, &base.status, shutdown).await?;
         let consumer =
             retry_until_ready("binding the responder consumer", shutdown, || topology.responder_consumer_bind(js))
                 .await?;
@@ -65,17 +72,16 @@ impl Application {
             grace: r.shutdown_grace(),
         };
         tracing::info!(addr = %base.addr, "responder ready");
-        Ok(Self { base, worker, pacing })
+        let (addr, health) = (base.addr, base.health);
+        Ok(Self { addr, health, health_stop, server, worker, pacing })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.base.addr
+        self.addr
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
-        let bound = self.base.health.check("consumer_bound");
-        let health_stop = CancellationToken::new();
-        let server = Base::serve_health(self.base.listener, &self.base.health, health_stop.clone());
+        let bound = self.health.check("consumer_bound");
         let pacing = self.pacing.clone();
         let janitor = tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -86,7 +92,7 @@ impl Application {
         });
         self.worker.run(shutdown, bound).await;
         janitor.abort();
-        health_stop.cancel();
-        let _ = server.await;
+        self.health_stop.cancel();
+        let _ = self.server.await;
     }
 }

@@ -114,13 +114,21 @@ impl Bridge {
     }
 
     pub async fn spawn_ingress(&mut self) {
-        let app = ingress::Application::build(self.settings.clone(), &self.shutdown).await.expect("ingress starts");
+        let app = ingress::Application::build(self.settings.clone()).await.expect("ingress starts");
         self.ingress_addr = Some(app.local_addr());
         self.service_addrs.push(("ingress", app.local_addr()));
         let stop = self.shutdown.clone();
         self.tasks.push(tokio::spawn(async move {
             let _ = app.run_until_stopped(stop).await;
         }));
+        // Ready once its streams exist.
+        for _ in 0..200 {
+            if self.http.get(self.url("/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("ingress did not become ready");
     }
 
     pub async fn spawn_relay(&mut self) {

@@ -306,3 +306,46 @@ async fn sigterm_finishes_work_in_flight_and_a_rolling_restart_loses_nothing() {
     assert_eq!(b.fastgpt.requests().len(), events.len(), "work in flight finished, not asked twice");
     b.stop().await;
 }
+
+#[tokio::test]
+async fn health_answers_at_once_while_nats_is_not_up_yet() {
+    let mut nats = OwnNats::start().await;
+    nats.kill().await;
+    let config = tempfile::NamedTempFile::new().expect("temp file");
+    let toml = lark_bridge_tests::harness::config_toml(
+        &nats.url(),
+        "early",
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:1/api",
+        true,
+    );
+    std::fs::write(config.path(), toml).expect("config");
+    let http = reqwest::Client::new();
+    for (binary, section) in [(env!("CARGO_BIN_EXE_lb-ingress"), "INGRESS"), (env!("CARGO_BIN_EXE_lb-relay"), "RELAY")]
+    {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+        let mut child = Command::new(binary)
+            .arg("--config")
+            .arg(config.path())
+            .env(format!("LARK_BRIDGE__{section}__LISTEN"), format!("127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starts");
+        let get = |path: &str| {
+            let (http, url) = (http.clone(), format!("http://127.0.0.1:{port}{path}"));
+            async move { http.get(url).send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
+        };
+        let mut alive = 0;
+        for _ in 0..100 {
+            alive = get("/healthz").await;
+            if alive == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(alive, 200, "{section}: alive while waiting for NATS (Kubernetes must not kill it)");
+        assert_eq!(get("/readyz").await, 503, "{section}: not ready without NATS");
+        let _ = child.kill().await;
+    }
+}
