@@ -19,9 +19,14 @@ COPY ingress/Cargo.toml ingress/
 COPY relay/Cargo.toml relay/
 COPY responder/Cargo.toml responder/
 COPY tests/Cargo.toml tests/
+# Every target a manifest names by `path = "..."` gets a stub too.
 RUN for c in common ingress relay responder tests; do mkdir -p $c/src; touch $c/src/lib.rs; done \
  && for c in ingress relay responder; do echo 'fn main() {}' > $c/src/main.rs; done \
- && mkdir -p tests/src/bin && echo 'fn main() {}' > tests/src/bin/sandbox.rs \
+ && for m in */Cargo.toml; do \
+      sed -n 's/^path *= *"\(.*\)"/\1/p' "$m" | while read -r p; do \
+        f="${m%/Cargo.toml}/$p"; [ -e "$f" ] || { mkdir -p "${f%/*}"; echo 'fn main() {}' > "$f"; }; \
+      done; \
+    done \
  && cargo build --release --locked -p ingress -p relay -p responder \
  && rm -rf common/src ingress/src relay/src responder/src tests/src
 

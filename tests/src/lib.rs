@@ -8,6 +8,11 @@
 //!   chatId by default, with scriptable answers and FastGPT's error bodies.
 //! - [`lark_events`]: `im.message.receive_v1` events, the URL-verification
 //!   challenge, and the encrypted, signed request Lark wraps them in.
+//! - [`harness`]: the whole bridge in one test (its own NATS namespace, the
+//!   fakes on random ports, the three services as tasks).
+//! - [`sandbox_chat`]: the `sandbox chat` terminal chat, a Lark user talking
+//!   to a running bridge (private chat, group, topic), with a small Markdown
+//!   renderer for the terminal; a test drives it with scripted input.
 //!
 //! The end-to-end suites and the `sandbox` binary build on these.
 
@@ -15,3 +20,4 @@ pub mod fake_fastgpt;
 pub mod fake_lark;
 pub mod harness;
 pub mod lark_events;
+pub mod sandbox_chat;

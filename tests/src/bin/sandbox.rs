@@ -5,18 +5,24 @@
 //! start the three services. `sandbox say "question"` then plays a Lark user:
 //! it posts one encrypted, signed `im.message.receive_v1` event to the
 //! ingress, as Lark would, and prints the bot's reply as the fake Lark received it.
+//! `sandbox chat` is a terminal chat with the bot (private chat, group with
+//! @bot, topic; `Reset`), reading lines from stdin: see
+//! [`lark_bridge_tests::sandbox_chat`].
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
-use common::lark::crypto::EncryptKey;
 use lark_bridge_tests::fake_fastgpt::FakeFastGpt;
-use lark_bridge_tests::fake_lark::{FakeApp, FakeLark, SandboxMessage, SandboxPage, SandboxRegistration, Via};
-use lark_bridge_tests::lark_events::{message_id_of, ChatRef, EventBuilder, Mention, SignedRequest};
-use secrecy::SecretString;
+use lark_bridge_tests::fake_lark::{FakeApp, FakeLark};
+use lark_bridge_tests::lark_events::ChatRef;
+use lark_bridge_tests::sandbox_chat::{self, ChatOptions, LarkUser, Target, Timing};
+use lark_bridge_tests::sandbox_chat::{
+    DEFAULT_APP_ID, DEFAULT_BOT_OPEN_ID, DEFAULT_ENCRYPT_KEY, DEFAULT_INGRESS, DEFAULT_LARK, DEFAULT_VERIFICATION_TOKEN,
+};
 
 #[derive(Parser)]
 #[command(name = "sandbox", about = "Fake Lark and FastGPT, and a Lark user to talk to the bridge")]
@@ -31,6 +37,8 @@ enum Command {
     Serve(ServeArgs),
     /// Send one message to the bot as a Lark user and print its reply.
     Say(SayArgs),
+    /// Chat with the bot as a Lark user: private chat, group or topic (reads stdin; /help).
+    Chat(ChatArgs),
 }
 
 #[derive(clap::Args)]
@@ -59,20 +67,20 @@ enum ChatKind {
 #[derive(clap::Args)]
 struct SayArgs {
     /// The channel's Request URL on the ingress.
-    #[arg(long, default_value = "http://127.0.0.1:8080/lark/sandbox/events")]
+    #[arg(long, default_value = DEFAULT_INGRESS)]
     ingress: String,
     /// The fake Lark started by `sandbox serve`.
-    #[arg(long, default_value = "http://127.0.0.1:18080")]
+    #[arg(long, default_value = DEFAULT_LARK)]
     lark: String,
-    /// The channel's Encrypt Key; without it the event is sent in plain JSON.
-    #[arg(long, env = "SANDBOX_ENCRYPT_KEY")]
-    encrypt_key: Option<String>,
-    /// The channel's Verification Token, put in `header.token`.
-    #[arg(long)]
-    verification_token: Option<String>,
-    #[arg(long, default_value = "cli_sandbox")]
+    /// The channel's Encrypt Key ("" sends plain JSON).
+    #[arg(long, env = "SANDBOX_ENCRYPT_KEY", default_value = DEFAULT_ENCRYPT_KEY)]
+    encrypt_key: String,
+    /// The channel's Verification Token, put in `header.token` ("" for none).
+    #[arg(long, default_value = DEFAULT_VERIFICATION_TOKEN)]
+    verification_token: String,
+    #[arg(long, default_value = DEFAULT_APP_ID)]
     app_id: String,
-    #[arg(long, default_value = "ou_sandbox_bot")]
+    #[arg(long, default_value = DEFAULT_BOT_OPEN_ID)]
     bot_open_id: String,
     /// The user speaking.
     #[arg(long, default_value = "ou_sandbox_user")]
@@ -87,12 +95,37 @@ struct SayArgs {
     question: Vec<String>,
 }
 
+#[derive(clap::Args)]
+struct ChatArgs {
+    /// The channel's Request URL on the ingress.
+    #[arg(long, default_value = DEFAULT_INGRESS)]
+    ingress: String,
+    /// The fake Lark started by `sandbox serve` (the channel's lark_base_url).
+    #[arg(long, default_value = DEFAULT_LARK)]
+    lark: String,
+    /// The channel's Encrypt Key ("" sends plain JSON).
+    #[arg(long, default_value = DEFAULT_ENCRYPT_KEY)]
+    encrypt_key: String,
+    /// The channel's Verification Token, put in `header.token` ("" for none).
+    #[arg(long, default_value = DEFAULT_VERIFICATION_TOKEN)]
+    verification_token: String,
+    #[arg(long, default_value = DEFAULT_APP_ID)]
+    app_id: String,
+    /// The bot's open_id, mentioned in groups and topics.
+    #[arg(long, default_value = DEFAULT_BOT_OPEN_ID)]
+    bot_open_id: String,
+    /// Seconds to wait for each reply.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Say(args) => say(args).await,
+        Command::Chat(args) => chat(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -136,58 +169,29 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 }
 
 async fn say(args: SayArgs) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-    let lark = args.lark.trim_end_matches('/');
-    let question = args.question.join(" ");
-    let start = fetch(&client, lark, usize::MAX / 2)
-        .await
-        .with_context(|| format!("cannot reach the fake Lark at {lark}: is `sandbox serve` running?"))?
-        .next;
-
-    let (chat, text, mentions) = match args.chat {
-        ChatKind::P2p => (ChatRef::P2p { chat_id: "oc_sandbox_p2p".into() }, question.clone(), vec![]),
-        ChatKind::Group => (
-            ChatRef::Group { chat_id: "oc_sandbox_group".into() },
-            format!("@_user_1 {question}"),
-            vec![Mention::bot_at(1, &args.bot_open_id, "FastGPT bot")],
-        ),
-        ChatKind::Topic => (
-            ChatRef::Topic { chat_id: "oc_sandbox_topic".into(), thread_id: "omt_sandbox_topic".into() },
-            format!("@_user_1 {question}"),
-            vec![Mention::bot_at(1, &args.bot_open_id, "FastGPT bot")],
-        ),
+    let target = Target {
+        ingress: args.ingress,
+        lark: args.lark,
+        encrypt_key: Some(args.encrypt_key).filter(|k| !k.is_empty()),
+        verification_token: Some(args.verification_token).filter(|t| !t.is_empty()),
+        app_id: args.app_id,
+        bot_open_id: args.bot_open_id,
     };
-    let mut builder = EventBuilder::new(&args.app_id);
-    if let Some(token) = &args.verification_token {
-        builder = builder.token(token);
-    }
-    let event = builder.message(&chat, &args.user, "text", &serde_json::json!({ "text": text }), &mentions);
-    let message_id = message_id_of(&event).context("built event has a message_id")?.to_owned();
-
-    let registration = SandboxRegistration {
-        message_id: message_id.clone(),
-        chat_id: chat.chat_id().to_owned(),
-        thread_id: chat.thread_id().map(str::to_owned),
+    let mut user = LarkUser::connect(target).await?;
+    let chat = match args.chat {
+        ChatKind::P2p => ChatRef::P2p { chat_id: "oc_sandbox_p2p".into() },
+        ChatKind::Group => ChatRef::Group { chat_id: "oc_sandbox_group".into() },
+        ChatKind::Topic => ChatRef::Topic { chat_id: "oc_sandbox_topic".into(), thread_id: "omt_sandbox_topic".into() },
     };
-    client.post(format!("{lark}/_sandbox/register")).json(&registration).send().await?.error_for_status()?;
-
-    let key = args.encrypt_key.map(|k| EncryptKey::new(SecretString::from(k)));
-    let response = SignedRequest::now(&event, key.as_ref())
-        .post_to(&client, &args.ingress)
-        .await
-        .with_context(|| format!("cannot reach the ingress at {}", args.ingress))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        bail!("the ingress answered {status}: {body}");
-    }
-
-    let replies = wait_for_replies(&client, lark, start, &message_id, chat.chat_id(), args.timeout).await?;
+    let message_id = user.send(&chat, &args.user, &args.question.join(" ")).await?;
+    let timing = Timing { timeout: Duration::from_secs(args.timeout), ..Timing::default() };
+    let replies = user.wait_for_replies(&message_id, timing).await?.replies;
     if replies.is_empty() {
         bail!(
-            "no reply to {message_id} within {} s: check that the bridge's channel uses lark_base_url {lark} \
-             and that relay and responder are running",
-            args.timeout
+            "no reply to {message_id} within {} s: check that the bridge's channel uses lark_base_url {} \
+             and that relay and responder are running (logs: .sandbox/logs/*.log)",
+            args.timeout,
+            user.target().lark
         );
     }
     for reply in replies {
@@ -200,44 +204,18 @@ async fn say(args: SayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fetch(client: &reqwest::Client, lark: &str, after: usize) -> anyhow::Result<SandboxPage> {
-    let url = format!("{lark}/_sandbox/messages?after={after}");
-    Ok(client.get(url).send().await?.error_for_status()?.json().await?)
-}
-
-/// Polls until the first reply arrives, then until nothing has changed for a
-/// moment (an answer split in parts, or a placeholder being replaced).
-async fn wait_for_replies(
-    client: &reqwest::Client,
-    lark: &str,
-    start: usize,
-    message_id: &str,
-    chat_id: &str,
-    timeout_secs: u64,
-) -> anyhow::Result<Vec<SandboxMessage>> {
-    const QUIET: Duration = Duration::from_millis(1500);
-    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
-    let mut last_change = Instant::now();
-    let mut last_signature = (0, 0);
-    loop {
-        let page = fetch(client, lark, start).await?;
-        let replies: Vec<SandboxMessage> = page
-            .messages
-            .into_iter()
-            .filter(|m| match &m.via {
-                Via::Reply { message_id: target } => target == message_id,
-                Via::Chat { receive_id } => receive_id == chat_id,
-            })
-            .collect();
-        let signature = (replies.len(), replies.iter().map(|m| m.updates).sum::<usize>());
-        if signature != last_signature {
-            last_signature = signature;
-            last_change = Instant::now();
-        }
-        let quiet = !replies.is_empty() && last_change.elapsed() >= QUIET;
-        if quiet || Instant::now() >= deadline {
-            return Ok(replies);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+async fn chat(args: ChatArgs) -> anyhow::Result<()> {
+    let target = Target {
+        ingress: args.ingress,
+        lark: args.lark,
+        encrypt_key: Some(args.encrypt_key).filter(|k| !k.is_empty()),
+        verification_token: Some(args.verification_token).filter(|t| !t.is_empty()),
+        app_id: args.app_id,
+        bot_open_id: args.bot_open_id,
+    };
+    let timing = Timing { timeout: Duration::from_secs(args.timeout), ..Timing::default() };
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let options = ChatOptions { timing, echo_input: !std::io::stdin().is_terminal(), color };
+    let input = tokio::io::BufReader::new(tokio::io::stdin());
+    sandbox_chat::run(target, options, input, &mut std::io::stdout()).await
 }

@@ -1,0 +1,966 @@
+//! The sandbox's terminal chat: a person talks to the bot as a Lark user.
+//!
+//! [`run`] reads lines (from a terminal, a pipe or a test's buffer) and plays
+//! a Lark user against a running bridge: each line becomes an
+//! `im.message.receive_v1` event, encrypted and signed as Lark does, posted to
+//! the ingress; the bot's replies are read back from the fake Lark
+//! (`GET /_sandbox/messages`) and printed as a Lark user would see them: text
+//! as text, a Markdown card rendered for a terminal ([`render_markdown`]),
+//! split parts in order with a "(part i/n)" marker, and the chat or topic each
+//! one landed in. Commands switch between a private chat, a group (messages
+//! @mention the bot; `/as NAME` speaks as another member) and a topic of a
+//! topic group (shared by everyone in it). The chat starts nothing and stops
+//! nothing: it talks to what `deploy/run-local` (or a test's harness) runs.
+//!
+//! [`LarkUser`] is the part that sends one message and waits for its replies;
+//! `sandbox say` uses it on its own.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use common::lark::crypto::EncryptKey;
+use secrecy::SecretString;
+use serde_json::json;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
+
+use crate::fake_lark::{content_text, SandboxMessage, SandboxPage, SandboxRegistration, Via};
+use crate::lark_events::{message_id_of, random_hex, ChatRef, EventBuilder, Mention};
+
+/// The sandbox channel's Request URL on the ingress `deploy/run-local` starts.
+pub const DEFAULT_INGRESS: &str = "http://127.0.0.1:8080/lark/sandbox/events";
+/// The fake Lark `sandbox serve` runs.
+pub const DEFAULT_LARK: &str = "http://127.0.0.1:18080";
+/// The sandbox channel's Encrypt Key (`.sandbox/config.toml`).
+pub const DEFAULT_ENCRYPT_KEY: &str = "sandbox-encrypt-key";
+/// The sandbox channel's Verification Token.
+pub const DEFAULT_VERIFICATION_TOKEN: &str = "sandbox-token";
+pub const DEFAULT_APP_ID: &str = "cli_sandbox";
+pub const DEFAULT_BOT_OPEN_ID: &str = "ou_sandbox_bot";
+/// The bot's display name in mentions (the fake Lark's app name).
+const BOT_NAME: &str = "FastGPT bot";
+/// The person at the keyboard.
+const DEFAULT_SPEAKER: &str = "you";
+const GROUP_CHAT_ID: &str = "oc_sandbox_group";
+const TOPIC_GROUP_CHAT_ID: &str = "oc_sandbox_topics";
+
+/// Where the bridge runs and how its channel is set up.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The channel's Request URL (`http://HOST:PORT/lark/{channel}/events`).
+    pub ingress: String,
+    /// The fake Lark's base URL: the channel's `lark_base_url`.
+    pub lark: String,
+    /// The channel's Encrypt Key; `None` sends plain JSON.
+    pub encrypt_key: Option<String>,
+    /// The channel's Verification Token, put in `header.token`.
+    pub verification_token: Option<String>,
+    pub app_id: String,
+    pub bot_open_id: String,
+}
+
+impl Default for Target {
+    /// The sandbox `deploy/run-local` starts.
+    fn default() -> Self {
+        Self {
+            ingress: DEFAULT_INGRESS.to_owned(),
+            lark: DEFAULT_LARK.to_owned(),
+            encrypt_key: Some(DEFAULT_ENCRYPT_KEY.to_owned()),
+            verification_token: Some(DEFAULT_VERIFICATION_TOKEN.to_owned()),
+            app_id: DEFAULT_APP_ID.to_owned(),
+            bot_open_id: DEFAULT_BOT_OPEN_ID.to_owned(),
+        }
+    }
+}
+
+/// How long to wait for a reply.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Give up when no reply came within this.
+    pub timeout: Duration,
+    /// After the last part (or edit) arrived, wait this long for more.
+    pub quiet: Duration,
+    /// How often to look at the fake Lark.
+    pub poll: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(30), quiet: Duration::from_millis(1500), poll: Duration::from_millis(200) }
+    }
+}
+
+/// How the chat behaves in its terminal.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChatOptions {
+    pub timing: Timing,
+    /// Print each line read after its prompt (input from a pipe, not echoed by a terminal).
+    pub echo_input: bool,
+    /// ANSI bold and colours (a terminal); plain text otherwise.
+    pub color: bool,
+}
+
+/// What the bot answered to one message.
+#[derive(Clone, Debug, Default)]
+pub struct Replies {
+    /// The replies to the message, in the order Lark received them (the parts of a split answer).
+    pub replies: Vec<SandboxMessage>,
+    /// Replies to earlier messages that came in meanwhile (after their own wait ended).
+    pub late: Vec<SandboxMessage>,
+}
+
+struct SentInfo {
+    chat_id: String,
+    parts_seen: usize,
+}
+
+/// A Lark user's side of the sandbox: sends messages to the ingress as Lark
+/// pushes them, and reads the bot's replies from the fake Lark.
+pub struct LarkUser {
+    http: reqwest::Client,
+    target: Target,
+    key: Option<EncryptKey>,
+    /// Every message of the fake Lark before this index has been looked at.
+    cursor: usize,
+    sent: HashMap<String, SentInfo>,
+}
+
+impl LarkUser {
+    /// Checks that the fake Lark answers and starts reading its messages from now on.
+    pub async fn connect(target: Target) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let key = target.encrypt_key.clone().map(|k| EncryptKey::new(SecretString::from(k)));
+        let mut user = Self { http, target, key, cursor: 0, sent: HashMap::new() };
+        user.target.lark = user.target.lark.trim_end_matches('/').to_owned();
+        user.cursor = user.fetch(usize::MAX / 2).await.with_context(|| {
+            format!("cannot reach the fake Lark at {}: is deploy/run-local (sandbox mode) running?", user.target.lark)
+        })?;
+        Ok(user)
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Sends a text message as `sender_open_id` into `chat` (registered with the
+    /// fake Lark first, so replies carry its chat and topic); returns its message_id.
+    pub async fn send(&mut self, chat: &ChatRef, sender_open_id: &str, text: &str) -> anyhow::Result<String> {
+        let (text, mentions) = match chat {
+            ChatRef::P2p { .. } => (text.to_owned(), vec![]),
+            ChatRef::Group { .. } | ChatRef::Topic { .. } => {
+                (format!("@_user_1 {text}"), vec![Mention::bot_at(1, &self.target.bot_open_id, BOT_NAME)])
+            }
+        };
+        let mut builder = EventBuilder::new(&self.target.app_id);
+        if let Some(token) = &self.target.verification_token {
+            builder = builder.token(token);
+        }
+        let event = builder.message(chat, sender_open_id, "text", &json!({ "text": text }), &mentions);
+        let message_id = message_id_of(&event).context("the built event has a message_id")?.to_owned();
+
+        let registration = SandboxRegistration {
+            message_id: message_id.clone(),
+            chat_id: chat.chat_id().to_owned(),
+            thread_id: chat.thread_id().map(str::to_owned),
+        };
+        let lark = &self.target.lark;
+        self.http
+            .post(format!("{lark}/_sandbox/register"))
+            .json(&registration)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("cannot reach the fake Lark at {lark}: is deploy/run-local still running?"))?;
+
+        let ingress = &self.target.ingress;
+        let response = crate::lark_events::SignedRequest::now(&event, self.key.as_ref())
+            .post_to(&self.http, ingress)
+            .await
+            .with_context(|| format!("cannot reach the ingress at {ingress}: is deploy/run-local running?"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            bail!("the ingress at {ingress} answered {status}: {}", body.trim());
+        }
+        self.sent.insert(message_id.clone(), SentInfo { chat_id: chat.chat_id().to_owned(), parts_seen: 0 });
+        Ok(message_id)
+    }
+
+    /// Waits for the replies to `message_id`: until the first one arrives, then
+    /// until nothing has changed for `timing.quiet` (an answer split in parts,
+    /// a placeholder being replaced), or until `timing.timeout` with none.
+    pub async fn wait_for_replies(&mut self, message_id: &str, timing: Timing) -> anyhow::Result<Replies> {
+        let deadline = Instant::now() + timing.timeout;
+        let chat_id = self.sent.get(message_id).map(|s| s.chat_id.clone()).unwrap_or_default();
+        let mut late_seen = HashSet::new();
+        let mut late = Vec::new();
+        let mut last_change = Instant::now();
+        let mut last_signature = (0, 0);
+        loop {
+            let page = self.page().await?;
+            let mut replies = Vec::new();
+            for m in page.messages {
+                match &m.via {
+                    Via::Reply { message_id: target } if target == message_id => replies.push(m),
+                    Via::Chat { receive_id } if *receive_id == chat_id => replies.push(m),
+                    Via::Reply { message_id: target }
+                        if self.sent.contains_key(target) && late_seen.insert(m.index) =>
+                    {
+                        late.push(m);
+                    }
+                    _ => {}
+                }
+            }
+            let signature = (replies.len(), replies.iter().map(|m| m.updates).sum::<usize>());
+            if signature != last_signature {
+                last_signature = signature;
+                last_change = Instant::now();
+            }
+            let quiet = !replies.is_empty() && last_change.elapsed() >= timing.quiet;
+            if quiet || Instant::now() >= deadline {
+                self.cursor = page.next;
+                self.count_parts(message_id, &replies, &late);
+                return Ok(Replies { replies, late });
+            }
+            tokio::time::sleep(timing.poll).await;
+        }
+    }
+
+    /// Replies to earlier messages that arrived since the last look.
+    pub async fn late_replies(&mut self) -> anyhow::Result<Vec<SandboxMessage>> {
+        let page = self.page().await?;
+        self.cursor = page.next;
+        let late: Vec<SandboxMessage> = page
+            .messages
+            .into_iter()
+            .filter(|m| matches!(&m.via, Via::Reply { message_id } if self.sent.contains_key(message_id)))
+            .collect();
+        self.count_parts("", &[], &late);
+        Ok(late)
+    }
+
+    /// How many parts of the answer to `message_id` were shown before (for late ones).
+    fn parts_seen(&self, message_id: &str) -> usize {
+        self.sent.get(message_id).map_or(0, |s| s.parts_seen)
+    }
+
+    fn count_parts(&mut self, message_id: &str, replies: &[SandboxMessage], late: &[SandboxMessage]) {
+        if let Some(s) = self.sent.get_mut(message_id) {
+            s.parts_seen += replies.len();
+        }
+        for m in late {
+            if let Via::Reply { message_id } = &m.via {
+                if let Some(s) = self.sent.get_mut(message_id) {
+                    s.parts_seen += 1;
+                }
+            }
+        }
+    }
+
+    async fn page(&self) -> anyhow::Result<SandboxPage> {
+        let lark = &self.target.lark;
+        let url = format!("{lark}/_sandbox/messages?after={}", self.cursor);
+        let page = async { self.http.get(url).send().await?.error_for_status()?.json::<SandboxPage>().await };
+        page.await.with_context(|| format!("lost the fake Lark at {lark}: is deploy/run-local still running?"))
+    }
+
+    async fn fetch(&self, after: usize) -> anyhow::Result<usize> {
+        let url = format!("{}/_sandbox/messages?after={after}", self.target.lark);
+        let page: SandboxPage = self.http.get(url).send().await?.error_for_status()?.json().await?;
+        Ok(page.next)
+    }
+}
+
+/// Where the person at the keyboard is talking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Place {
+    P2p,
+    Group,
+    Topic { thread_id: String },
+}
+
+struct Session<'w, W: Write> {
+    user: LarkUser,
+    options: ChatOptions,
+    out: &'w mut W,
+    place: Place,
+    speaker: String,
+    /// The topic `/topic` returns to, once one was started.
+    topic: Option<String>,
+    /// The question each message asked, to label late replies.
+    asked: HashMap<String, String>,
+}
+
+/// Runs the chat until `/quit` or the end of `input`, printing to `out`.
+/// Fails only when the fake Lark cannot be reached at the start, or the input
+/// or output fails; a message that cannot be delivered, or gets no reply, is
+/// reported and the chat goes on.
+pub async fn run<R, W>(target: Target, options: ChatOptions, input: R, out: &mut W) -> anyhow::Result<()>
+where
+    R: AsyncBufRead + Unpin,
+    W: Write,
+{
+    let user = LarkUser::connect(target).await?;
+    let mut session = Session {
+        user,
+        options,
+        out,
+        place: Place::P2p,
+        speaker: DEFAULT_SPEAKER.to_owned(),
+        topic: None,
+        asked: HashMap::new(),
+    };
+    session.banner()?;
+    let mut lines = input.lines();
+    loop {
+        if !session.options.echo_input {
+            write!(session.out, "{}", session.prompt())?;
+            session.out.flush()?;
+        }
+        let line = loop {
+            tokio::select! {
+                line = lines.next_line() => break line.context("cannot read the input")?,
+                () = tokio::time::sleep(Duration::from_secs(1)) => session.show_late_replies().await?,
+            }
+        };
+        let Some(line) = line else {
+            if !session.options.echo_input {
+                writeln!(session.out)?;
+            }
+            break;
+        };
+        if session.options.echo_input {
+            writeln!(session.out, "{}{line}", session.prompt())?;
+        }
+        if !session.handle(line.trim()).await? {
+            break;
+        }
+    }
+    writeln!(session.out, "bye")?;
+    session.out.flush()?;
+    Ok(())
+}
+
+const HELP: &str = "\
+Commands:
+  /p2p          your private chat with the bot (where the chat starts)
+  /group        an ordinary group: your messages @mention the bot; each member
+                has their own conversation with it
+  /topic        a topic of a topic group, one conversation shared by everyone in
+                it; /topic new starts another topic
+  /as NAME      speak as NAME: another member of the group or topic (or, in
+                the private chat, NAME's own private chat with the bot)
+  /help         this list
+  /quit         leave (end of input, Ctrl-D, too)
+Anything else is sent as a message. Reset (or /reset) starts a new conversation.";
+
+impl<W: Write> Session<'_, W> {
+    fn banner(&mut self) -> anyhow::Result<()> {
+        let t = self.user.target();
+        writeln!(
+            self.out,
+            "Sandbox chat: you are a Lark user talking to the bot of app {} ({}).",
+            t.app_id, t.ingress
+        )?;
+        writeln!(self.out, "Private chat with the bot. /help lists the commands; /quit or Ctrl-D leaves.")?;
+        self.out.flush()?;
+        Ok(())
+    }
+
+    fn prompt(&self) -> String {
+        let prompt = format!("[{}] {}> ", self.place_label(), self.speaker);
+        if self.options.color {
+            format!("\x1b[1m{prompt}\x1b[22m")
+        } else {
+            prompt
+        }
+    }
+
+    fn place_label(&self) -> String {
+        match &self.place {
+            Place::P2p => "private".to_owned(),
+            Place::Group => "group".to_owned(),
+            Place::Topic { thread_id } => format!("topic {thread_id}"),
+        }
+    }
+
+    fn chat(&self) -> ChatRef {
+        match &self.place {
+            Place::P2p => ChatRef::P2p { chat_id: format!("oc_sandbox_p2p_{}", self.speaker) },
+            Place::Group => ChatRef::Group { chat_id: GROUP_CHAT_ID.to_owned() },
+            Place::Topic { thread_id } => {
+                ChatRef::Topic { chat_id: TOPIC_GROUP_CHAT_ID.to_owned(), thread_id: thread_id.clone() }
+            }
+        }
+    }
+
+    fn note(&mut self, text: &str) -> anyhow::Result<()> {
+        if self.options.color {
+            writeln!(self.out, "\x1b[2m{text}\x1b[22m")?;
+        } else {
+            writeln!(self.out, "{text}")?;
+        }
+        Ok(())
+    }
+
+    /// Handles one line; false when the chat ends.
+    async fn handle(&mut self, line: &str) -> anyhow::Result<bool> {
+        let (command, arg) = line.split_once(char::is_whitespace).map_or((line, ""), |(c, a)| (c, a.trim()));
+        match command {
+            "" => {}
+            "/quit" | "/exit" => return Ok(false),
+            "/help" => writeln!(self.out, "{HELP}")?,
+            "/p2p" => {
+                self.place = Place::P2p;
+                self.note(&format!("Private chat between {} and the bot.", self.speaker))?;
+            }
+            "/group" => {
+                self.place = Place::Group;
+                self.note(&format!(
+                    "Group {GROUP_CHAT_ID}: messages @mention the bot; you speak as {}, /as NAME changes that.",
+                    self.speaker
+                ))?;
+            }
+            "/topic" => {
+                let thread_id = match (&self.topic, arg) {
+                    (Some(current), "") => current.clone(),
+                    (_, "" | "new") => format!("omt_{}", random_hex(8)),
+                    _ => {
+                        self.note("Usage: /topic (the current topic) or /topic new (another one).")?;
+                        return Ok(true);
+                    }
+                };
+                let fresh = self.topic.as_ref() != Some(&thread_id);
+                self.topic = Some(thread_id.clone());
+                self.place = Place::Topic { thread_id: thread_id.clone() };
+                let what = if fresh { "New topic" } else { "Topic" };
+                self.note(&format!(
+                    "{what} {thread_id} in topic group {TOPIC_GROUP_CHAT_ID}, shared by everyone in it; \
+                     /topic new starts another."
+                ))?;
+            }
+            "/as" => {
+                let name = arg.to_lowercase();
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                    self.note(&format!("Usage: /as NAME (letters, digits, - and _). You speak as {}.", self.speaker))?;
+                } else {
+                    self.speaker = name;
+                    let who = match self.place {
+                        Place::P2p => "in their own private chat with the bot",
+                        Place::Group => "another member of the group",
+                        Place::Topic { .. } => "another member of the topic group",
+                    };
+                    self.note(&format!("You now speak as {} ({who}).", self.speaker))?;
+                }
+            }
+            _ => self.say(line).await?,
+        }
+        self.out.flush()?;
+        Ok(true)
+    }
+
+    async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+        let chat = self.chat();
+        let sender = format!("ou_sandbox_{}", self.speaker);
+        let message_id = match self.user.send(&chat, &sender, text).await {
+            Ok(id) => id,
+            Err(e) => return self.note(&format!("not sent: {e:#}")),
+        };
+        self.asked.insert(message_id.clone(), text.to_owned());
+        let replies = match self.user.wait_for_replies(&message_id, self.options.timing).await {
+            Ok(r) => r,
+            Err(e) => return self.note(&format!("{e:#}")),
+        };
+        self.print_late(&replies.late)?;
+        if replies.replies.is_empty() {
+            let secs = self.options.timing.timeout.as_secs_f64();
+            return self.note(&format!(
+                "no reply within {secs} s: check .sandbox/logs/*.log (ingress, relay, responder); \
+                 is deploy/run-local running?"
+            ));
+        }
+        let n = replies.replies.len();
+        for (i, m) in replies.replies.iter().enumerate() {
+            let part = (n > 1).then(|| format!("part {}/{n}", i + 1));
+            self.print_reply(m, part)?;
+        }
+        Ok(())
+    }
+
+    async fn show_late_replies(&mut self) -> anyhow::Result<()> {
+        let Ok(late) = self.user.late_replies().await else { return Ok(()) };
+        if late.is_empty() {
+            return Ok(());
+        }
+        if !self.options.echo_input {
+            writeln!(self.out)?;
+        }
+        self.print_late(&late)?;
+        if !self.options.echo_input {
+            write!(self.out, "{}", self.prompt())?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+
+    fn print_late(&mut self, late: &[SandboxMessage]) -> anyhow::Result<()> {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for m in late {
+            let Via::Reply { message_id } = &m.via else { continue };
+            let count = counts.entry(message_id.clone()).or_default();
+            *count += 1;
+            // The user's parts_seen already includes these; number them from where they started.
+            let before =
+                self.user.parts_seen(message_id).saturating_sub(late.iter().filter(|l| l.via == m.via).count());
+            let question = self.asked.get(message_id).cloned().unwrap_or_default();
+            let part = format!("late reply to \"{}\", part {}", shorten(&question, 40), before + *count);
+            self.print_reply(m, Some(part))?;
+        }
+        Ok(())
+    }
+
+    /// One reply as Lark shows it: where it landed, then its text or rendered card.
+    fn print_reply(&mut self, m: &SandboxMessage, part: Option<String>) -> anyhow::Result<()> {
+        let place = landed_in(m);
+        let mut tags: Vec<String> = part.into_iter().collect();
+        let body = match m.msg_type.as_str() {
+            "text" => m.content.get("text").and_then(|t| t.as_str()).unwrap_or_default().to_owned(),
+            "interactive" => {
+                tags.push("card".to_owned());
+                render_markdown(&content_text(&m.msg_type, &m.content), self.options.color)
+            }
+            "post" => {
+                tags.push("rich text".to_owned());
+                render_markdown(&content_text(&m.msg_type, &m.content), self.options.color)
+            }
+            other => {
+                tags.push(other.to_owned());
+                m.content.to_string()
+            }
+        };
+        if m.updates > 0 {
+            tags.push(format!("edited {}x", m.updates));
+        }
+        let tags = if tags.is_empty() { String::new() } else { format!(" ({})", tags.join(", ")) };
+        let header = format!("[{place}] bot{tags}>");
+        let header = if self.options.color { format!("\x1b[1;32m{header}\x1b[22;39m") } else { header };
+        if m.msg_type == "text" && !body.contains('\n') {
+            writeln!(self.out, "{header} {body}")?;
+        } else {
+            writeln!(self.out, "{header}")?;
+            for line in body.lines() {
+                if line.is_empty() {
+                    writeln!(self.out)?;
+                } else {
+                    writeln!(self.out, "  {line}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a reply landed, as the chat's labels name it: the kind of chat, and its topic.
+fn landed_in(m: &SandboxMessage) -> String {
+    let chat = m.chat_id.as_deref().unwrap_or_default();
+    match (&m.thread_id, chat) {
+        (Some(thread), TOPIC_GROUP_CHAT_ID) => format!("topic {thread}"),
+        (Some(thread), GROUP_CHAT_ID) => format!("group, thread {thread}"),
+        (Some(thread), _) => format!("thread {thread}"),
+        (None, GROUP_CHAT_ID) => "group".to_owned(),
+        (None, TOPIC_GROUP_CHAT_ID) => "topic group".to_owned(),
+        (None, c) if c.starts_with("oc_sandbox_p2p_") => "private".to_owned(),
+        (None, "") => "?".to_owned(),
+        (None, c) => c.to_owned(),
+    }
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    }
+}
+
+const BOLD: &str = "\x1b[1m";
+const NO_BOLD: &str = "\x1b[22m";
+const CODE: &str = "\x1b[36m";
+const NO_CODE: &str = "\x1b[39m";
+
+/// Markdown as a terminal can show it: headings underlined, list bullets,
+/// code blocks framed, tables drawn with aligned columns, links as
+/// `text (url)`. Emphasis and inline code keep their Markdown marks in plain
+/// mode; with `color` they become ANSI bold and colour instead.
+pub fn render_markdown(markdown: &str, color: bool) -> String {
+    let lines: Vec<&str> = markdown.lines().collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i].trim_end();
+        let trimmed = line.trim_start();
+        if let Some(fence) = fence_of(trimmed) {
+            let lang = trimmed[fence.len()..].trim();
+            out.push(if lang.is_empty() { "┌──".to_owned() } else { format!("┌── {lang}") });
+            i += 1;
+            while i < lines.len() && !lines[i].trim().starts_with(fence) {
+                let code = lines[i].trim_end();
+                out.push(if color { format!("│ {CODE}{code}{NO_CODE}") } else { format!("│ {code}") });
+                i += 1;
+            }
+            out.push("└──".to_owned());
+            i += 1;
+            continue;
+        }
+        if trimmed.starts_with('|') && lines.get(i + 1).is_some_and(|l| is_table_separator(l)) {
+            let start = i;
+            i += 2;
+            while i < lines.len() && lines[i].trim_start().starts_with('|') {
+                i += 1;
+            }
+            out.extend(render_table(&lines[start..i], color));
+            continue;
+        }
+        i += 1;
+        if trimmed.is_empty() {
+            if out.last().is_some_and(|l| !l.is_empty()) {
+                out.push(String::new());
+            }
+            continue;
+        }
+        if let Some((level, text)) = heading_of(trimmed) {
+            let text = inline(text, color);
+            let width = display_width(&text);
+            out.push(if color { format!("{BOLD}{text}{NO_BOLD}") } else { text });
+            out.push((if level == 1 { "═" } else { "─" }).repeat(width.max(3)));
+            continue;
+        }
+        if is_rule(trimmed) {
+            out.push("─".repeat(40));
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        if let Some(rest) = trimmed.strip_prefix("> ").or_else(|| trimmed.strip_prefix('>')) {
+            out.push(format!("{}▎ {}", " ".repeat(indent), inline(rest, color)));
+            continue;
+        }
+        if let Some(rest) = ["- ", "* ", "+ "].iter().find_map(|p| trimmed.strip_prefix(p)) {
+            let level = indent / 2;
+            let bullet = match level {
+                0 => "•",
+                1 => "◦",
+                _ => "▪",
+            };
+            let rest = match rest
+                .strip_prefix("[ ] ")
+                .map(|r| ("☐", r))
+                .or_else(|| rest.strip_prefix("[x] ").or_else(|| rest.strip_prefix("[X] ")).map(|r| ("☑", r)))
+            {
+                Some((check, r)) => format!("{check} {}", inline(r, color)),
+                None => inline(rest, color),
+            };
+            out.push(format!("{}{bullet} {rest}", "  ".repeat(level + 1)));
+            continue;
+        }
+        out.push(format!("{}{}", " ".repeat(indent), inline(trimmed, color)));
+    }
+    while out.last().is_some_and(String::is_empty) {
+        out.pop();
+    }
+    out.join("\n")
+}
+
+fn fence_of(line: &str) -> Option<&'static str> {
+    ["```", "~~~"].into_iter().find(|f| line.starts_with(f))
+}
+
+fn heading_of(line: &str) -> Option<(usize, &str)> {
+    let level = line.chars().take_while(|&c| c == '#').count();
+    let rest = &line[level..];
+    ((1..=6).contains(&level) && (rest.is_empty() || rest.starts_with(' ')))
+        .then(|| (level, rest.trim().trim_end_matches('#').trim_end()))
+}
+
+fn is_rule(line: &str) -> bool {
+    let compact: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+    compact.len() >= 3 && ['-', '*', '_'].iter().any(|&m| compact.chars().all(|c| c == m))
+}
+
+fn is_table_separator(line: &str) -> bool {
+    let cells = table_cells(line);
+    line.trim_start().starts_with('|')
+        && !cells.is_empty()
+        && cells.iter().all(|c| {
+            let c = c.trim();
+            c.contains('-') && c.chars().all(|ch| matches!(ch, '-' | ':' | ' '))
+        })
+}
+
+fn table_cells(line: &str) -> Vec<String> {
+    let line = line.trim();
+    let line = line.strip_prefix('|').unwrap_or(line);
+    let line = line.strip_suffix('|').unwrap_or(line);
+    let mut cells = Vec::new();
+    let mut cell = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'|') => {
+                cell.push('|');
+                chars.next();
+            }
+            '|' => cells.push(std::mem::take(&mut cell).trim().to_owned()),
+            c => cell.push(c),
+        }
+    }
+    cells.push(cell.trim().to_owned());
+    cells
+}
+
+#[derive(Clone, Copy)]
+enum Align {
+    Left,
+    Center,
+    Right,
+}
+
+fn render_table(lines: &[&str], color: bool) -> Vec<String> {
+    let aligns: Vec<Align> = table_cells(lines[1])
+        .iter()
+        .map(|c| match (c.starts_with(':'), c.ends_with(':')) {
+            (true, true) => Align::Center,
+            (false, true) => Align::Right,
+            _ => Align::Left,
+        })
+        .collect();
+    let rows: Vec<Vec<String>> = std::iter::once(lines[0])
+        .chain(lines[2..].iter().copied())
+        .map(|l| table_cells(l).iter().map(|c| inline(c, color)).collect())
+        .collect();
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| display_width(s)).max().unwrap_or(0).max(1))
+        .collect();
+    let rule = |left: &str, mid: &str, right: &str| {
+        let segments: Vec<String> = widths.iter().map(|w| "─".repeat(w + 2)).collect();
+        format!("{left}{}{right}", segments.join(mid))
+    };
+    let row = |cells: &Vec<String>, bold: bool| {
+        let mut s = String::from("│");
+        for (c, width) in widths.iter().enumerate() {
+            let text = cells.get(c).map(String::as_str).unwrap_or_default();
+            let pad = width - display_width(text);
+            let (before, after) = match aligns.get(c).copied().unwrap_or(Align::Left) {
+                Align::Left => (0, pad),
+                Align::Right => (pad, 0),
+                Align::Center => (pad / 2, pad - pad / 2),
+            };
+            let text = if bold && color { format!("{BOLD}{text}{NO_BOLD}") } else { text.to_owned() };
+            s.push_str(&format!(" {}{text}{} │", " ".repeat(before), " ".repeat(after)));
+        }
+        s
+    };
+    let mut out = vec![rule("┌", "┬", "┐"), row(&rows[0], true), rule("├", "┼", "┤")];
+    out.extend(rows[1..].iter().map(|r| row(r, false)));
+    out.push(rule("└", "┴", "┘"));
+    out
+}
+
+/// Inline Markdown: `**bold**` and `` `code` `` (ANSI with `color`, kept as is
+/// without), links as `text (url)`, images as `[image: alt]`.
+fn inline(text: &str, color: bool) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix('`') {
+            if let Some(end) = after.find('`') {
+                let code = &after[..end];
+                if color {
+                    out.push_str(&format!("{CODE}{code}{NO_CODE}"));
+                } else {
+                    out.push_str(&format!("`{code}`"));
+                }
+                rest = &after[end + 1..];
+                continue;
+            }
+        }
+        if let Some(after) = rest.strip_prefix("**").or_else(|| rest.strip_prefix("__")) {
+            let mark = &rest[..2];
+            if let Some(end) = after.find(mark).filter(|&e| e > 0) {
+                let inner = inline(&after[..end], color);
+                if color {
+                    out.push_str(&format!("{BOLD}{inner}{NO_BOLD}"));
+                } else {
+                    out.push_str(&format!("{mark}{inner}{mark}"));
+                }
+                rest = &after[end + 2..];
+                continue;
+            }
+        }
+        let image = rest.starts_with("![");
+        if image || rest.starts_with('[') {
+            let open = if image { 2 } else { 1 };
+            if let Some((label, url, len)) = link_at(&rest[open..]) {
+                if image {
+                    out.push_str(&format!("[image: {label}]"));
+                } else if label == url {
+                    out.push_str(url);
+                } else {
+                    out.push_str(&format!("{} ({url})", inline(label, color)));
+                }
+                rest = &rest[open + len..];
+                continue;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// `label](url)` at the start of `s`: the label, the url and the length consumed.
+fn link_at(s: &str) -> Option<(&str, &str, usize)> {
+    let close = s.find("](")?;
+    let label = &s[..close];
+    if label.contains('[') {
+        return None;
+    }
+    let after = &s[close + 2..];
+    let end = after.find(')')?;
+    Some((label, after[..end].trim(), close + 2 + end + 1))
+}
+
+/// Columns a string takes in a terminal: ANSI escapes take none, East Asian
+/// wide characters (CJK, Hangul, full-width forms, most emoji) take two.
+pub fn display_width(s: &str) -> usize {
+    let mut width = 0;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+            continue;
+        }
+        width += char_width(c);
+    }
+    width
+}
+
+fn char_width(c: char) -> usize {
+    let cp = c as u32;
+    if c.is_control() || matches!(cp, 0x300..=0x36F | 0x200B..=0x200F | 0xFE00..=0xFE0F) {
+        return 0;
+    }
+    let wide = matches!(
+        cp,
+        0x1100..=0x115F
+            | 0x2E80..=0x303E
+            | 0x3041..=0x33FF
+            | 0x3400..=0x4DBF
+            | 0x4E00..=0x9FFF
+            | 0xA000..=0xA4CF
+            | 0xAC00..=0xD7A3
+            | 0xF900..=0xFAFF
+            | 0xFE30..=0xFE4F
+            | 0xFF00..=0xFF60
+            | 0xFFE0..=0xFFE6
+            | 0x1F300..=0x1F64F
+            | 0x1F900..=0x1F9FF
+            | 0x20000..=0x3FFFD
+    );
+    if wide {
+        2
+    } else {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_is_legible_in_plain_text() {
+        let md = "## Markdown\n\n**Bold answer** for turn 2.\n\n- first item\n- second item\n  - nested item\n\n\
+                  ```rust\nfn main() {}\n```\n\n| key | value |\n| --- | ---: |\n| turn | 2 |\n| fake | yes |\n\n\
+                  See [the docs](https://example.com) and `code`.\n> quoted\n\n---\n";
+        let shown = render_markdown(md, false);
+        let expected = "\
+Markdown
+────────
+
+**Bold answer** for turn 2.
+
+  • first item
+  • second item
+    ◦ nested item
+
+┌── rust
+│ fn main() {}
+└──
+
+┌──────┬───────┐
+│ key  │ value │
+├──────┼───────┤
+│ turn │     2 │
+│ fake │   yes │
+└──────┴───────┘
+
+See the docs (https://example.com) and `code`.
+▎ quoted
+
+────────────────────────────────────────";
+        assert_eq!(shown, expected);
+    }
+
+    #[test]
+    fn color_replaces_marks_and_keeps_columns_aligned() {
+        let shown = render_markdown("# T\n\n| a | b |\n|---|---|\n| **x** | `y` |\n", true);
+        assert!(shown.contains(&format!("{BOLD}x{NO_BOLD}")), "{shown}");
+        assert!(!shown.contains("**"), "{shown}");
+        let widths: Vec<usize> = shown.lines().filter(|l| l.starts_with('│')).map(display_width).collect();
+        assert!(widths.windows(2).all(|w| w[0] == w[1]), "{shown}");
+        assert!(shown.lines().nth(1).is_some_and(|l| l.starts_with('═')), "{shown}");
+    }
+
+    #[test]
+    fn wide_characters_and_unclosed_marks() {
+        assert_eq!(display_width("中文ab"), 6);
+        let shown = render_markdown("| 名称 | v |\n| - | - |\n| 值 | 1 |", false);
+        let widths: Vec<usize> = shown.lines().map(display_width).collect();
+        assert!(widths.windows(2).all(|w| w[0] == w[1]), "{shown}");
+        assert_eq!(render_markdown("a ** b ` c [d", false), "a ** b ` c [d");
+        assert_eq!(render_markdown("| not a table", false), "| not a table");
+        assert_eq!(render_markdown("```\nunclosed", false), "┌──\n│ unclosed\n└──");
+    }
+
+    #[test]
+    fn replies_are_placed_where_they_landed() {
+        let mut m = SandboxMessage {
+            index: 0,
+            app_id: "a".into(),
+            via: Via::Reply { message_id: "om_1".into() },
+            message_id: "om_2".into(),
+            chat_id: Some(TOPIC_GROUP_CHAT_ID.into()),
+            thread_id: Some("omt_1".into()),
+            msg_type: "text".into(),
+            content: json!({ "text": "x" }),
+            text: "x".into(),
+            uuid: None,
+            reply_in_thread: true,
+            updates: 0,
+        };
+        assert_eq!(landed_in(&m), "topic omt_1");
+        m.chat_id = Some(GROUP_CHAT_ID.into());
+        assert_eq!(landed_in(&m), "group, thread omt_1");
+        m.thread_id = None;
+        assert_eq!(landed_in(&m), "group");
+        m.chat_id = Some("oc_sandbox_p2p_you".into());
+        assert_eq!(landed_in(&m), "private");
+    }
+}
