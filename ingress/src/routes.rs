@@ -20,8 +20,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
-use common::channel::Channels;
+use common::channel::{Channel, Channels};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::callback::{self, Verified};
 use crate::publish::Publisher;
@@ -48,17 +49,15 @@ fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-#[tracing::instrument(name = "ingress.callback", skip_all, fields(channel = %channel_id, trace_id = tracing::field::Empty, event_id, dedup_key))]
 async fn lark_events(
     State(state): State<Arc<AppState>>,
     Path(channel_id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    common::telemetry::record_trace_id(&tracing::Span::current());
     let Some(channel) = state.channels.get(&channel_id) else {
         metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => "unknown_channel").increment(1);
-        tracing::warn!("callback for an unknown channel");
+        tracing::warn!(channel = %channel_id, "callback for an unknown channel");
         return error(
             StatusCode::NOT_FOUND,
             "unknown_channel",
@@ -72,7 +71,7 @@ async fn lark_events(
         Err(rejection) => {
             metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => rejection.reason(), "channel" => channel.id.clone())
                 .increment(1);
-            tracing::warn!(reason = rejection.reason(), error = %rejection, "callback rejected");
+            tracing::warn!(channel = %channel.id, reason = rejection.reason(), error = %rejection, "callback rejected");
             state.status.error(
                 &channel.id,
                 format!("callback refused ({}): {rejection}", rejection.status()),
@@ -83,44 +82,55 @@ async fn lark_events(
     };
     match verified {
         Verified::Challenge(challenge) => {
-            tracing::info!("answered the url_verification challenge");
+            tracing::info!(channel = %channel.id, "answered the url_verification challenge");
             Json(json!({ "challenge": challenge })).into_response()
         }
         Verified::Event(event) => {
-            let span = tracing::Span::current();
-            span.record("event_id", event.envelope.header.event_id.as_str());
-            span.record("dedup_key", event.dedup_key.as_str());
-            match state.publisher.publish(&channel.id, &event).await {
-                Ok(published) => {
-                    metrics::histogram!("lark_bridge_ingress_publish_seconds").record(published.elapsed.as_secs_f64());
-                    state.status.ok(&channel.id);
-                    if published.duplicate {
-                        metrics::counter!("lark_bridge_ingress_duplicates_total", "channel" => channel.id.clone())
-                            .increment(1);
-                        tracing::info!("event already accepted (a re-push): not stored twice");
-                    } else {
-                        metrics::counter!("lark_bridge_ingress_accepted_total", "channel" => channel.id.clone(), "event_type" => event.envelope.header.event_type.clone())
-                            .increment(1);
-                        tracing::info!(
-                            event_type = %event.envelope.header.event_type,
-                            sequence = published.sequence,
-                            "event accepted"
-                        );
-                    }
-                    Json(json!({})).into_response()
-                }
-                Err(e) => {
-                    metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => "publish_failed", "channel" => channel.id.clone())
-                        .increment(1);
-                    tracing::error!(error = %e, "event not stored; answering 503 so Lark retries");
-                    state.status.error(
-                        &channel.id,
-                        e.to_string(),
-                        "check NATS: is nats-server up, with JetStream? (ingress --check)",
-                    );
-                    error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
-                }
+            // The span opens once the event is known, with its fields set at
+            // once: recording fields later re-serialises a JSON span each time.
+            let span = tracing::info_span!(
+                "ingress.callback",
+                channel = %channel.id,
+                trace_id = tracing::field::Empty,
+                event_id = %event.envelope.header.event_id,
+                dedup_key = %event.dedup_key
+            );
+            common::telemetry::record_trace_id(&span);
+            accept(&state, channel, &event).instrument(span).await
+        }
+    }
+}
+
+/// Publishes a verified event and answers Lark.
+async fn accept(state: &AppState, channel: &Channel, event: &crate::callback::VerifiedEvent) -> Response {
+    match state.publisher.publish(&channel.id, event).await {
+        Ok(published) => {
+            metrics::histogram!("lark_bridge_ingress_publish_seconds").record(published.elapsed.as_secs_f64());
+            state.status.ok(&channel.id);
+            if published.duplicate {
+                metrics::counter!("lark_bridge_ingress_duplicates_total", "channel" => channel.id.clone()).increment(1);
+                tracing::info!("event already accepted (a re-push): not stored twice");
+            } else {
+                metrics::counter!("lark_bridge_ingress_accepted_total", "channel" => channel.id.clone(), "event_type" => event.envelope.header.event_type.clone())
+                    .increment(1);
+                tracing::info!(
+                    event_type = %event.envelope.header.event_type,
+                    sequence = published.sequence,
+                    "event accepted"
+                );
             }
+            Json(json!({})).into_response()
+        }
+        Err(e) => {
+            metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => "publish_failed", "channel" => channel.id.clone())
+                .increment(1);
+            tracing::error!(error = %e, "event not stored; answering 503 so Lark retries");
+            state.status.error(
+                &channel.id,
+                e.to_string(),
+                "check NATS: is nats-server up, with JetStream? (ingress --check)",
+            );
+            error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
         }
     }
 }

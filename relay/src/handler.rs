@@ -256,7 +256,10 @@ impl Relay {
         let payload = serde_json::to_vec(command)?;
         let mut last = None;
         for pause in [0u64, 200, 1000] {
-            tokio::time::sleep(Duration::from_millis(pause)).await;
+            // No sleep before the first try: tokio rounds even a zero sleep up to its 1 ms tick.
+            if pause > 0 {
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
             let mut headers = command.headers();
             common::telemetry::inject_nats(&mut headers);
             match self.js.publish_with_headers(subject.clone(), headers, payload.clone().into()).await {

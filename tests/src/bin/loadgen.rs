@@ -109,6 +109,11 @@ struct LoadArgs {
     /// At most this many events in the timed run (they are all built beforehand).
     #[arg(long, default_value_t = 250_000)]
     max_events: usize,
+    /// Build at most 100,000 events and send them again in a loop, up to
+    /// `--max-events` in all: only for a target that does not de-duplicate
+    /// (the floor server), so that a fast one does not run out of events.
+    #[arg(long)]
+    repeat: bool,
     /// Events sent before the timed run, not measured (connections, caches, JIT).
     #[arg(long, default_value_t = 1000)]
     warmup: usize,
@@ -516,6 +521,8 @@ fn new_histogram() -> Histogram<u64> {
 /// One phase of sending: a warm-up or the timed run.
 struct Phase {
     requests: Arc<Vec<Prebuilt>>,
+    /// How many requests to send: more than `requests` when they repeat.
+    limit: usize,
     next: AtomicUsize,
     start: Instant,
     deadline: Instant,
@@ -569,7 +576,10 @@ async fn run_phase(phase: &Phase, conn: &mut Option<Conn>, addr: SocketAddr, tim
     let mut stats = Stats { hist: Some(new_histogram()), ..Stats::default() };
     loop {
         let i = phase.next.fetch_add(1, Ordering::Relaxed);
-        let Some(req) = phase.requests.get(i) else { break };
+        if i >= phase.limit || phase.requests.is_empty() {
+            break;
+        }
+        let Some(req) = phase.requests.get(i % phase.requests.len()) else { break };
         let picked = Instant::now();
         if picked >= phase.deadline {
             break;
@@ -650,9 +660,10 @@ async fn drive(
     echo_check: bool,
 ) -> anyhow::Result<(Stats, Instant)> {
     let concurrency = load.concurrency.clamp(1, 4096);
-    let make_phase = |requests: Vec<Prebuilt>, duration: Duration, track: bool| {
+    let make_phase = |requests: Vec<Prebuilt>, limit: usize, duration: Duration, track: bool| {
         let start = Instant::now() + Duration::from_millis(5);
         Arc::new(Phase {
+            limit: limit.max(requests.len()),
             requests: Arc::new(requests),
             next: AtomicUsize::new(0),
             start,
@@ -665,13 +676,14 @@ async fn drive(
     let mut conns: Vec<Option<Conn>> = (0..concurrency).map(|_| None).collect();
     let mut result = Stats::default();
     let mut timed_start = Instant::now();
-    let phases = [(warmup, load.duration + Duration::from_secs(30), false), (timed, load.duration, track)];
-    for (n, (requests, duration, track)) in phases.into_iter().enumerate() {
+    let limit = if load.repeat { load.max_events } else { timed.len() };
+    let phases = [(warmup, 0, load.duration + Duration::from_secs(30), false), (timed, limit, load.duration, track)];
+    for (n, (requests, limit, duration, track)) in phases.into_iter().enumerate() {
         let recorded = n == 1;
         if requests.is_empty() {
             continue;
         }
-        let phase = make_phase(requests, duration, track);
+        let phase = make_phase(requests, limit, duration, track);
         if recorded {
             timed_start = phase.start;
         }
@@ -766,6 +778,7 @@ fn mode_line(load: &LoadArgs) -> String {
 fn timed_count(load: &LoadArgs) -> usize {
     let n = match load.rate {
         Some(rate) => (rate * load.duration.as_secs_f64()).ceil() as usize,
+        None if load.repeat => 100_000,
         None => load.max_events,
     };
     n.min(load.max_events).max(1)
@@ -780,13 +793,14 @@ fn report_load(report: &mut Report, target: &Target, load: &LoadArgs, stats: &St
     let throughput = ok as f64 / elapsed;
     println!("target      {}{}", target.addr, target.path);
     println!("mode        {}, for {:?}", mode_line(load), load.duration);
-    println!("sent        {} (of {built} built), answered {}", stats.sent, stats.statuses.values().sum::<u64>());
+    let again = if load.repeat { ", sent again in a loop" } else { "" };
+    println!("sent        {} (of {built} built{again}), answered {}", stats.sent, stats.statuses.values().sum::<u64>());
     println!("statuses    {}", statuses_line(stats));
     println!("throughput  {throughput:.0} accepted (2xx) per second over {elapsed:.2} s");
     if let Some(h) = &stats.hist {
         println!("ack latency {}", latency_line(h));
     }
-    if stats.sent as usize >= built && load.rate.is_none() {
+    if stats.sent as usize >= built && load.rate.is_none() && !load.repeat {
         println!("note        every pre-built event was sent before the time was up: raise --max-events");
     }
     report.set("target", format!("{}{}", target.addr, target.path));
@@ -945,7 +959,7 @@ async fn e2e_run(args: &E2eArgs, target: &Target, lark: &FakeLark) -> anyhow::Re
     // The warm-up goes through the whole bridge (first token, bot info,
     // connections), one event at a time, and must come back.
     let warm_ids: Vec<String> = warmup.iter().map(|p| p.message_id.clone()).collect();
-    let warm_load = LoadArgs { rate: None, concurrency: 1, warmup: 0, ..args.load.clone() };
+    let warm_load = LoadArgs { rate: None, concurrency: 1, warmup: 0, repeat: false, ..args.load.clone() };
     let (warm_stats, _) = drive(target, &warm_load, Vec::new(), warmup, false, false).await?;
     if warm_stats.ok() < warm_ids.len() as u64 {
         bail!("the warm-up events were not all accepted: {}", statuses_line(&warm_stats));
@@ -958,7 +972,7 @@ async fn e2e_run(args: &E2eArgs, target: &Target, lark: &FakeLark) -> anyhow::Re
     }
 
     let ids: Vec<String> = timed.iter().map(|p| p.message_id.clone()).collect();
-    let load = LoadArgs { warmup: 0, ..args.load.clone() };
+    let load = LoadArgs { warmup: 0, repeat: false, ..args.load.clone() };
     let (stats, start) = drive(target, &load, Vec::new(), timed, true, false).await?;
     let accepted: Vec<&(usize, Instant, u16)> = stats.sends.iter().filter(|(_, _, s)| (200..300).contains(s)).collect();
     let wanted: Vec<&str> = accepted.iter().map(|(i, _, _)| ids[*i].as_str()).collect();
