@@ -66,22 +66,8 @@ enum ChatKind {
 
 #[derive(clap::Args)]
 struct SayArgs {
-    /// The channel's Request URL on the ingress.
-    #[arg(long, default_value = DEFAULT_INGRESS)]
-    ingress: String,
-    /// The fake Lark started by `sandbox serve`.
-    #[arg(long, default_value = DEFAULT_LARK)]
-    lark: String,
-    /// The channel's Encrypt Key ("" sends plain JSON).
-    #[arg(long, env = "SANDBOX_ENCRYPT_KEY", default_value = DEFAULT_ENCRYPT_KEY)]
-    encrypt_key: String,
-    /// The channel's Verification Token, put in `header.token` ("" for none).
-    #[arg(long, default_value = DEFAULT_VERIFICATION_TOKEN)]
-    verification_token: String,
-    #[arg(long, default_value = DEFAULT_APP_ID)]
-    app_id: String,
-    #[arg(long, default_value = DEFAULT_BOT_OPEN_ID)]
-    bot_open_id: String,
+    #[command(flatten)]
+    target: TargetArgs,
     /// The user speaking.
     #[arg(long, default_value = "ou_sandbox_user")]
     user: String,
@@ -95,8 +81,10 @@ struct SayArgs {
     question: Vec<String>,
 }
 
+/// Where the bridge and the fake Lark are, and the channel's keys: the
+/// sandbox's by default.
 #[derive(clap::Args)]
-struct ChatArgs {
+struct TargetArgs {
     /// The channel's Request URL on the ingress.
     #[arg(long, default_value = DEFAULT_INGRESS)]
     ingress: String,
@@ -104,7 +92,7 @@ struct ChatArgs {
     #[arg(long, default_value = DEFAULT_LARK)]
     lark: String,
     /// The channel's Encrypt Key ("" sends plain JSON).
-    #[arg(long, default_value = DEFAULT_ENCRYPT_KEY)]
+    #[arg(long, env = "SANDBOX_ENCRYPT_KEY", default_value = DEFAULT_ENCRYPT_KEY)]
     encrypt_key: String,
     /// The channel's Verification Token, put in `header.token` ("" for none).
     #[arg(long, default_value = DEFAULT_VERIFICATION_TOKEN)]
@@ -114,6 +102,25 @@ struct ChatArgs {
     /// The bot's open_id, mentioned in groups and topics.
     #[arg(long, default_value = DEFAULT_BOT_OPEN_ID)]
     bot_open_id: String,
+}
+
+impl From<TargetArgs> for Target {
+    fn from(a: TargetArgs) -> Self {
+        Target {
+            ingress: a.ingress,
+            lark: a.lark,
+            encrypt_key: Some(a.encrypt_key).filter(|k| !k.is_empty()),
+            verification_token: Some(a.verification_token).filter(|t| !t.is_empty()),
+            app_id: a.app_id,
+            bot_open_id: a.bot_open_id,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct ChatArgs {
+    #[command(flatten)]
+    target: TargetArgs,
     /// Seconds to wait for each reply.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -169,14 +176,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 }
 
 async fn say(args: SayArgs) -> anyhow::Result<()> {
-    let target = Target {
-        ingress: args.ingress,
-        lark: args.lark,
-        encrypt_key: Some(args.encrypt_key).filter(|k| !k.is_empty()),
-        verification_token: Some(args.verification_token).filter(|t| !t.is_empty()),
-        app_id: args.app_id,
-        bot_open_id: args.bot_open_id,
-    };
+    let target = Target::from(args.target);
     let mut user = LarkUser::connect(target).await?;
     let chat = match args.chat {
         ChatKind::P2p => ChatRef::P2p { chat_id: "oc_sandbox_p2p".into() },
@@ -205,14 +205,7 @@ async fn say(args: SayArgs) -> anyhow::Result<()> {
 }
 
 async fn chat(args: ChatArgs) -> anyhow::Result<()> {
-    let target = Target {
-        ingress: args.ingress,
-        lark: args.lark,
-        encrypt_key: Some(args.encrypt_key).filter(|k| !k.is_empty()),
-        verification_token: Some(args.verification_token).filter(|t| !t.is_empty()),
-        app_id: args.app_id,
-        bot_open_id: args.bot_open_id,
-    };
+    let target = Target::from(args.target);
     let timing = Timing { timeout: Duration::from_secs(args.timeout), ..Timing::default() };
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let options = ChatOptions { timing, echo_input: !std::io::stdin().is_terminal(), color };
