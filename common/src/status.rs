@@ -2,13 +2,13 @@
 //! event received (ingress), question answered (relay), reply sent
 //! (responder), and the last error with its fix.
 //!
-//! The hot path only updates memory; a background task writes what changed
-//! to the `{ns}_status` KV bucket every two seconds, so every ingress
-//! replica can show the same page.
+//! The hot path only stores the time in memory (no formatting); a background
+//! task writes what changed to the `{ns}_status` KV bucket every two seconds,
+//! so every ingress replica can show the same page.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
@@ -29,15 +29,29 @@ pub struct StatusError {
     pub fix: String,
 }
 
-fn now() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// What the hot path writes: the time as it is, formatted only when flushed.
+#[derive(Default)]
+struct Entry {
+    last_ok: Option<SystemTime>,
+    last_error: Option<StatusError>,
+    dirty: bool,
+}
+
+impl Entry {
+    fn stored(&self) -> StageStatus {
+        StageStatus { last_ok_at: self.last_ok.map(rfc3339), last_error: self.last_error.clone() }
+    }
 }
 
 /// The in-memory status of one service, flushed to KV.
 #[derive(Clone)]
 pub struct StatusBoard {
     stage: &'static str,
-    entries: Arc<Mutex<HashMap<String, (StageStatus, bool)>>>,
+    entries: Arc<Mutex<HashMap<String, Entry>>>,
 }
 
 impl StatusBoard {
@@ -45,22 +59,27 @@ impl StatusBoard {
         Self { stage, entries: Default::default() }
     }
 
-    fn update(&self, channel: &str, f: impl FnOnce(&mut StageStatus)) {
+    fn update(&self, channel: &str, f: impl FnOnce(&mut Entry)) {
         if let Ok(mut map) = self.entries.lock() {
-            let entry = map.entry(channel.to_owned()).or_default();
-            f(&mut entry.0);
-            entry.1 = true;
+            // The common case, a known channel, allocates nothing.
+            let entry = match map.get_mut(channel) {
+                Some(e) => e,
+                None => map.entry(channel.to_owned()).or_default(),
+            };
+            f(entry);
+            entry.dirty = true;
         }
     }
 
     /// The service did its job for `channel` just now.
     pub fn ok(&self, channel: &str) {
-        self.update(channel, |s| s.last_ok_at = Some(now()));
+        let now = SystemTime::now();
+        self.update(channel, |e| e.last_ok = Some(now));
     }
 
     /// Something went wrong for `channel`; `fix` says what to do.
     pub fn error(&self, channel: &str, what: impl Into<String>, fix: impl Into<String>) {
-        let e = StatusError { at: now(), what: what.into(), fix: fix.into() };
+        let e = StatusError { at: rfc3339(SystemTime::now()), what: what.into(), fix: fix.into() };
         self.update(channel, |s| s.last_error = Some(e));
     }
 
@@ -85,10 +104,10 @@ impl StatusBoard {
         let changed: Vec<(String, StageStatus)> = match self.entries.lock() {
             Ok(mut map) => map
                 .iter_mut()
-                .filter(|(_, (_, dirty))| *dirty)
-                .map(|(c, (s, dirty))| {
-                    *dirty = false;
-                    (c.clone(), s.clone())
+                .filter(|(_, e)| e.dirty)
+                .map(|(c, e)| {
+                    e.dirty = false;
+                    (c.clone(), e.stored())
                 })
                 .collect(),
             Err(_) => return,

@@ -164,7 +164,7 @@ impl<H: Handler> Worker<H> {
         let key = format!("{}.{sequence}", self.name);
 
         if self.ordered {
-            match self.wait_for_turn(&message, sequence, &hard_stop).await {
+            match self.wait_for_turn(&message, sequence, delivered, &hard_stop).await {
                 Turn::Now => {}
                 Turn::Later => {
                     tracing::debug!(worker = self.name, sequence, "not next in line; handing back for now");
@@ -211,11 +211,17 @@ impl<H: Handler> Worker<H> {
 
     /// Holds the message while an older one of its subject is in the stream,
     /// if it is next in line; otherwise says to come back later.
-    async fn wait_for_turn(&self, message: &Message, sequence: u64, hard_stop: &CancellationToken) -> Turn {
+    async fn wait_for_turn(
+        &self,
+        message: &Message,
+        sequence: u64,
+        delivered: i64,
+        hard_stop: &CancellationToken,
+    ) -> Turn {
         let subject = message.subject.as_str();
         let Some(mut first) = self.older_first(subject, sequence).await else { return Turn::Now };
         // Handed back a few times already: make sure the head is not an orphan.
-        if message.info().is_ok_and(|i| i.delivered >= ORPHAN_CHECK_AFTER) && self.remove_if_orphan(first).await {
+        if delivered >= ORPHAN_CHECK_AFTER && self.remove_if_orphan(first).await {
             match self.older_first(subject, sequence).await {
                 Some(f) => first = f,
                 None => return Turn::Now,
@@ -233,18 +239,14 @@ impl<H: Handler> Worker<H> {
                 _ = hard_stop.cancelled() => return Turn::Later,
                 _ = tokio::time::sleep(pause) => {}
             }
-            if self.older_first(subject, sequence).await.is_none() {
-                return Turn::Now;
-            }
+            let Some(head) = self.older_first(subject, sequence).await else { return Turn::Now };
             if started.elapsed() > MAX_HOLD {
                 return Turn::Later;
             }
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 self.ack(message, AckKind::Progress).await;
                 last_progress = tokio::time::Instant::now();
-                if let Some(head) = self.older_first(subject, sequence).await {
-                    self.remove_if_orphan(head).await;
-                }
+                self.remove_if_orphan(head).await;
             }
             pause = (pause * 2).min(Duration::from_millis(200));
         }
