@@ -1,5 +1,6 @@
 //! What the three lark-bridge services share.
 //!
+//! - [`allocator`]: mimalloc, for every binary that links this crate.
 //! - [`config`]: the TOML contract of DESIGN.md and its validation.
 //! - [`check`]: the `--check` checklist every binary prints.
 //! - [`channel`]: one publishing channel (a Lark app bound to a FastGPT app), looked up by id.
@@ -16,6 +17,7 @@
 //! - [`status`]: the last event, answer and error per channel, for `/status`.
 //! - [`shutdown`]: SIGTERM / Ctrl-C into a cancellation token.
 
+mod allocator;
 pub mod channel;
 pub mod check;
 pub mod cli;

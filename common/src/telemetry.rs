@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 
-use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -29,6 +29,11 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 use crate::config::{LogFormat, TelemetrySettings};
+
+/// W3C trace context, the one format the three services speak. Used directly
+/// rather than through OpenTelemetry's global (which takes a lock on every
+/// message); the global is set too, for libraries that look there.
+static PROPAGATOR: std::sync::LazyLock<TraceContextPropagator> = std::sync::LazyLock::new(TraceContextPropagator::new);
 
 /// Flushes the exporter when the service stops.
 #[must_use = "keep the guard until the service stops, then call shutdown()"]
@@ -70,9 +75,13 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> TelemetryGua
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(name).build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     let mut exporter_error = None;
+    let mut exporting = false;
     if exporter_wanted(settings) {
         match exporter(settings) {
-            Ok(e) => builder = builder.with_batch_exporter(e),
+            Ok(e) => {
+                builder = builder.with_batch_exporter(e);
+                exporting = true;
+            }
             Err(e) => exporter_error = Some(e),
         }
     }
@@ -87,6 +96,20 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> TelemetryGua
         LogFormat::Text => fmt::layer().with_target(true).boxed(),
     };
     let traces = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
+    let traces = if exporting {
+        traces.boxed()
+    } else {
+        // Nothing leaves the process: the layer is there for trace ids (logs
+        // and propagation) only, so skip the attributes, timings and span
+        // events nobody would read. A sixth of the ingress's tracing work.
+        traces
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.is_span()))
+            .boxed()
+    };
     // `try_init` fails only when a subscriber is already installed: keep it.
     let _ = tracing_subscriber::registry().with(filter).with(logs).with(traces).try_init();
     if let Some(e) = exporter_error {
@@ -99,7 +122,7 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> TelemetryGua
 /// `trace_id` for the log lines.
 pub fn continue_trace(span: &Span, headers: Option<&async_nats::HeaderMap>) {
     if let Some(h) = headers {
-        let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&NatsHeaders(h)));
+        let cx = PROPAGATOR.extract(&NatsHeaders(h));
         if cx.span().span_context().is_valid() {
             let _ = span.set_parent(cx);
         }
@@ -118,14 +141,14 @@ pub fn record_trace_id(span: &Span) {
 /// Puts the current span's `traceparent` into NATS headers.
 pub fn inject_nats(headers: &mut async_nats::HeaderMap) {
     let cx = Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut NatsHeadersMut(headers)));
+    PROPAGATOR.inject_context(&cx, &mut NatsHeadersMut(headers));
 }
 
 /// The current span's W3C headers, for an outgoing HTTP request.
 pub fn http_headers() -> Vec<(String, String)> {
     let cx = Span::current().context();
     let mut map: HashMap<String, String> = HashMap::new();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut map));
+    PROPAGATOR.inject_context(&cx, &mut map);
     map.into_iter().collect()
 }
 

@@ -29,7 +29,7 @@ pub enum Verified {
 #[derive(Debug)]
 pub struct VerifiedEvent {
     /// The plain JSON, as Lark sent it: the payload of the NATS message.
-    pub plain: Vec<u8>,
+    pub plain: bytes::Bytes,
     pub envelope: EventEnvelope,
     /// De-duplication key: channel + message_id (or + event_id).
     pub dedup_key: String,
@@ -125,7 +125,7 @@ pub fn verify(
     }
 
     // `{"encrypt": ...}` or a plain body.
-    let plain: Vec<u8> = match serde_json::from_slice::<EncryptedBody>(body) {
+    let plain: Vec<u8> = match serde_json::from_slice::<EncryptedBody<'_>>(body) {
         Ok(enc) => match &channel.encrypt_key {
             Some(key) => key.decrypt(&enc.encrypt)?,
             None => return Err(Rejection::NoEncryptKey),
@@ -170,7 +170,7 @@ pub fn verify(
             let dedup_key = dedup_key(&channel.id, &envelope, message.as_ref());
             let subject_token =
                 message.as_ref().map(|m| ConversationKey::of(m).token()).unwrap_or_else(|| "other".to_owned());
-            Ok(Verified::Event(Box::new(VerifiedEvent { plain, envelope, dedup_key, subject_token })))
+            Ok(Verified::Event(Box::new(VerifiedEvent { plain: plain.into(), envelope, dedup_key, subject_token })))
         }
     }
 }
@@ -233,6 +233,27 @@ mod tests {
         let (h, body) = genuine();
         let Ok(Verified::Event(e)) = verify(&channel(true), &h, &body, NOW, 3600) else { panic!("not accepted") };
         assert_eq!(e.dedup_key, "c:msg:om_1");
+        assert_eq!(e.plain, event_json());
+    }
+
+    /// The `encrypt` field is borrowed from the body when it can be; a sender
+    /// that escapes `/` as `\/` (valid JSON) is decoded all the same.
+    #[test]
+    fn an_encrypt_field_with_escaped_slashes_is_accepted() {
+        let key = EncryptKey::new(SecretString::from("fuzz key".to_owned()));
+        let encrypted = (0..64)
+            .map(|_| key.encrypt(&event_json()))
+            .find(|e| e.contains('/'))
+            .expect("one of 64 random IVs gives a '/' in the base64");
+        let body = format!(r#"{{"encrypt":"{}"}}"#, encrypted.replace('/', "\\/")).into_bytes();
+        let mut h = HeaderMap::new();
+        h.insert(signature::TIMESTAMP_HEADER, NOW.to_string().parse().expect("header"));
+        h.insert(signature::NONCE_HEADER, "n".parse().expect("header"));
+        h.insert(
+            signature::SIGNATURE_HEADER,
+            signature::sign(&NOW.to_string(), "n", &key, &body).parse().expect("header"),
+        );
+        let Ok(Verified::Event(e)) = verify(&channel(true), &h, &body, NOW, 3600) else { panic!("not accepted") };
         assert_eq!(e.plain, event_json());
     }
 

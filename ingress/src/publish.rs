@@ -53,7 +53,7 @@ impl Publisher {
         let subject = self.topology.event_subject(channel, &event.subject_token);
         let mut headers = event_headers(channel, &event.dedup_key);
         common::telemetry::inject_nats(&mut headers);
-        let payload = bytes::Bytes::copy_from_slice(&event.plain);
+        let payload = event.plain.clone();
         let attempt = async {
             let ack_future = self
                 .js

@@ -56,13 +56,17 @@ impl EncryptKey {
 
     /// Decrypts the `encrypt` field of a Lark callback into the plain JSON bytes.
     pub fn decrypt(&self, encrypted_b64: &str) -> Result<Vec<u8>, CryptoError> {
-        let data = STANDARD.decode(encrypted_b64.trim()).map_err(|_| CryptoError::Base64)?;
+        let mut data = STANDARD.decode(encrypted_b64.trim()).map_err(|_| CryptoError::Base64)?;
         if data.len() < IV_LEN * 2 || data.len() % IV_LEN != 0 {
             return Err(CryptoError::Length);
         }
-        let (iv, ciphertext) = data.split_at(IV_LEN);
+        let (iv, ciphertext) = data.split_at_mut(IV_LEN);
         let decryptor = Aes256CbcDec::new_from_slices(&self.aes_key, iv).map_err(|_| CryptoError::Length)?;
-        decryptor.decrypt_padded_vec_mut::<Pkcs7>(ciphertext).map_err(|_| CryptoError::Padding)
+        // In place, then the plain text moved to the front: one buffer, not two.
+        let plain_len = decryptor.decrypt_padded_mut::<Pkcs7>(ciphertext).map_err(|_| CryptoError::Padding)?.len();
+        data.copy_within(IV_LEN..IV_LEN + plain_len, 0);
+        data.truncate(plain_len);
+        Ok(data)
     }
 
     /// Encrypts as Lark does, with a random IV.

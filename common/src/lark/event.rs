@@ -7,14 +7,19 @@
 //! decodes it by `message_type`.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// The event type the bridge answers.
 pub const MESSAGE_RECEIVE: &str = "im.message.receive_v1";
 
 /// The outer body of any callback: either encrypted, or one of the plain forms.
+///
+/// Borrowed from the request body: base64 needs no unescaping unless the
+/// sender escaped its `/` (`\/`), and only then is it copied.
 #[derive(Debug, Deserialize)]
-pub struct EncryptedBody {
-    pub encrypt: String,
+pub struct EncryptedBody<'a> {
+    #[serde(borrow)]
+    pub encrypt: std::borrow::Cow<'a, str>,
 }
 
 /// A decrypted (or plain) callback body.
@@ -35,34 +40,41 @@ pub enum ParseError {
     Shape(String),
 }
 
+/// Every top-level field the bridge reads, of either form, in one pass over
+/// the body: `header` is kept raw (and parsed on its own, so a bad header is
+/// told apart from bad JSON) and `event` is kept raw until someone needs it.
 #[derive(Deserialize)]
-struct Probe<'a> {
+struct RawCallback<'a> {
     #[serde(default, rename = "type", borrow)]
     kind: Option<&'a str>,
     #[serde(default, borrow)]
     schema: Option<&'a str>,
-}
-
-#[derive(Deserialize)]
-struct ChallengeBody {
-    challenge: String,
+    #[serde(default)]
+    challenge: Option<String>,
     #[serde(default)]
     token: Option<String>,
+    #[serde(default, borrow)]
+    header: Option<&'a RawValue>,
+    #[serde(default)]
+    event: Option<Box<RawValue>>,
 }
 
 impl Callback {
     /// Parses a plain callback body.
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
-        let probe: Probe<'_> = serde_json::from_slice(bytes).map_err(ParseError::Json)?;
-        if probe.kind == Some("url_verification") {
-            let c: ChallengeBody = serde_json::from_slice(bytes)
-                .map_err(|e| ParseError::Shape(format!("url_verification without a challenge: {e}")))?;
-            return Ok(Callback::Challenge { challenge: c.challenge, token: c.token });
+        let raw: RawCallback<'_> = serde_json::from_slice(bytes).map_err(ParseError::Json)?;
+        if raw.kind == Some("url_verification") {
+            let challenge =
+                raw.challenge.ok_or_else(|| ParseError::Shape("url_verification without a challenge".into()))?;
+            return Ok(Callback::Challenge { challenge, token: raw.token });
         }
-        match probe.schema {
-            Some("2.0") => serde_json::from_slice(bytes)
-                .map(Callback::Event)
-                .map_err(|e| ParseError::Shape(format!("schema 2.0 event: {e}"))),
+        match raw.schema {
+            Some("2.0") => {
+                let header = raw.header.ok_or_else(|| ParseError::Shape("schema 2.0 event without a header".into()))?;
+                let header: EventHeader = serde_json::from_str(header.get())
+                    .map_err(|e| ParseError::Shape(format!("schema 2.0 event header: {e}")))?;
+                Ok(Callback::Event(EventEnvelope { schema: "2.0".to_owned(), header, event: raw.event }))
+            }
             Some(other) => Err(ParseError::Shape(format!(
                 "unsupported schema {other:?}; subscribe to the 2.0 version of the event in the Lark console"
             ))),
@@ -74,14 +86,15 @@ impl Callback {
     }
 }
 
-/// A schema 2.0 event: header plus the event body, kept raw until the relay
-/// needs its typed form.
+/// A schema 2.0 event: header plus the event body, kept as raw JSON until the
+/// bridge needs its typed form (the ingress reads a message's ids, the relay
+/// all of it): no tree of values is built and dropped on the hot path.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct EventEnvelope {
     pub schema: String,
     pub header: EventHeader,
     #[serde(default)]
-    pub event: serde_json::Value,
+    pub event: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -101,7 +114,8 @@ pub struct EventHeader {
 impl EventEnvelope {
     /// The typed body of an `im.message.receive_v1` event; `None` for other types.
     pub fn message_event(&self) -> Option<Result<MessageEvent, serde_json::Error>> {
-        (self.header.event_type == MESSAGE_RECEIVE).then(|| MessageEvent::deserialize(&self.event))
+        (self.header.event_type == MESSAGE_RECEIVE)
+            .then(|| serde_json::from_str(self.event.as_deref().map_or("null", RawValue::get)))
     }
 }
 
@@ -312,6 +326,23 @@ mod tests {
         };
         assert_eq!(env.header.event_type, "card.action.trigger");
         assert!(env.message_event().is_none());
+    }
+
+    /// The event body is kept as Lark's JSON text (no value tree), and read
+    /// into its typed form only when asked; the relay parses the same
+    /// envelope from the NATS payload.
+    #[test]
+    fn the_event_body_stays_raw_until_read() {
+        let bytes = sample("group_mention.json");
+        let Callback::Event(env) = Callback::parse(&bytes).expect("parses") else { panic!("not an event") };
+        let raw = env.event.as_deref().expect("an event body").get();
+        assert!(raw.starts_with('{') && raw.contains("\"message_id\""), "{raw}");
+        let again: EventEnvelope = serde_json::from_slice(&bytes).expect("the relay's parse");
+        assert_eq!(again.event.as_deref().map(RawValue::get), Some(raw));
+        let without_body =
+            br#"{"schema":"2.0","header":{"event_id":"e","event_type":"im.message.receive_v1","app_id":"a"}}"#;
+        let Callback::Event(env) = Callback::parse(without_body).expect("parses") else { panic!("not an event") };
+        assert!(env.message_event().expect("a message type").is_err(), "no body is an error, not a panic");
     }
 
     #[test]
