@@ -81,7 +81,14 @@ pub struct LarkClient {
     channel: Arc<Channel>,
     token: Mutex<Option<CachedToken>>,
     bot: OnceCell<BotInfo>,
+    /// The last failure to read the bot's info, and when. While Lark is down
+    /// or slow, messages do not each wait on it again (up to the Lark timeout)
+    /// before being answered without it.
+    bot_failure: Mutex<Option<(Instant, LarkError)>>,
 }
+
+/// How long a failure to read the bot's info is remembered.
+const BOT_INFO_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Deserialize)]
 struct Envelope {
@@ -102,7 +109,7 @@ struct Envelope {
 
 impl LarkClient {
     pub fn new(http: reqwest::Client, channel: Arc<Channel>) -> Self {
-        Self { http, channel, token: Mutex::new(None), bot: OnceCell::new() }
+        Self { http, channel, token: Mutex::new(None), bot: OnceCell::new(), bot_failure: Mutex::new(None) }
     }
 
     pub fn channel(&self) -> &Arc<Channel> {
@@ -212,8 +219,30 @@ impl LarkClient {
     }
 
     /// `GET /open-apis/bot/v3/info`, cached: the bot's open_id recognises its
-    /// own @mention.
+    /// own @mention. A failure is remembered for [`BOT_INFO_RETRY_AFTER`] and
+    /// returned again meanwhile, without asking Lark.
     pub async fn bot_info(&self) -> Result<&BotInfo, LarkError> {
+        if let Some(info) = self.bot.get() {
+            return Ok(info);
+        }
+        // One fetch at a time: messages arriving meanwhile wait for its outcome.
+        let mut failure = self.bot_failure.lock().await;
+        if let Some(info) = self.bot.get() {
+            return Ok(info);
+        }
+        if let Some((at, e)) = &*failure {
+            if at.elapsed() < BOT_INFO_RETRY_AFTER {
+                return Err(e.clone());
+            }
+        }
+        let result = self.fetch_bot_info().await;
+        if let Err(e) = &result {
+            *failure = Some((Instant::now(), e.clone()));
+        }
+        result
+    }
+
+    async fn fetch_bot_info(&self) -> Result<&BotInfo, LarkError> {
         self.bot
             .get_or_try_init(|| async {
                 let env = self.call(Method::GET, "bot/v3/info", None).await?;

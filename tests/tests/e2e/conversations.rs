@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use common::conversation::ConversationKey;
 use lark_bridge_tests::fake_fastgpt::FakeAnswer;
+use lark_bridge_tests::fake_lark::{Endpoint, Failure};
 use lark_bridge_tests::harness::{Bridge, Options, BOT_OPEN_ID, CHANNEL};
 use lark_bridge_tests::lark_events::{text_run, ChatRef, Mention};
 use relay::handler::text;
@@ -226,5 +227,20 @@ async fn other_event_types_are_acknowledged_and_dropped() {
     settle().await;
     assert_eq!(b.lark.visible_messages().len(), 1);
     assert_eq!(b.stream_len(&b.topology().events_stream()).await, 0, "acknowledged, not left in the queue");
+    b.stop().await;
+}
+
+/// While Lark cannot tell the bot's own open_id, messages are answered
+/// without it, and Lark is not asked again for each of them.
+#[tokio::test]
+async fn a_failed_bot_info_is_not_asked_again_for_every_message() {
+    let b = Bridge::start().await;
+    b.lark.fail_next(Endpoint::BotInfo, vec![Failure::Http500; 5]);
+    for (chat, user) in [("oc_b1", "ou_b1"), ("oc_b2", "ou_b2"), ("oc_b3", "ou_b3")] {
+        b.deliver_ok(&b.events().p2p_text(chat, user, "hello")).await;
+    }
+    assert_eq!(b.lark.wait_for_messages(3, WAIT).await.len(), 3, "every message answered");
+    let asked = b.lark.all_attempts().iter().filter(|a| a.endpoint == Endpoint::BotInfo).count();
+    assert_eq!(asked, 1, "one failed bot info call, remembered for the next messages");
     b.stop().await;
 }
