@@ -100,8 +100,9 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> TelemetryGua
         traces.boxed()
     } else {
         // Nothing leaves the process: the layer is there for trace ids (logs
-        // and propagation) only, so skip the attributes, timings and span
-        // events nobody would read. A sixth of the ingress's tracing work.
+        // and propagation), so skip what nobody would read: location, thread
+        // and target attributes, busy/idle timings, and span events (log lines
+        // copied into the span). Spans' own fields still become attributes.
         traces
             .with_location(false)
             .with_threads(false)
