@@ -60,6 +60,7 @@ impl Application {
             topology: topology.clone(),
             max_attempts: r.max_attempts,
             status: base.status.clone(),
+            shown: Default::default(),
         };
         let worker = Worker {
             name: "responder",

@@ -2,7 +2,8 @@
 //!
 //! Each part carries a Lark `uuid` derived from the event and the part number,
 //! the same on every retry and redelivery: Lark executes a uuid at most once
-//! an hour, so a response lost on the way back never shows a reply twice.
+//! an hour, so a response lost on the way back never shows a reply twice. A
+//! retry resumes after the parts already shown ([`crate::progress`]).
 //!
 //! Failures, by Lark's code (`common::lark::errors`):
 //! - transient (429/99991400, 230020, 5xx, network): retried by redelivery with
@@ -24,6 +25,7 @@ use common::worker::{backoff, Handler, Outcome};
 use tracing::Instrument;
 
 use crate::pacing::Pacing;
+use crate::progress::ShownParts;
 use crate::render::{render, Part};
 
 pub struct Responder {
@@ -33,6 +35,7 @@ pub struct Responder {
     pub topology: Topology,
     pub max_attempts: u32,
     pub status: common::status::StatusBoard,
+    pub shown: ShownParts,
 }
 
 /// Withdrawn or deleted: the reply can still go into the chat.
@@ -65,7 +68,11 @@ impl Responder {
         };
         let ReplyBody::Markdown { text } = &command.body;
         let parts = render(text);
-        for (i, part) in parts.iter().enumerate() {
+        let first = self.shown.resume_from(&command.source);
+        if first > 0 {
+            tracing::info!(shown = first, parts = parts.len(), "resuming after the parts already shown");
+        }
+        for (i, part) in parts.iter().enumerate().skip(first) {
             self.pacing.wait(&lark.channel().app_id, &command.chat_id).await;
             let started = Instant::now();
             let result = send_part(lark, command, i, part)
@@ -77,7 +84,10 @@ impl Responder {
             };
             metrics::histogram!("lark_bridge_lark_send_seconds", "channel" => command.channel.clone(), "code" => code)
                 .record(started.elapsed().as_secs_f64());
-            let Err(e) = result else { continue };
+            let Err(e) = result else {
+                self.shown.shown(&command.source, i + 1);
+                continue;
+            };
             return match e.class() {
                 ErrorClass::Transient { retry_after } if attempt < self.max_attempts => {
                     let delay = backoff(attempt, Duration::from_secs(60)).max(retry_after.unwrap_or_default());
@@ -92,10 +102,12 @@ impl Responder {
                 }
                 ErrorClass::Permanent { fix } => {
                     tracing::error!(error = %e, fix, "Lark refused the reply; not retrying");
+                    self.shown.forget(&command.source);
                     self.dead(message, &command.channel, &format!("{e}. Fix: {fix}")).await
                 }
                 _ => {
                     tracing::error!(error = %e, attempt, "Lark send failed on the last attempt");
+                    self.shown.forget(&command.source);
                     self.dead(message, &command.channel, &format!("{e} (after {attempt} attempts)")).await
                 }
             };
@@ -103,6 +115,7 @@ impl Responder {
         metrics::counter!("lark_bridge_replies_sent_total", "channel" => command.channel.clone(), "kind" => command.kind.as_str())
             .increment(1);
         self.status.ok(&command.channel);
+        self.shown.forget(&command.source);
         tracing::info!(parts = parts.len(), "reply shown in Lark");
         Outcome::Done
     }

@@ -3,6 +3,7 @@
 //! - [`render`]: Markdown → Lark card or text; long answers split in order.
 //! - [`pacing`]: Lark's per-chat and per-app send limits.
 //! - [`handler`]: one reply command → Lark messages, retries, dead letters.
+//! - [`progress`]: the parts of a split reply already shown, so a retry resumes.
 //! - [`check`]: `responder --check`.
 //! - [`admin`]: `--dead-letters` and `--redrive`, for the operator.
 //! - [`app`]: build and run (the pull loop is `common::worker`; the token
@@ -13,6 +14,7 @@ pub mod app;
 pub mod check;
 pub mod handler;
 pub mod pacing;
+pub mod progress;
 pub mod render;
 
 pub use app::{Application, StartError};

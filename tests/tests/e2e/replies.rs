@@ -129,16 +129,7 @@ async fn a_120_kb_answer_arrives_complete_in_order() {
     let FakeAnswer::Markdown(long) = FakeAnswer::long_markdown(120 * 1024) else { unreachable!() };
     b.fastgpt.push_responses(vec![FakeAnswer::Markdown(long.clone())]);
     b.deliver_ok(&b.events().p2p_text("oc_long", "ou_l", "tell me everything")).await;
-    // Wait until the parts stop arriving.
-    let mut shown = Vec::new();
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = b.lark.visible_messages();
-        if !now.is_empty() && now.len() == shown.len() {
-            break;
-        }
-        shown = now;
-    }
+    let shown = wait_until_parts_stop(&b).await;
     assert!(shown.len() >= 5, "{} parts", shown.len());
     let rejected = b.lark.all_attempts().into_iter().filter(|a| a.code == 230025).count();
     assert_eq!(rejected, 0, "no part over Lark's limit");
@@ -149,6 +140,40 @@ async fn a_120_kb_answer_arrives_complete_in_order() {
     }
     let squash = |s: &str| s.split_whitespace().collect::<String>();
     assert!(squash(&parts.join("\n")) == squash(&long), "complete and in order");
+    b.stop().await;
+}
+
+/// The messages shown once no new part has arrived for half a second.
+async fn wait_until_parts_stop(b: &Bridge) -> Vec<lark_bridge_tests::fake_lark::SentMessage> {
+    let mut shown = Vec::new();
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = b.lark.visible_messages();
+        if !now.is_empty() && now.len() == shown.len() {
+            break;
+        }
+        shown = now;
+    }
+    shown
+}
+
+/// Rate-limited on its second part, a long answer is retried from that part:
+/// the part already shown is not sent again.
+#[tokio::test]
+async fn a_retried_long_answer_resumes_after_the_parts_already_shown() {
+    let b = Bridge::start().await;
+    let FakeAnswer::Markdown(long) = FakeAnswer::long_markdown(70 * 1024) else { unreachable!() };
+    let parts = responder::render::render(&long).len();
+    assert!(parts >= 3, "{parts} parts");
+    b.fastgpt.push_responses(vec![FakeAnswer::Markdown(long)]);
+    b.lark.fail_next(Endpoint::Reply, vec![Failure::Delay(Duration::ZERO), Failure::rate_limited(1)]);
+    b.deliver_ok(&b.events().p2p_text("oc_resume", "ou_r", "tell me a lot")).await;
+    assert_eq!(b.lark.wait_for_messages(parts, Duration::from_secs(30)).await.len(), parts);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sends: Vec<_> = b.lark.all_attempts().into_iter().filter(|a| a.endpoint == Endpoint::Reply).collect();
+    assert_eq!(sends.len(), parts + 1, "each part sent once, and the rate-limited one once more");
+    assert_eq!(sends[1].code, 99991400, "the second part was the one refused");
+    assert!(sends.iter().all(|a| !a.duplicate), "no part sent again after it was shown");
     b.stop().await;
 }
 
