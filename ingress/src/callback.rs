@@ -214,18 +214,26 @@ mod tests {
         .into_bytes()
     }
 
-    /// A genuine encrypted, signed request.
-    fn genuine() -> (HeaderMap, Vec<u8>) {
-        let key = EncryptKey::new(SecretString::from("fuzz key".to_owned()));
-        let body = serde_json::json!({ "encrypt": key.encrypt(&event_json()) }).to_string().into_bytes();
+    fn key() -> EncryptKey {
+        EncryptKey::new(SecretString::from("fuzz key".to_owned()))
+    }
+
+    /// Lark's signature headers for `body`, signed at `NOW`.
+    fn signed(body: &[u8]) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(signature::TIMESTAMP_HEADER, NOW.to_string().parse().expect("header"));
         h.insert(signature::NONCE_HEADER, "n".parse().expect("header"));
         h.insert(
             signature::SIGNATURE_HEADER,
-            signature::sign(&NOW.to_string(), "n", &key, &body).parse().expect("header"),
+            signature::sign(&NOW.to_string(), "n", &key(), body).parse().expect("header"),
         );
-        (h, body)
+        h
+    }
+
+    /// A genuine encrypted, signed request.
+    fn genuine() -> (HeaderMap, Vec<u8>) {
+        let body = serde_json::json!({ "encrypt": key().encrypt(&event_json()) }).to_string().into_bytes();
+        (signed(&body), body)
     }
 
     #[test]
@@ -240,20 +248,14 @@ mod tests {
     /// that escapes `/` as `\/` (valid JSON) is decoded all the same.
     #[test]
     fn an_encrypt_field_with_escaped_slashes_is_accepted() {
-        let key = EncryptKey::new(SecretString::from("fuzz key".to_owned()));
         let encrypted = (0..64)
-            .map(|_| key.encrypt(&event_json()))
+            .map(|_| key().encrypt(&event_json()))
             .find(|e| e.contains('/'))
             .expect("one of 64 random IVs gives a '/' in the base64");
         let body = format!(r#"{{"encrypt":"{}"}}"#, encrypted.replace('/', "\\/")).into_bytes();
-        let mut h = HeaderMap::new();
-        h.insert(signature::TIMESTAMP_HEADER, NOW.to_string().parse().expect("header"));
-        h.insert(signature::NONCE_HEADER, "n".parse().expect("header"));
-        h.insert(
-            signature::SIGNATURE_HEADER,
-            signature::sign(&NOW.to_string(), "n", &key, &body).parse().expect("header"),
-        );
-        let Ok(Verified::Event(e)) = verify(&channel(true), &h, &body, NOW, 3600) else { panic!("not accepted") };
+        let Ok(Verified::Event(e)) = verify(&channel(true), &signed(&body), &body, NOW, 3600) else {
+            panic!("not accepted")
+        };
         assert_eq!(e.plain, event_json());
     }
 
