@@ -201,11 +201,9 @@ mod tests {
 
     #[test]
     fn post_sample_reads_all_text_runs_in_order() {
-        let content = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/lark-samples/post_content.json"
-        ))
-        .expect("sample");
+        let content =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/lark-samples/post_content.json"))
+                .expect("sample");
         let m = msg("post", &content, vec![mention("@_user_1", "ou_bot", "Bot")]);
         assert_eq!(
             read(&m, BOT).expect("reads"),

@@ -3,7 +3,7 @@
 //! End-to-end tests, the sandbox and the load generator must send the ingress
 //! what Lark sends, not what the bridge happens to parse: schema 2.0
 //! `im.message.receive_v1` events shaped like Lark's published sample
-//! (`shared/lark-samples/group_mention.json`), the URL-verification challenge,
+//! (`testdata/lark-samples/group_mention.json`), the URL-verification challenge,
 //! and the encrypted, signed HTTP request around them ([`SignedRequest`]).
 //! `message.content` is a JSON *string* inside the event, as on the wire.
 
