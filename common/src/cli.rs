@@ -1,12 +1,20 @@
-//! The flags every binary takes (DESIGN.md, "Configuration contract"):
-//! `--config FILE` (or `LARK_BRIDGE_CONFIG`), `--check`, `--help`.
+//! The command line of each binary.
+//!
+//! Every service takes `--config FILE` (or `LARK_BRIDGE_CONFIG`), `--check`
+//! and `--help` ([`ServiceArgs`]); the responder also has the operator's
+//! dead-letter commands ([`DeadLetterArgs`]). Each binary parses its own
+//! [`Cli`], so `ingress --help` lists only what the ingress understands and a
+//! responder flag given to another service is an error, not a surprise start.
 
 use std::path::PathBuf;
 
+use clap::{CommandFactory as _, FromArgMatches as _};
+
 use crate::config::{ConfigError, Settings};
 
-#[derive(Debug, clap::Parser)]
-pub struct Cli {
+/// The flags every service takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
     /// The TOML configuration shared by the three services.
     #[arg(long, value_name = "FILE", env = crate::config::CONFIG_ENV)]
     pub config: Option<PathBuf>,
@@ -14,20 +22,199 @@ pub struct Cli {
     /// (0 only when every check passed).
     #[arg(long)]
     pub check: bool,
-    /// responder only: list the dead letters waiting, with their reasons, and exit.
-    #[arg(long)]
+}
+
+impl ServiceArgs {
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        Settings::load(self.config.as_deref())
+    }
+}
+
+/// The responder's operator commands: what could not be delivered, and
+/// sending it again once the cause is fixed.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DeadLetterArgs {
+    /// List the dead letters waiting, with their reasons, and exit.
+    #[arg(long, conflicts_with = "check")]
     pub dead_letters: bool,
-    /// responder only: publish the dead letters back where they died (after
-    /// fixing the cause), delete them, and exit.
-    #[arg(long)]
+    /// Publish the dead letters back where they died (after fixing the
+    /// cause), delete them, and exit.
+    #[arg(long, conflicts_with = "check")]
     pub redrive: bool,
-    /// With --dead-letters or --redrive: only this channel's.
-    #[arg(long, value_name = "ID")]
+    /// Only the dead letters of this channel (with --dead-letters or --redrive).
+    #[arg(long, value_name = "ID", requires = "dead_letter_command")]
     pub channel: Option<String>,
 }
 
+impl DeadLetterArgs {
+    /// True when the responder runs an operator command instead of the service.
+    pub fn requested(&self) -> bool {
+        self.dead_letters || self.redrive
+    }
+}
+
+/// The three binaries, with what each one does (the first line of `--help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    Ingress,
+    Relay,
+    Responder,
+}
+
+impl Binary {
+    pub fn name(self) -> &'static str {
+        match self {
+            Binary::Ingress => "ingress",
+            Binary::Relay => "relay",
+            Binary::Responder => "responder",
+        }
+    }
+
+    fn about(self) -> &'static str {
+        match self {
+            Binary::Ingress => "lark-bridge ingress: Lark's event callbacks in, JetStream messages out",
+            Binary::Relay => "lark-bridge relay: Lark messages in, FastGPT questions out, replies queued",
+            Binary::Responder => "lark-bridge responder: replies sent to Lark, and the dead-letter commands",
+        }
+    }
+}
+
+/// One binary's command line: the service flags, and the dead-letter
+/// commands for the responder only.
+#[derive(Debug, Clone)]
+pub struct Cli {
+    pub service: ServiceArgs,
+    /// Always off for the ingress and the relay (they do not take the flags).
+    pub dead_letters: DeadLetterArgs,
+}
+
+/// The ingress's and the relay's flags.
+#[derive(Debug, clap::Parser)]
+struct ServiceCli {
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+/// The responder's flags.
+#[derive(Debug, clap::Parser)]
+#[command(group = clap::ArgGroup::new("dead_letter_command").args(["dead_letters", "redrive"]).multiple(true))]
+struct ResponderCli {
+    #[command(flatten)]
+    service: ServiceArgs,
+    #[command(flatten)]
+    dead_letters: DeadLetterArgs,
+}
+
 impl Cli {
+    /// `binary`'s clap command, named and described for it.
+    pub fn command(binary: Binary) -> clap::Command {
+        let command = match binary {
+            Binary::Ingress | Binary::Relay => ServiceCli::command(),
+            Binary::Responder => ResponderCli::command(),
+        };
+        command.name(binary.name()).bin_name(binary.name()).about(binary.about())
+    }
+
+    /// Parses the process's arguments for `binary`; on an error or `--help`,
+    /// prints and exits as clap does.
+    pub fn parse(binary: Binary) -> Self {
+        Self::try_parse_from(binary, std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    pub fn try_parse_from<I, T>(binary: Binary, args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command(binary).try_get_matches_from(args)?;
+        Ok(match binary {
+            Binary::Ingress | Binary::Relay => {
+                let cli = ServiceCli::from_arg_matches(&matches)?;
+                Cli { service: cli.service, dead_letters: DeadLetterArgs::default() }
+            }
+            Binary::Responder => {
+                let cli = ResponderCli::from_arg_matches(&matches)?;
+                Cli { service: cli.service, dead_letters: cli.dead_letters }
+            }
+        })
+    }
+
     pub fn settings(&self) -> Result<Settings, ConfigError> {
-        Settings::load(self.config.as_deref())
+        self.service.settings()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    const ALL: [Binary; 3] = [Binary::Ingress, Binary::Relay, Binary::Responder];
+
+    fn help(binary: Binary) -> String {
+        Cli::command(binary).render_long_help().to_string()
+    }
+
+    #[test]
+    fn every_command_is_well_formed() {
+        for b in ALL {
+            Cli::command(b).debug_assert();
+        }
+        ServiceCli::command().debug_assert();
+        ResponderCli::command().debug_assert();
+    }
+
+    #[test]
+    fn only_the_responder_lists_the_dead_letter_commands() {
+        for b in [Binary::Ingress, Binary::Relay] {
+            let h = help(b);
+            assert!(h.contains("--config") && h.contains("--check"), "{h}");
+            for flag in ["--dead-letters", "--redrive", "--channel", "responder"] {
+                assert!(!h.contains(flag), "{} --help lists {flag}:\n{h}", b.name());
+            }
+        }
+        let h = help(Binary::Responder);
+        for flag in ["--config", "--check", "--dead-letters", "--redrive", "--channel"] {
+            assert!(h.contains(flag), "responder --help lacks {flag}:\n{h}");
+        }
+    }
+
+    #[test]
+    fn help_texts_end_in_whole_sentences() {
+        let h = Cli::command(Binary::Responder).render_help().to_string();
+        let channel = h.lines().find(|l| l.contains("--channel")).expect("a --channel line");
+        assert!(channel.contains("Only the dead letters of this channel (with --dead-letters or --redrive)"), "{h}");
+        assert!(h.starts_with("lark-bridge responder: "), "{h}");
+    }
+
+    #[test]
+    fn a_responder_flag_is_an_error_elsewhere() {
+        for b in [Binary::Ingress, Binary::Relay] {
+            for flag in ["--dead-letters", "--redrive"] {
+                let err = Cli::try_parse_from(b, [b.name(), flag]).expect_err("not a flag of this binary");
+                assert_eq!(err.kind(), ErrorKind::UnknownArgument, "{} {flag}", b.name());
+            }
+        }
+    }
+
+    #[test]
+    fn the_responder_parses_its_commands() {
+        let cli =
+            Cli::try_parse_from(Binary::Responder, ["responder", "--config", "c.toml", "--redrive", "--channel", "x"])
+                .expect("parses");
+        assert!(cli.dead_letters.redrive && cli.dead_letters.requested());
+        assert_eq!(cli.dead_letters.channel.as_deref(), Some("x"));
+        assert_eq!(cli.service.config.as_deref(), Some(std::path::Path::new("c.toml")));
+
+        let plain = Cli::try_parse_from(Binary::Responder, ["responder", "--check"]).expect("parses");
+        assert!(plain.service.check && !plain.dead_letters.requested());
+
+        let alone =
+            Cli::try_parse_from(Binary::Responder, ["responder", "--channel", "x"]).expect_err("needs a command");
+        assert_eq!(alone.kind(), ErrorKind::MissingRequiredArgument);
+        let both = Cli::try_parse_from(Binary::Responder, ["responder", "--check", "--dead-letters"])
+            .expect_err("one thing at a time");
+        assert_eq!(both.kind(), ErrorKind::ArgumentConflict);
     }
 }

@@ -2,14 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use common::cli::Cli;
+use common::cli::{Binary, Cli};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli = Cli::parse(Binary::Relay);
     let settings = cli.settings()?;
-    if cli.check {
+    if cli.service.check {
         return Ok(relay::check::run(&settings).await.finish());
     }
     let telemetry = common::telemetry::init("relay", &settings.telemetry);

@@ -1,25 +1,25 @@
 //! `responder --config FILE`: reply commands in, Lark messages out.
 //! `--dead-letters` and `--redrive` are the operator's tools for what could
-//! not be delivered.
+//! not be delivered: they print their answer and nothing else (no service
+//! logs), so they run without telemetry.
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use common::cli::Cli;
+use common::cli::{Binary, Cli};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli = Cli::parse(Binary::Responder);
     let settings = cli.settings()?;
-    if cli.check {
+    if cli.service.check {
         return Ok(responder::check::run(&settings).await.finish());
     }
-    let telemetry = common::telemetry::init("responder", &settings.telemetry);
-    if cli.dead_letters || cli.redrive {
-        let done = responder::admin::dead_letters(&settings, cli.channel.as_deref(), cli.redrive).await;
-        telemetry.shutdown();
-        return done.map(|()| ExitCode::SUCCESS);
+    let admin = &cli.dead_letters;
+    if admin.requested() {
+        responder::admin::dead_letters(&settings, admin.channel.as_deref(), admin.redrive).await?;
+        return Ok(ExitCode::SUCCESS);
     }
+    let telemetry = common::telemetry::init("responder", &settings.telemetry);
     let shutdown = common::shutdown::on_signal();
     let app = responder::Application::build(settings, &shutdown).await?;
     app.run_until_stopped(shutdown).await;

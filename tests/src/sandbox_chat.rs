@@ -1,13 +1,15 @@
 //! The sandbox's terminal chat: a person talks to the bot as a Lark user.
 //!
-//! [`run`] reads lines (from a terminal, a pipe or a test's buffer) and plays
-//! a Lark user against a running bridge: each line becomes an
+//! [`run`] reads lines (from a pipe or a test's buffer; [`run_with`] from any
+//! [`LineSource`], such as the line editor `sandbox chat` uses on a terminal)
+//! and plays a Lark user against a running bridge: each line becomes an
 //! `im.message.receive_v1` event, encrypted and signed as Lark does, posted to
 //! the ingress; the bot's replies are read back from the fake Lark
-//! (`GET /_sandbox/messages`) and printed as a Lark user would see them: text
-//! as text, a Markdown card rendered for a terminal ([`render_markdown`]),
-//! split parts in order with a "(part i/n)" marker, and the chat or topic each
-//! one landed in. Commands switch between a private chat, a group (messages
+//! (`GET /_sandbox/messages`, held open until a message arrives) and printed
+//! the moment each arrives, as a Lark user would see them: text as text, a
+//! Markdown card rendered for a terminal ([`render_markdown`]), the parts of
+//! a split answer in order (`(part 2)` on), and the chat or topic each one
+//! landed in. Commands switch between a private chat, a group (messages
 //! @mention the bot; `/as NAME` speaks as another member) and a topic of a
 //! topic group (shared by everyone in it). The chat starts nothing and stops
 //! nothing: it talks to what `deploy/run-local` (or a test's harness) runs.
@@ -15,7 +17,10 @@
 //! [`LarkUser`] is the part that sends one message and waits for its replies;
 //! `sandbox say` uses it on its own.
 
-use std::collections::{HashMap, HashSet};
+mod line_editor;
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -27,6 +32,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
 
 use crate::fake_lark::{content_text, SandboxMessage, SandboxPage, SandboxRegistration, Via};
 use crate::lark_events::{message_id_of, random_hex, ChatRef, EventBuilder, Mention};
+pub use line_editor::LineEditor;
 
 /// The sandbox channel's Request URL on the ingress `deploy/run-local` starts.
 pub const DEFAULT_INGRESS: &str = "http://127.0.0.1:8080/lark/sandbox/events";
@@ -44,6 +50,8 @@ const BOT_NAME: &str = "FastGPT bot";
 const DEFAULT_SPEAKER: &str = "you";
 const GROUP_CHAT_ID: &str = "oc_sandbox_group";
 const TOPIC_GROUP_CHAT_ID: &str = "oc_sandbox_topics";
+/// The longest one look at the fake Lark waits for a message.
+const LONG_POLL: Duration = Duration::from_secs(1);
 
 /// Where the bridge runs and how its channel is set up.
 #[derive(Clone, Debug)]
@@ -75,19 +83,27 @@ impl Default for Target {
 }
 
 /// How long to wait for a reply.
+///
+/// A text reply is always whole (the bridge sends an answer as text only when
+/// it fits in one message), so the wait ends the moment it arrives. A card may
+/// be the first of several parts, and nothing in it says how many: after a
+/// card, the chat waits `quiet` for the next part (the bridge sends the parts
+/// of one answer about 200 ms apart) before it takes the reply as complete.
+/// Every part is printed when it arrives, not after that wait.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
     /// Give up when no reply came within this.
     pub timeout: Duration,
-    /// After the last part (or edit) arrived, wait this long for more.
+    /// After a card arrived, wait this long for another part of the same answer.
     pub quiet: Duration,
-    /// How often to look at the fake Lark.
+    /// The least time between two looks at a fake Lark that answers at once
+    /// (one that holds the request until a message arrives is asked again at once).
     pub poll: Duration,
 }
 
 impl Default for Timing {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(30), quiet: Duration::from_millis(1500), poll: Duration::from_millis(200) }
+        Self { timeout: Duration::from_secs(30), quiet: Duration::from_secs(1), poll: Duration::from_millis(200) }
     }
 }
 
@@ -101,6 +117,16 @@ pub struct ChatOptions {
     pub color: bool,
 }
 
+/// One message of the bot, as it arrives.
+#[derive(Clone, Debug)]
+pub enum Arrival {
+    /// Part `part` (from 1) of the reply to the message being waited for.
+    Reply { message: SandboxMessage, part: usize },
+    /// Part `part` of the reply to the earlier message `to`, which came after
+    /// that message's wait ended.
+    Late { message: SandboxMessage, part: usize, to: String },
+}
+
 /// What the bot answered to one message.
 #[derive(Clone, Debug, Default)]
 pub struct Replies {
@@ -110,9 +136,48 @@ pub struct Replies {
     pub late: Vec<SandboxMessage>,
 }
 
+/// The wait for the replies to one message: see [`LarkUser::next_arrival`].
+#[derive(Debug)]
+pub struct ReplyWait {
+    message_id: String,
+    chat_id: String,
+    deadline: Instant,
+    quiet: Duration,
+    poll: Duration,
+    /// After a card: the reply is complete unless another part comes by then.
+    more_until: Option<Instant>,
+    done: bool,
+    /// Replies to the message seen so far.
+    pub parts: usize,
+}
+
+impl ReplyWait {
+    /// True once the reply is complete (or the wait gave up).
+    pub fn done(&self) -> bool {
+        self.done
+    }
+}
+
 struct SentInfo {
     chat_id: String,
     parts_seen: usize,
+}
+
+/// Why a message cannot be sent as it is, or `None`. Lark sends no empty
+/// message in a private chat (a group's bare @mention of the bot is a message,
+/// and gets the bot's hint about writing the question with the mention).
+pub fn refusal(chat: &ChatRef, text: &str) -> Option<String> {
+    (matches!(chat, ChatRef::P2p { .. }) && text.trim().is_empty()).then(|| {
+        "nothing to send: Lark sends no empty message in a private chat; write a question \
+         (sandbox say \"hello\"), or try a bare @mention of the bot in a group (sandbox say --chat group \"\")"
+            .to_owned()
+    })
+}
+
+/// Does this message end its reply? The bridge sends an answer as text only
+/// when the whole answer fits in one message; a card may have more parts.
+fn ends_reply(m: &SandboxMessage) -> bool {
+    m.msg_type == "text"
 }
 
 /// A Lark user's side of the sandbox: sends messages to the ingress as Lark
@@ -121,8 +186,10 @@ pub struct LarkUser {
     http: reqwest::Client,
     target: Target,
     key: Option<EncryptKey>,
-    /// Every message of the fake Lark before this index has been looked at.
+    /// Every message of the fake Lark before this index has been fetched.
     cursor: usize,
+    /// Fetched, not looked at yet.
+    pending: VecDeque<SandboxMessage>,
     sent: HashMap<String, SentInfo>,
 }
 
@@ -131,9 +198,9 @@ impl LarkUser {
     pub async fn connect(target: Target) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         let key = target.encrypt_key.clone().map(|k| EncryptKey::new(SecretString::from(k)));
-        let mut user = Self { http, target, key, cursor: 0, sent: HashMap::new() };
+        let mut user = Self { http, target, key, cursor: 0, pending: VecDeque::new(), sent: HashMap::new() };
         user.target.lark = user.target.lark.trim_end_matches('/').to_owned();
-        user.cursor = user.fetch(usize::MAX / 2).await.with_context(|| {
+        user.cursor = user.fetch(usize::MAX / 2, Duration::ZERO).await.map(|p| p.next).with_context(|| {
             format!("cannot reach the fake Lark at {}: is deploy/run-local (sandbox mode) running?", user.target.lark)
         })?;
         Ok(user)
@@ -146,6 +213,9 @@ impl LarkUser {
     /// Sends a text message as `sender_open_id` into `chat` (registered with the
     /// fake Lark first, so replies carry its chat and topic); returns its message_id.
     pub async fn send(&mut self, chat: &ChatRef, sender_open_id: &str, text: &str) -> anyhow::Result<String> {
+        if let Some(why) = refusal(chat, text) {
+            bail!(why);
+        }
         let (text, mentions) = match chat {
             ChatRef::P2p { .. } => (text.to_owned(), vec![]),
             ChatRef::Group { .. } | ChatRef::Topic { .. } => {
@@ -181,94 +251,194 @@ impl LarkUser {
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
-            bail!("the ingress at {ingress} answered {status}: {}", body.trim());
+            if !(status == 403 && body.contains("long_connection_only")) {
+                bail!("the ingress at {ingress} answered {status}: {}", body.trim());
+            }
+            // The channel receives its events over the long connection: the
+            // fake Lark pushes the event there, as Lark would.
+            self.push_over_long_connection(&event).await?;
         }
         self.sent.insert(message_id.clone(), SentInfo { chat_id: chat.chat_id().to_owned(), parts_seen: 0 });
         Ok(message_id)
     }
 
-    /// Waits for the replies to `message_id`: until the first one arrives, then
-    /// until nothing has changed for `timing.quiet` (an answer split in parts,
-    /// a placeholder being replaced), or until `timing.timeout` with none.
-    pub async fn wait_for_replies(&mut self, message_id: &str, timing: Timing) -> anyhow::Result<Replies> {
-        let deadline = Instant::now() + timing.timeout;
-        let chat_id = self.sent.get(message_id).map(|s| s.chat_id.clone()).unwrap_or_default();
-        let mut late_seen = HashSet::new();
-        let mut late = Vec::new();
-        let mut last_change = Instant::now();
-        let mut last_signature = (0, 0);
+    /// Has the fake Lark push `event` over the channel's long connection.
+    async fn push_over_long_connection(&self, event: &serde_json::Value) -> anyhow::Result<()> {
+        let lark = &self.target.lark;
+        let path = crate::fake_lark::long_connection::SANDBOX_PUSH_PATH;
+        let response = self
+            .http
+            .post(format!("{lark}{path}"))
+            .json(event)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the fake Lark at {lark}"))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if !status.is_success() || body["code"] != 200 {
+            bail!("the long connection did not take the message ({status}): {body}");
+        }
+        Ok(())
+    }
+
+    /// Starts waiting for the replies to `message_id`; [`LarkUser::next_arrival`] goes on.
+    pub fn wait_for(&self, message_id: &str, timing: Timing) -> ReplyWait {
+        ReplyWait {
+            message_id: message_id.to_owned(),
+            chat_id: self.sent.get(message_id).map(|s| s.chat_id.clone()).unwrap_or_default(),
+            deadline: Instant::now() + timing.timeout,
+            quiet: timing.quiet,
+            poll: timing.poll,
+            more_until: None,
+            done: false,
+            parts: 0,
+        }
+    }
+
+    /// The next message of the bot for this wait, as soon as the fake Lark
+    /// has it: a part of the reply, or a late reply to an earlier message.
+    /// `None` once the reply is complete: at once after a text, `quiet` after
+    /// the last card; or at the timeout when none came.
+    pub async fn next_arrival(&mut self, wait: &mut ReplyWait) -> anyhow::Result<Option<Arrival>> {
         loop {
-            let page = self.page().await?;
-            let mut replies = Vec::new();
-            for m in page.messages {
-                match &m.via {
-                    Via::Reply { message_id: target } if target == message_id => replies.push(m),
-                    Via::Chat { receive_id } if *receive_id == chat_id => replies.push(m),
-                    Via::Reply { message_id: target }
-                        if self.sent.contains_key(target) && late_seen.insert(m.index) =>
-                    {
-                        late.push(m);
+            if wait.done {
+                return Ok(None);
+            }
+            while let Some(m) = self.pending.pop_front() {
+                let ours = match &m.via {
+                    Via::Reply { message_id } => *message_id == wait.message_id,
+                    Via::Chat { receive_id } => *receive_id == wait.chat_id,
+                };
+                if ours {
+                    wait.parts += 1;
+                    if ends_reply(&m) {
+                        wait.done = true;
+                    } else {
+                        wait.more_until = Some(Instant::now() + wait.quiet);
                     }
-                    _ => {}
+                    let part = self.count_part(&wait.message_id);
+                    return Ok(Some(Arrival::Reply { message: m, part }));
+                }
+                if let Some(late) = self.late(m) {
+                    return Ok(Some(late));
                 }
             }
-            let signature = (replies.len(), replies.iter().map(|m| m.updates).sum::<usize>());
-            if signature != last_signature {
-                last_signature = signature;
-                last_change = Instant::now();
+            let until = wait.more_until.map_or(wait.deadline, |t| t.min(wait.deadline));
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                wait.done = true;
+                return Ok(None);
             }
-            let quiet = !replies.is_empty() && last_change.elapsed() >= timing.quiet;
-            if quiet || Instant::now() >= deadline {
-                self.cursor = page.next;
-                self.count_parts(message_id, &replies, &late);
-                return Ok(Replies { replies, late });
+            let asked = Instant::now();
+            if self.page(left.min(LONG_POLL)).await? == 0 && asked.elapsed() < wait.poll {
+                // A fake Lark that does not hold requests: do not ask in a tight loop.
+                tokio::time::sleep(wait.poll.min(left)).await;
             }
-            tokio::time::sleep(timing.poll).await;
         }
+    }
+
+    /// Waits for the replies to `message_id` and returns them all at once:
+    /// see [`LarkUser::next_arrival`] for when the wait ends.
+    pub async fn wait_for_replies(&mut self, message_id: &str, timing: Timing) -> anyhow::Result<Replies> {
+        let mut wait = self.wait_for(message_id, timing);
+        let mut replies = Replies::default();
+        while let Some(arrival) = self.next_arrival(&mut wait).await? {
+            match arrival {
+                Arrival::Reply { message, .. } => replies.replies.push(message),
+                Arrival::Late { message, .. } => replies.late.push(message),
+            }
+        }
+        Ok(replies)
     }
 
     /// Replies to earlier messages that arrived since the last look.
-    pub async fn late_replies(&mut self) -> anyhow::Result<Vec<SandboxMessage>> {
-        let page = self.page().await?;
+    pub async fn late_replies(&mut self) -> anyhow::Result<Vec<Arrival>> {
+        self.page(Duration::ZERO).await?;
+        let fetched: Vec<SandboxMessage> = self.pending.drain(..).collect();
+        Ok(fetched.into_iter().filter_map(|m| self.late(m)).collect())
+    }
+
+    /// `m` as a late reply, when it answers a message this user sent.
+    fn late(&mut self, m: SandboxMessage) -> Option<Arrival> {
+        let Via::Reply { message_id } = &m.via else { return None };
+        if !self.sent.contains_key(message_id) {
+            return None;
+        }
+        let to = message_id.clone();
+        let part = self.count_part(&to);
+        Some(Arrival::Late { message: m, part, to })
+    }
+
+    /// Counts one more part of the reply to `message_id`; its number.
+    fn count_part(&mut self, message_id: &str) -> usize {
+        self.sent.get_mut(message_id).map_or(1, |s| {
+            s.parts_seen += 1;
+            s.parts_seen
+        })
+    }
+
+    /// Fetches what came since the last look into `pending`, waiting up to
+    /// `wait` for something to come; how many came.
+    async fn page(&mut self, wait: Duration) -> anyhow::Result<usize> {
+        let page = self.fetch(self.cursor, wait).await.with_context(|| {
+            format!("lost the fake Lark at {}: is deploy/run-local still running?", self.target.lark)
+        })?;
         self.cursor = page.next;
-        let late: Vec<SandboxMessage> = page
-            .messages
-            .into_iter()
-            .filter(|m| matches!(&m.via, Via::Reply { message_id } if self.sent.contains_key(message_id)))
-            .collect();
-        self.count_parts("", &[], &late);
-        Ok(late)
+        let count = page.messages.len();
+        self.pending.extend(page.messages);
+        Ok(count)
     }
 
-    /// How many parts of the answer to `message_id` were shown before (for late ones).
-    fn parts_seen(&self, message_id: &str) -> usize {
-        self.sent.get(message_id).map_or(0, |s| s.parts_seen)
+    async fn fetch(&self, after: usize, wait: Duration) -> reqwest::Result<SandboxPage> {
+        let url = format!("{}/_sandbox/messages?after={after}&wait_ms={}", self.target.lark, wait.as_millis());
+        self.http.get(url).send().await?.error_for_status()?.json().await
+    }
+}
+
+/// Where the chat's lines come from: a pipe or a test's buffer
+/// ([`PipeInput`]), or a line editor on a terminal ([`LineEditor`]).
+pub trait LineSource {
+    /// The next line (a paste into a line editor may hold several), or `None`
+    /// at the end of the input. Must be cancel-safe: the chat drops it to
+    /// show late replies and asks again.
+    fn next_line(&mut self, prompt: &Prompt) -> impl Future<Output = anyhow::Result<Option<String>>>;
+
+    /// True when the source shows the prompt and what is typed itself (a terminal).
+    fn is_terminal(&self) -> bool;
+
+    /// Prints `text` above the line being edited (late replies while the
+    /// person types); false when the source cannot, and the chat prints it.
+    fn print_above(&mut self, text: &str) -> bool {
+        let _ = text;
+        false
+    }
+}
+
+/// The prompt, plain and with ANSI styles (the same width).
+#[derive(Clone, Debug)]
+pub struct Prompt {
+    pub plain: String,
+    pub styled: String,
+}
+
+/// Lines from a pipe or a buffer, whole however long.
+pub struct PipeInput<R> {
+    lines: tokio::io::Lines<R>,
+}
+
+impl<R: AsyncBufRead + Unpin> PipeInput<R> {
+    pub fn new(input: R) -> Self {
+        Self { lines: input.lines() }
+    }
+}
+
+impl<R: AsyncBufRead + Unpin> LineSource for PipeInput<R> {
+    async fn next_line(&mut self, _prompt: &Prompt) -> anyhow::Result<Option<String>> {
+        self.lines.next_line().await.context("cannot read the input")
     }
 
-    fn count_parts(&mut self, message_id: &str, replies: &[SandboxMessage], late: &[SandboxMessage]) {
-        if let Some(s) = self.sent.get_mut(message_id) {
-            s.parts_seen += replies.len();
-        }
-        for m in late {
-            if let Via::Reply { message_id } = &m.via {
-                if let Some(s) = self.sent.get_mut(message_id) {
-                    s.parts_seen += 1;
-                }
-            }
-        }
-    }
-
-    async fn page(&self) -> anyhow::Result<SandboxPage> {
-        let lark = &self.target.lark;
-        let url = format!("{lark}/_sandbox/messages?after={}", self.cursor);
-        let page = async { self.http.get(url).send().await?.error_for_status()?.json::<SandboxPage>().await };
-        page.await.with_context(|| format!("lost the fake Lark at {lark}: is deploy/run-local still running?"))
-    }
-
-    async fn fetch(&self, after: usize) -> anyhow::Result<usize> {
-        let url = format!("{}/_sandbox/messages?after={after}", self.target.lark);
-        let page: SandboxPage = self.http.get(url).send().await?.error_for_status()?.json().await?;
-        Ok(page.next)
+    fn is_terminal(&self) -> bool {
+        false
     }
 }
 
@@ -292,13 +462,23 @@ struct Session<'w, W: Write> {
     asked: HashMap<String, String>,
 }
 
-/// Runs the chat until `/quit` or the end of `input`, printing to `out`.
-/// Fails only when the fake Lark cannot be reached at the start, or the input
-/// or output fails; a message that cannot be delivered, or gets no reply, is
-/// reported and the chat goes on.
+/// Runs the chat on lines from a pipe or a buffer until `/quit` or the end of
+/// `input`, printing to `out`: [`run_with`] a [`PipeInput`].
 pub async fn run<R, W>(target: Target, options: ChatOptions, input: R, out: &mut W) -> anyhow::Result<()>
 where
     R: AsyncBufRead + Unpin,
+    W: Write,
+{
+    run_with(target, options, PipeInput::new(input), out).await
+}
+
+/// Runs the chat until `/quit` or the end of the input, printing to `out`.
+/// Fails only when the fake Lark cannot be reached at the start, or the input
+/// or output fails; a message that cannot be delivered, or gets no reply, is
+/// reported and the chat goes on.
+pub async fn run_with<S, W>(target: Target, options: ChatOptions, mut input: S, out: &mut W) -> anyhow::Result<()>
+where
+    S: LineSource,
     W: Write,
 {
     let user = LarkUser::connect(target).await?;
@@ -311,27 +491,30 @@ where
         topic: None,
         asked: HashMap::new(),
     };
-    session.banner()?;
-    let mut lines = input.lines();
+    let terminal = input.is_terminal();
+    session.banner(terminal)?;
+    let echo = session.options.echo_input && !terminal;
     loop {
-        if !session.options.echo_input {
-            write!(session.out, "{}", session.prompt())?;
+        let prompt = session.prompt();
+        if !echo && !terminal {
+            write!(session.out, "{}", prompt.styled)?;
             session.out.flush()?;
         }
         let line = loop {
             tokio::select! {
-                line = lines.next_line() => break line.context("cannot read the input")?,
-                () = tokio::time::sleep(Duration::from_secs(1)) => session.show_late_replies().await?,
+                line = input.next_line(&prompt) => break line?,
+                () = tokio::time::sleep(Duration::from_secs(1)) => session.show_late_replies(&mut input).await?,
             }
         };
         let Some(line) = line else {
-            if !session.options.echo_input {
+            // A line editor has moved to a new line itself.
+            if !echo && !terminal {
                 writeln!(session.out)?;
             }
             break;
         };
-        if session.options.echo_input {
-            writeln!(session.out, "{}{line}", session.prompt())?;
+        if echo {
+            writeln!(session.out, "{}{line}", prompt.styled)?;
         }
         if !session.handle(line.trim()).await? {
             break;
@@ -355,8 +538,11 @@ Commands:
   /quit         leave (end of input, Ctrl-D, too)
 Anything else is sent as a message. Reset (or /reset) starts a new conversation.";
 
+/// Said once on a terminal, under the banner.
+const EDITING: &str = "Up and Down recall earlier lines; a paste is sent whole when you press Enter.";
+
 impl<W: Write> Session<'_, W> {
-    fn banner(&mut self) -> anyhow::Result<()> {
+    fn banner(&mut self, terminal: bool) -> anyhow::Result<()> {
         let t = self.user.target();
         writeln!(
             self.out,
@@ -364,17 +550,17 @@ impl<W: Write> Session<'_, W> {
             t.app_id, t.ingress
         )?;
         writeln!(self.out, "Private chat with the bot. /help lists the commands; /quit or Ctrl-D leaves.")?;
+        if terminal {
+            self.note(EDITING)?;
+        }
         self.out.flush()?;
         Ok(())
     }
 
-    fn prompt(&self) -> String {
-        let prompt = format!("[{}] {}> ", self.place_label(), self.speaker);
-        if self.options.color {
-            format!("\x1b[1m{prompt}\x1b[22m")
-        } else {
-            prompt
-        }
+    fn prompt(&self) -> Prompt {
+        let plain = format!("[{}] {}> ", self.place_label(), self.speaker);
+        let styled = if self.options.color { format!("\x1b[1m{plain}\x1b[22m") } else { plain.clone() };
+        Prompt { plain, styled }
     }
 
     fn place_label(&self) -> String {
@@ -460,6 +646,8 @@ impl<W: Write> Session<'_, W> {
         Ok(true)
     }
 
+    /// Sends `text` and prints each reply the moment it arrives, until the
+    /// reply is complete (see [`Timing`]).
     async fn say(&mut self, text: &str) -> anyhow::Result<()> {
         let chat = self.chat();
         let sender = format!("ou_sandbox_{}", self.speaker);
@@ -468,60 +656,68 @@ impl<W: Write> Session<'_, W> {
             Err(e) => return self.note(&format!("not sent: {e:#}")),
         };
         self.asked.insert(message_id.clone(), text.to_owned());
-        let replies = match self.user.wait_for_replies(&message_id, self.options.timing).await {
-            Ok(r) => r,
-            Err(e) => return self.note(&format!("{e:#}")),
-        };
-        self.print_late(&replies.late)?;
-        if replies.replies.is_empty() {
+        let mut wait = self.user.wait_for(&message_id, self.options.timing);
+        loop {
+            let arrival = match self.user.next_arrival(&mut wait).await {
+                Ok(Some(a)) => a,
+                Ok(None) => break,
+                Err(e) => return self.note(&format!("{e:#}")),
+            };
+            let shown = self.show(&arrival);
+            self.out.write_all(shown.as_bytes())?;
+            self.out.flush()?;
+        }
+        if wait.parts == 0 {
             let secs = self.options.timing.timeout.as_secs_f64();
             return self.note(&format!(
                 "no reply within {secs} s: check .sandbox/logs/*.log (ingress, relay, responder); \
                  is deploy/run-local running?"
             ));
         }
-        let n = replies.replies.len();
-        for (i, m) in replies.replies.iter().enumerate() {
-            let part = (n > 1).then(|| format!("part {}/{n}", i + 1));
-            self.print_reply(m, part)?;
-        }
         Ok(())
     }
 
-    async fn show_late_replies(&mut self) -> anyhow::Result<()> {
+    /// Late replies that came while the person is idle: above the line being
+    /// edited on a terminal, else on their own lines and the prompt again.
+    async fn show_late_replies<S: LineSource>(&mut self, input: &mut S) -> anyhow::Result<()> {
         let Ok(late) = self.user.late_replies().await else { return Ok(()) };
         if late.is_empty() {
             return Ok(());
         }
-        if !self.options.echo_input {
+        let shown: String = late.iter().map(|a| self.show(a)).collect();
+        if input.print_above(&shown) {
+            return Ok(());
+        }
+        let echo = self.options.echo_input;
+        if !echo {
             writeln!(self.out)?;
         }
-        self.print_late(&late)?;
-        if !self.options.echo_input {
-            write!(self.out, "{}", self.prompt())?;
+        self.out.write_all(shown.as_bytes())?;
+        if !echo {
+            write!(self.out, "{}", self.prompt().styled)?;
         }
         self.out.flush()?;
         Ok(())
     }
 
-    fn print_late(&mut self, late: &[SandboxMessage]) -> anyhow::Result<()> {
-        let mut counts: HashMap<String, usize> = HashMap::new();
-        for m in late {
-            let Via::Reply { message_id } = &m.via else { continue };
-            let count = counts.entry(message_id.clone()).or_default();
-            *count += 1;
-            // The user's parts_seen already includes these; number them from where they started.
-            let before =
-                self.user.parts_seen(message_id).saturating_sub(late.iter().filter(|l| l.via == m.via).count());
-            let question = self.asked.get(message_id).cloned().unwrap_or_default();
-            let part = format!("late reply to \"{}\", part {}", shorten(&question, 40), before + *count);
-            self.print_reply(m, Some(part))?;
+    /// One message of the bot, labelled: a part of the reply from the second
+    /// on (the first may turn out to be the whole reply), or a late reply.
+    fn show(&self, arrival: &Arrival) -> String {
+        match arrival {
+            Arrival::Reply { message, part } => {
+                let label = (*part > 1).then(|| format!("part {part}"));
+                self.render_reply(message, label)
+            }
+            Arrival::Late { message, part, to } => {
+                let question = self.asked.get(to).map(String::as_str).unwrap_or_default();
+                let label = format!("late reply to \"{}\", part {part}", shorten(question, 40));
+                self.render_reply(message, Some(label))
+            }
         }
-        Ok(())
     }
 
     /// One reply as Lark shows it: where it landed, then its text or rendered card.
-    fn print_reply(&mut self, m: &SandboxMessage, part: Option<String>) -> anyhow::Result<()> {
+    fn render_reply(&self, m: &SandboxMessage, part: Option<String>) -> String {
         let place = landed_in(m);
         let mut tags: Vec<String> = part.into_iter().collect();
         let body = match m.msg_type.as_str() {
@@ -546,18 +742,17 @@ impl<W: Write> Session<'_, W> {
         let header = format!("[{place}] bot{tags}>");
         let header = if self.options.color { format!("\x1b[1;32m{header}\x1b[22;39m") } else { header };
         if m.msg_type == "text" && !body.contains('\n') {
-            writeln!(self.out, "{header} {body}")?;
-        } else {
-            writeln!(self.out, "{header}")?;
-            for line in body.lines() {
-                if line.is_empty() {
-                    writeln!(self.out)?;
-                } else {
-                    writeln!(self.out, "  {line}")?;
-                }
-            }
+            return format!("{header} {body}\n");
         }
-        Ok(())
+        let mut out = format!("{header}\n");
+        for line in body.lines() {
+            if !line.is_empty() {
+                out.push_str("  ");
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+        out
     }
 }
 

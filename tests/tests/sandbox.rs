@@ -2,15 +2,20 @@
 //! (ingress, relay, responder, fake Lark and fake FastGPT, in process) through
 //! `sandbox_chat::run`, the function behind `sandbox chat`, and the test reads
 //! what it printed: private chat, Reset, group members with their own
-//! histories, a topic shared by everyone in it, a Markdown card, and /quit.
+//! histories, a topic shared by everyone in it, a Markdown card, and /quit;
+//! replies printed as they arrive, long lines sent whole, and what `sandbox
+//! say` refuses to send.
 
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWriteExt as _, BufReader};
 
 use lark_bridge_tests::fake_fastgpt::FakeAnswer;
 use lark_bridge_tests::harness::{Bridge, APP_ID, BOT_OPEN_ID, ENCRYPT_KEY, VERIFICATION_TOKEN};
-use lark_bridge_tests::sandbox_chat::{self, ChatOptions, Target, Timing};
+use lark_bridge_tests::lark_events::ChatRef;
+use lark_bridge_tests::sandbox_chat::{self, ChatOptions, LarkUser, Target, Timing};
 
 const SCRIPT: &str = "\
 /help
@@ -45,17 +50,43 @@ fn reply_to<'a>(output: &'a str, input: &str) -> &'a str {
     after(output, input).lines().nth(1).unwrap_or_else(|| panic!("no line after {input:?}:\n{output}"))
 }
 
-#[tokio::test]
-async fn a_scripted_person_chats_in_private_group_and_topic() {
-    let b = Bridge::start().await;
-    let target = Target {
+/// The chat's target: the bridge of this test.
+fn target_of(b: &Bridge) -> Target {
+    Target {
         ingress: b.events_url(),
         lark: b.lark.base_url(),
         encrypt_key: Some(ENCRYPT_KEY.to_owned()),
         verification_token: Some(VERIFICATION_TOKEN.to_owned()),
         app_id: APP_ID.to_owned(),
         bot_open_id: BOT_OPEN_ID.to_owned(),
-    };
+    }
+}
+
+/// What the chat printed so far, readable while it still runs.
+#[derive(Clone, Default)]
+struct Screen(Arc<Mutex<Vec<u8>>>);
+
+impl Screen {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("not poisoned")).into_owned()
+    }
+}
+
+impl Write for Screen {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_scripted_person_chats_in_private_group_and_topic() {
+    let b = Bridge::start().await;
+    let target = target_of(&b);
     let timing =
         Timing { timeout: Duration::from_secs(10), quiet: Duration::from_millis(300), poll: Duration::from_millis(25) };
     let options = ChatOptions { timing, echo_input: true, color: false };
@@ -165,16 +196,17 @@ async fn refusals_timeouts_late_replies_and_split_answers() {
     assert!(line.starts_with("no reply within 0.5 s: check .sandbox/logs/*.log"), "{out}");
     assert!(out.contains("[private] bot (late reply to \"slow\", part 1)> Echo (turn 1): slow"), "{out}");
 
-    // An answer too long for one card comes in parts, shown in order.
+    // An answer too long for one card comes in parts, shown in order as they
+    // arrive: the first as a card (it may be the whole answer), then "part 2".
     b.fastgpt.push_responses(vec![FakeAnswer::long_markdown(40 * 1024)]);
-    // (Parts are paced at 5 per second into one chat: the default quiet period waits for them.)
+    // (Parts are paced at 5 per second into one chat: the default wait after a card is longer.)
     let timing = Timing { timeout: Duration::from_secs(10), quiet: Timing::default().quiet, ..timing };
     let options = ChatOptions { timing, ..options };
     let mut printed = Vec::new();
     sandbox_chat::run(target, options, "/group\nlong\n".as_bytes(), &mut printed).await.expect("the chat runs");
     let out = String::from_utf8(printed).expect("UTF-8 output");
-    let first = out.find("[group] bot (part 1/2, card)>").unwrap_or_else(|| panic!("part 1:\n{out}"));
-    let second = out.find("[group] bot (part 2/2, card)>").unwrap_or_else(|| panic!("part 2:\n{out}"));
+    let first = out.find("[group] bot (card)>").unwrap_or_else(|| panic!("part 1:\n{out}"));
+    let second = out.find("[group] bot (part 2, card)>").unwrap_or_else(|| panic!("part 2:\n{out}"));
     assert!(first < second && !out.contains("part 3"), "{out}");
     assert!(out[first..second].contains("  Section 1\n  ─────────"), "{out}");
 
@@ -182,5 +214,81 @@ async fn refusals_timeouts_late_replies_and_split_answers() {
     let gone = Target { lark: "http://127.0.0.1:9".to_owned(), ..Target::default() };
     let err = sandbox_chat::run(gone, options, "".as_bytes(), &mut Vec::new()).await.expect_err("no fake Lark");
     assert!(format!("{err:#}").contains("cannot reach the fake Lark at http://127.0.0.1:9"), "{err:#}");
+    b.stop().await;
+}
+
+/// Replies are printed the moment they arrive: a text reply ends the wait at
+/// once, however long the wait after a card would be; a card is on the screen
+/// while the chat still waits for a possible next part; and a line far longer
+/// than a terminal's 4,095-byte line buffer reaches FastGPT whole.
+#[tokio::test]
+async fn replies_show_as_they_arrive_and_long_lines_arrive_whole() {
+    let b = Bridge::start().await;
+    let hour = Duration::from_secs(3600);
+    let timing = Timing { timeout: hour, quiet: hour, poll: Duration::from_millis(25) };
+    let options = ChatOptions { timing, echo_input: true, color: false };
+    let long = "0123456789".repeat(1000);
+    let script = format!("hello\n{long}\nReset\n/quit\n");
+    let mut printed = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        sandbox_chat::run(target_of(&b), options, script.as_bytes(), &mut printed),
+    )
+    .await
+    .expect("text replies end each wait at once, not after the hour-long wait for more parts")
+    .expect("the chat runs to /quit");
+    let out = String::from_utf8(printed).expect("UTF-8 output");
+    assert_eq!(reply_to(&out, "[private] you> hello"), "[private] bot> Echo (turn 1): hello");
+    assert_eq!(reply_to(&out, &format!("[private] you> {long}")), format!("[private] bot> Echo (turn 2): {long}"));
+    assert!(reply_to(&out, "[private] you> Reset").starts_with("[private] bot> New conversation started"), "{out}");
+    let asked: Vec<usize> = b.fastgpt.requests().into_iter().map(|r| r.content.len()).collect();
+    assert_eq!(asked, [5, long.len()], "the long line reached FastGPT whole");
+
+    // A card: printed while the chat still waits (an hour here) for a next part.
+    let screen = Screen::default();
+    let mut writer = screen.clone();
+    let chat = sandbox_chat::run(target_of(&b), options, "markdown please\n".as_bytes(), &mut writer);
+    let card_shown = async {
+        while !screen.text().contains("[private] bot (card)>") {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    };
+    tokio::select! {
+        done = chat => panic!("the chat ended before the wait after the card did: {done:?}\n{}", screen.text()),
+        shown = tokio::time::timeout(Duration::from_secs(30), card_shown) => {
+            shown.unwrap_or_else(|_| panic!("the card was not printed while the chat waited:\n{}", screen.text()));
+        }
+    }
+    assert!(screen.text().contains("  **Echo (turn 1)**: markdown please"), "{}", screen.text());
+    b.stop().await;
+}
+
+/// `sandbox say ""` in a private chat: Lark sends no empty message there, so
+/// the sandbox says so and sends nothing; in a group, a bare @mention of the
+/// bot is a message, and the bot answers with its hint.
+#[tokio::test]
+async fn an_empty_message_is_refused_in_private_and_hinted_in_a_group() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .args(["say", "--lark", "http://127.0.0.1:9", ""])
+        .output()
+        .expect("run sandbox say");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("Lark sends no empty message in a private chat"), "{stderr}");
+    assert!(!stderr.contains("@mention, for example"), "no group hint in a private chat: {stderr}");
+
+    let b = Bridge::start().await;
+    let mut user = LarkUser::connect(target_of(&b)).await.expect("the fake Lark answers");
+    let p2p = ChatRef::P2p { chat_id: "oc_empty_p2p".into() };
+    let err = user.send(&p2p, "ou_empty", "  ").await.expect_err("nothing to send");
+    assert!(format!("{err:#}").contains("no empty message in a private chat"), "{err:#}");
+
+    let group = ChatRef::Group { chat_id: "oc_empty_group".into() };
+    let id = user.send(&group, "ou_empty", "").await.expect("a bare @mention is sent");
+    let timing = Timing { timeout: Duration::from_secs(10), ..Timing::default() };
+    let replies = user.wait_for_replies(&id, timing).await.expect("replies").replies;
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(replies[0].text.contains("in the same message as the @mention"), "{}", replies[0].text);
+    assert!(b.fastgpt.requests().is_empty(), "FastGPT is not asked");
     b.stop().await;
 }

@@ -6,8 +6,8 @@
 //! it posts one encrypted, signed `im.message.receive_v1` event to the
 //! ingress, as Lark would, and prints the bot's reply as the fake Lark received it.
 //! `sandbox chat` is a terminal chat with the bot (private chat, group with
-//! @bot, topic; `Reset`), reading lines from stdin: see
-//! [`lark_bridge_tests::sandbox_chat`].
+//! @bot, topic; `Reset`), with a line editor on a terminal and whole lines
+//! from a pipe: see [`lark_bridge_tests::sandbox_chat`].
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use lark_bridge_tests::fake_fastgpt::FakeFastGpt;
 use lark_bridge_tests::fake_lark::{FakeApp, FakeLark};
 use lark_bridge_tests::lark_events::ChatRef;
-use lark_bridge_tests::sandbox_chat::{self, ChatOptions, LarkUser, Target, Timing};
+use lark_bridge_tests::sandbox_chat::{self, Arrival, ChatOptions, LarkUser, LineEditor, Target, Timing};
 use lark_bridge_tests::sandbox_chat::{
     DEFAULT_APP_ID, DEFAULT_BOT_OPEN_ID, DEFAULT_ENCRYPT_KEY, DEFAULT_INGRESS, DEFAULT_LARK, DEFAULT_VERIFICATION_TOKEN,
 };
@@ -37,7 +37,8 @@ enum Command {
     Serve(ServeArgs),
     /// Send one message to the bot as a Lark user and print its reply.
     Say(SayArgs),
-    /// Chat with the bot as a Lark user: private chat, group or topic (reads stdin; /help).
+    /// Chat with the bot as a Lark user: private chat, group or topic (a line editor on a
+    /// terminal, or lines from a pipe; /help).
     Chat(ChatArgs),
 }
 
@@ -177,29 +178,35 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 
 async fn say(args: SayArgs) -> anyhow::Result<()> {
     let target = Target::from(args.target);
-    let mut user = LarkUser::connect(target).await?;
     let chat = match args.chat {
         ChatKind::P2p => ChatRef::P2p { chat_id: "oc_sandbox_p2p".into() },
         ChatKind::Group => ChatRef::Group { chat_id: "oc_sandbox_group".into() },
         ChatKind::Topic => ChatRef::Topic { chat_id: "oc_sandbox_topic".into(), thread_id: "omt_sandbox_topic".into() },
     };
-    let message_id = user.send(&chat, &args.user, &args.question.join(" ")).await?;
+    let question = args.question.join(" ");
+    if let Some(why) = sandbox_chat::refusal(&chat, &question) {
+        bail!(why);
+    }
+    let mut user = LarkUser::connect(target).await?;
+    let message_id = user.send(&chat, &args.user, &question).await?;
     let timing = Timing { timeout: Duration::from_secs(args.timeout), ..Timing::default() };
-    let replies = user.wait_for_replies(&message_id, timing).await?.replies;
-    if replies.is_empty() {
+    // Each part is printed the moment it arrives.
+    let mut wait = user.wait_for(&message_id, timing);
+    while let Some(arrival) = user.next_arrival(&mut wait).await? {
+        let Arrival::Reply { message: reply, .. } = arrival else { continue };
+        if reply.text.is_empty() {
+            println!("[{}] {}", reply.msg_type, reply.content);
+        } else {
+            println!("{}", reply.text);
+        }
+    }
+    if wait.parts == 0 {
         bail!(
             "no reply to {message_id} within {} s: check that the bridge's channel uses lark_base_url {} \
              and that relay and responder are running (logs: .sandbox/logs/*.log)",
             args.timeout,
             user.target().lark
         );
-    }
-    for reply in replies {
-        if reply.text.is_empty() {
-            println!("[{}] {}", reply.msg_type, reply.content);
-        } else {
-            println!("{}", reply.text);
-        }
     }
     Ok(())
 }
@@ -208,7 +215,14 @@ async fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let target = Target::from(args.target);
     let timing = Timing { timeout: Duration::from_secs(args.timeout), ..Timing::default() };
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let options = ChatOptions { timing, echo_input: !std::io::stdin().is_terminal(), color };
-    let input = tokio::io::BufReader::new(tokio::io::stdin());
-    sandbox_chat::run(target, options, input, &mut std::io::stdout()).await
+    let mut out = std::io::stdout();
+    if terminal {
+        // Arrows, history and whole pastes: a line editor, not the terminal's line discipline.
+        sandbox_chat::run_with(target, options, LineEditor::start()?, &mut out).await
+    } else {
+        let input = tokio::io::BufReader::new(tokio::io::stdin());
+        sandbox_chat::run(target, options, input, &mut out).await
+    }
 }

@@ -16,8 +16,9 @@ use serde_json::{json, Value};
 
 use super::server::sleep_unless_cancelled;
 use super::{
-    Attempt, Endpoint, Failure, MessageInfo, Reaction, SandboxMessage, SandboxPage, SentMessage, Shared, TokenInfo,
-    Via, CARD_LIMIT_BYTES, INVALID_TOKEN_MSG, MISSING_TOKEN_MSG, TEXT_LIMIT_BYTES, TOKEN_REUSE_SECS, UUID_WINDOW,
+    Attempt, Endpoint, Failure, Inner, MessageInfo, Reaction, SandboxMessage, SandboxPage, SentMessage, Shared,
+    TokenInfo, Via, CARD_LIMIT_BYTES, INVALID_TOKEN_MSG, MISSING_TOKEN_MSG, TEXT_LIMIT_BYTES, TOKEN_REUSE_SECS,
+    UUID_WINDOW,
 };
 use crate::lark_events::{new_message_id, now_ms, random_hex};
 
@@ -633,15 +634,37 @@ async fn delete_reaction(
 struct AfterQuery {
     #[serde(default)]
     after: usize,
+    /// Wait up to this long (capped at [`LONG_POLL_MAX`]) for a message past
+    /// `after` before answering with none: the sandbox chat shows a reply the
+    /// moment it arrives without polling in a tight loop.
+    #[serde(default)]
+    wait_ms: u64,
 }
 
+/// The longest `GET /_sandbox/messages` holds a request open.
+const LONG_POLL_MAX: Duration = Duration::from_secs(5);
+/// How often a held request looks for new messages.
+const LONG_POLL_STEP: Duration = Duration::from_millis(5);
+
 async fn sandbox_messages(State(shared): State<Arc<Shared>>, Query(query): Query<AfterQuery>) -> Json<SandboxPage> {
-    let inner = shared.lock();
+    let deadline = Instant::now() + Duration::from_millis(query.wait_ms).min(LONG_POLL_MAX);
+    loop {
+        {
+            let inner = shared.lock();
+            if inner.visible.len() > query.after || Instant::now() >= deadline || shared.cancel.is_cancelled() {
+                return Json(sandbox_page(&inner, query.after));
+            }
+        }
+        tokio::time::sleep(LONG_POLL_STEP).await;
+    }
+}
+
+fn sandbox_page(inner: &Inner, after: usize) -> SandboxPage {
     let messages = inner
         .visible
         .iter()
         .enumerate()
-        .skip(query.after)
+        .skip(after)
         .map(|(index, m)| SandboxMessage {
             index,
             app_id: m.app_id.clone(),
@@ -657,7 +680,7 @@ async fn sandbox_messages(State(shared): State<Arc<Shared>>, Query(query): Query
             updates: m.updates,
         })
         .collect();
-    Json(SandboxPage { messages, next: inner.visible.len() })
+    SandboxPage { messages, next: inner.visible.len() }
 }
 
 /// The body of `POST /_sandbox/register`: what [`FakeLark::register_message`]
