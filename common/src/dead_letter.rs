@@ -8,7 +8,7 @@ use async_nats::jetstream;
 use async_nats::HeaderMap;
 
 use crate::envelope::{header, CHANNEL_HEADER, MSG_ID_HEADER};
-use crate::topology::Topology;
+use crate::topology::{Subject, Topology};
 
 /// Why the message died, in words an operator can act on.
 pub const REASON_HEADER: &str = "Lark-Bridge-Dead-Reason";
@@ -68,7 +68,10 @@ pub async fn list(
         out.push(DeadLetter {
             sequence: seq,
             channel: header(Some(&msg.headers), CHANNEL_HEADER).unwrap_or("?").to_owned(),
-            stage: msg.subject.rsplit('.').next().unwrap_or("?").to_owned(),
+            stage: match topology.parse(&msg.subject) {
+                Some(Subject::Dead { stage, .. }) => stage.to_owned(),
+                _ => "?".to_owned(),
+            },
             reason: header(Some(&msg.headers), REASON_HEADER).unwrap_or("").to_owned(),
             original_subject: header(Some(&msg.headers), ORIGINAL_SUBJECT_HEADER).unwrap_or("").to_owned(),
             time: msg.time.to_string(),
@@ -93,7 +96,8 @@ pub async fn redrive(
     for_each(js, topology, channel, |seq, msg| letters.push((seq, msg))).await?;
     let mut count = 0;
     for (seq, msg) in letters {
-        let Some(subject) = header(Some(&msg.headers), ORIGINAL_SUBJECT_HEADER).map(str::to_owned) else {
+        let Some(subject) = header(Some(&msg.headers), ORIGINAL_SUBJECT_HEADER).map(|s| topology.current_subject(s))
+        else {
             continue;
         };
         let mut headers = HeaderMap::new();

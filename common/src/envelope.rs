@@ -1,7 +1,7 @@
 //! What travels on NATS between the services, and its headers.
 //!
 //! - An **event**: the decrypted Lark callback JSON, byte for byte as Lark sent
-//!   it (no re-encoding on the hot path), on `{ns}.events.{channel}.{conversation}`,
+//!   it (no re-encoding on the hot path), on `{ns}.events.{partition}.{channel}.{conversation}`,
 //!   with the channel and the trace context in headers and a `Nats-Msg-Id`
 //!   that is the de-duplication key of the Lark message.
 //! - A **reply command**: what the relay decided to say, for the responder to

@@ -1,6 +1,7 @@
 //! Building and running the relay: health listener, NATS, topology, the
 //! conversation buckets, then the shared pull loop (`common::worker`) with the
-//! relay's [`Relay`] handler.
+//! relay's [`Relay`] handler. The worker leases partitions of the events
+//! queue, so each conversation is handled by one relay replica at a time.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use common::config::Settings;
 use common::lark::api::LarkClients;
 use common::nats::retry_until_ready;
 use common::service::{http_client, Base};
-use common::worker::Worker;
+use common::topology::{Queue, ACK_WAIT, LEASE_TTL};
+use common::worker::{Share, Worker};
 use tokio_util::sync::CancellationToken;
 
 pub use common::service::StartError;
@@ -30,19 +32,24 @@ pub struct Application {
 impl Application {
     /// `shutdown` also ends the wait for NATS at start.
     pub async fn build(settings: Settings, shutdown: &CancellationToken) -> Result<Self, StartError> {
+        let settings = settings.for_service(common::cli::Binary::Relay)?;
         let base = Base::connect("relay", &settings, settings.relay.listen).await?;
         // Health answers from now on; readiness waits for the topology and the consumer.
         let health_stop = CancellationToken::new();
         let server = Base::serve(base.listener, base.health.router(), health_stop.clone());
         let (js, topology) = (&base.js, &base.topology);
         Base::prepare(js, topology, &base.streams, &base.status, shutdown).await?;
-        let consumer =
-            retry_until_ready("binding the relay consumer", shutdown, || topology.relay_consumer_bind(js)).await?;
+        let consumers = retry_until_ready("binding the relay consumers", shutdown, || {
+            topology.partition_consumers(js, Queue::Events, ACK_WAIT)
+        })
+        .await?;
         let stream = retry_until_ready("finding the events stream", shutdown, || async {
             js.get_stream(topology.events_stream()).await
         })
         .await
         .map_err(|e| common::topology::TopologyError::Stream { name: topology.events_stream(), source: e.into() })?;
+        let leases =
+            retry_until_ready("opening the leases bucket", shutdown, || topology.leases(js, LEASE_TTL)).await?;
         let sessions = retry_until_ready("opening the sessions bucket", shutdown, || topology.sessions(js)).await?;
         let handled = retry_until_ready("opening the handled bucket", shutdown, || topology.handled(js)).await?;
         let attempts = retry_until_ready("opening the attempts bucket", shutdown, || topology.attempts(js)).await?;
@@ -64,13 +71,14 @@ impl Application {
         };
         let worker = Worker {
             name: "relay",
-            consumer,
+            consumers,
             stream,
+            leases,
             attempts,
             handler: Arc::new(relay),
             max_in_flight: settings.relay.max_in_flight,
-            ordered: true,
             grace: settings.relay.shutdown_grace(),
+            share: tokio::sync::watch::Sender::new(Share::default()),
         };
         tracing::info!(addr = %base.addr, "relay ready");
         let (addr, health) = (base.addr, base.health);

@@ -1,5 +1,8 @@
 //! Building and running the responder: health listener, NATS, topology, then
-//! the shared pull loop (`common::worker`) with the [`Responder`] handler.
+//! the shared pull loop (`common::worker`) with the [`Responder`] handler. The
+//! worker leases partitions of the replies queue (by chat), and the per-app
+//! pacing follows the share of partitions this replica holds
+//! ([`crate::pacing`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +12,8 @@ use common::config::Settings;
 use common::lark::api::LarkClients;
 use common::nats::retry_until_ready;
 use common::service::{http_client, Base};
-use common::worker::Worker;
+use common::topology::{Queue, ACK_WAIT, LEASE_TTL, PARTITIONS};
+use common::worker::{Share, Worker};
 use tokio_util::sync::CancellationToken;
 
 pub use common::service::StartError;
@@ -29,20 +33,24 @@ pub struct Application {
 impl Application {
     /// `shutdown` also ends the wait for NATS at start.
     pub async fn build(settings: Settings, shutdown: &CancellationToken) -> Result<Self, StartError> {
+        let settings = settings.for_service(common::cli::Binary::Responder)?;
         let base = Base::connect("responder", &settings, settings.responder.listen).await?;
         // Health answers from now on; readiness waits for the topology and the consumer.
         let health_stop = CancellationToken::new();
         let server = Base::serve(base.listener, base.health.router(), health_stop.clone());
         let (js, topology) = (&base.js, &base.topology);
         Base::prepare(js, topology, &base.streams, &base.status, shutdown).await?;
-        let consumer =
-            retry_until_ready("binding the responder consumer", shutdown, || topology.responder_consumer_bind(js))
-                .await?;
+        let consumers = retry_until_ready("binding the responder consumers", shutdown, || {
+            topology.partition_consumers(js, Queue::Replies, ACK_WAIT)
+        })
+        .await?;
         let stream = retry_until_ready("finding the replies stream", shutdown, || async {
             js.get_stream(topology.replies_stream()).await
         })
         .await
         .map_err(|e| common::topology::TopologyError::Stream { name: topology.replies_stream(), source: e.into() })?;
+        let leases =
+            retry_until_ready("opening the leases bucket", shutdown, || topology.leases(js, LEASE_TTL)).await?;
         let attempts = retry_until_ready("opening the attempts bucket", shutdown, || topology.attempts(js)).await?;
 
         let channels = Channels::new(&settings.channels);
@@ -53,6 +61,8 @@ impl Application {
             r.app_per_second,
             r.app_per_minute,
         );
+        // Nothing held yet: the smallest share, until the leases say more.
+        pacing.set_share(0, PARTITIONS);
         let responder = Responder {
             lark: LarkClients::new(http_client(r.lark_timeout())?, &channels),
             pacing: pacing.clone(),
@@ -64,13 +74,14 @@ impl Application {
         };
         let worker = Worker {
             name: "responder",
-            consumer,
+            consumers,
             stream,
+            leases,
             attempts,
             handler: Arc::new(responder),
             max_in_flight: r.max_in_flight,
-            ordered: true,
             grace: r.shutdown_grace(),
+            share: tokio::sync::watch::Sender::new(Share::default()),
         };
         tracing::info!(addr = %base.addr, "responder ready");
         let (addr, health) = (base.addr, base.health);
@@ -84,15 +95,28 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
         let bound = self.health.check("consumer_bound");
         let pacing = self.pacing.clone();
-        let janitor = tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-            loop {
-                every.tick().await;
-                pacing.forget_idle();
+        let janitor = {
+            let pacing = pacing.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+                loop {
+                    every.tick().await;
+                    pacing.forget_idle();
+                }
+            })
+        };
+        // The per-app limits follow this replica's share of the partitions.
+        let mut shares = self.worker.share.subscribe();
+        let follow = tokio::spawn(async move {
+            while shares.changed().await.is_ok() {
+                let share = *shares.borrow_and_update();
+                pacing.set_share(share.held, share.of);
+                tracing::info!(partitions = share.held, of = share.of, "per-app pacing follows the partitions held");
             }
         });
         self.worker.run(shutdown, bound).await;
         janitor.abort();
+        follow.abort();
         self.health_stop.cancel();
         let _ = self.server.await;
     }

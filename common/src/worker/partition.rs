@@ -1,0 +1,264 @@
+//! One partition, for as long as this replica holds its lease: pull, keep
+//! each subject's messages in order ([`Queues`]), run each subject's head
+//! when a slot is free, keep everything held alive with `Progress`.
+//!
+//! - **Nothing held is redelivered** (issue 15, point 3): a message pulled
+//!   ahead of a free slot gets `Progress` every third of the consumer's ack
+//!   wait, so JetStream never gives it to another replica (which would ask
+//!   FastGPT the same question). Pulls are bounded: at most [`MAX_HELD`]
+//!   messages per partition, each pull a batch that ends by itself
+//!   ([`PULL_EXPIRES`]), so a partition given up leaves no pull request behind.
+//! - **No polling for order** (point 4): order is kept in memory, so a
+//!   backlog costs one delivery and one ack per message. A huge backlog of one
+//!   conversation fills its partition's [`MAX_HELD`]; the other conversations
+//!   of that partition then wait behind it (the price of bounded memory).
+//! - **Taking over**: messages the previous owner held are still pending in
+//!   the consumer and come back only when their ack wait runs out. At the
+//!   start the run lists them (the stream's messages between the consumer's
+//!   ack floor and its last delivery) and their subjects wait for them; one
+//!   that is gone (the previous owner acknowledged it) is forgotten, one at
+//!   or below the ack floor is an orphan of a nats-server crash and is
+//!   removed, and after [`FOREIGN_MAX_WAIT`] nothing is waited for any more.
+//! - **Giving up** (lease released or lost, shutdown): stop pulling, finish
+//!   the batch under way, hand back (nak) what waits, oldest first. What runs
+//!   goes on and acknowledges itself; the next owner waits for it as above.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull::Batch;
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
+use async_nats::jetstream::{AckKind, Message};
+use futures::StreamExt;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::queue::{Pushed, Queues};
+use super::task::{self, Ended, Finished, Shared, Slot};
+use super::Handler;
+
+/// Messages one partition holds at most (waiting and running).
+pub const MAX_HELD: usize = 512;
+/// How long one pull request waits for messages.
+pub const PULL_EXPIRES: Duration = Duration::from_secs(2);
+/// How often the previous owner's messages are looked up while waited for.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+/// After this long, the previous owner's messages are not waited for any more.
+const FOREIGN_MAX_WAIT: Duration = Duration::from_secs(300);
+/// A message whose handler panicked comes back after this long.
+const PANIC_RETRY: Duration = Duration::from_secs(5);
+/// At most this many of the previous owner's messages are listed.
+const MAX_SCAN: usize = 10_000;
+
+pub struct Partition<H> {
+    pub shared: Arc<Shared<H>>,
+    pub partition: u16,
+    pub consumer: PullConsumer,
+    pub stream: Stream,
+    pub permits: Arc<Semaphore>,
+    /// Cancelled to give the partition up.
+    pub stop: CancellationToken,
+}
+
+impl<H: Handler> Partition<H> {
+    pub async fn run(self) {
+        let name = self.shared.name;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+        let mut queues: Queues<Message> = Queues::default();
+        let mut running: HashMap<u64, Message> = HashMap::new();
+        // Sequences the previous owner held, and since when they are waited for.
+        let mut foreign: HashMap<u64, Instant> = HashMap::new();
+        self.list_foreign(&mut queues, &mut foreign).await;
+        tracing::info!(worker = name, partition = self.partition, waiting_for = foreign.len(), "partition taken");
+
+        let mut batch: Option<Batch> = None;
+        let mut pause_until: Option<Instant> = None;
+        let mut stopping = false;
+        let every = self.shared.progress_every;
+        let mut progress = tokio::time::interval_at(Instant::now() + every, every);
+        let mut recheck = tokio::time::interval(RECHECK_EVERY);
+        loop {
+            let paused = pause_until.is_some_and(|t| Instant::now() < t);
+            if batch.is_none() && !stopping && !paused && queues.held() < MAX_HELD {
+                let room = MAX_HELD - queues.held();
+                match self.consumer.batch().max_messages(room).expires(PULL_EXPIRES).messages().await {
+                    Ok(b) => batch = Some(b),
+                    Err(e) => {
+                        tracing::warn!(worker = name, partition = self.partition, error = %e, "cannot pull (NATS restart or outage?); retrying");
+                        pause_until = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                }
+            }
+            if stopping && batch.is_none() {
+                break;
+            }
+            let wake = pause_until.unwrap_or_else(|| Instant::now() + every);
+            tokio::select! {
+                Some(f) = done_rx.recv() => {
+                    let message = running.remove(&f.sequence);
+                    let again = match f.ended {
+                        Ended::Settled => false,
+                        Ended::HandedBack => true,
+                        Ended::Panicked => {
+                            tracing::error!(worker = name, sequence = f.sequence, "a message task panicked; handing the message back");
+                            if let Some(m) = &message {
+                                task::ack(name, m, AckKind::Nak(Some(PANIC_RETRY))).await;
+                            }
+                            true
+                        }
+                    };
+                    queues.finish(&f.subject, f.sequence, again);
+                }
+                next = next_of(&mut batch), if batch.is_some() => match next {
+                    Some(Ok(m)) => self.receive(m, &mut queues, &mut foreign).await,
+                    Some(Err(e)) => {
+                        tracing::debug!(worker = name, partition = self.partition, error = %e, "pull ended");
+                        batch = None;
+                        pause_until = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                    None => batch = None,
+                },
+                permit = self.permits.clone().acquire_owned(), if queues.has_ready() && !stopping => {
+                    let Ok(permit) = permit else { break };
+                    let next = queues.start_next();
+                    tracing::debug!(worker = name, partition = self.partition, sequence = next.as_ref().map(|n| n.1), "start");
+                    if let Some((subject, sequence, message)) = next {
+                        running.insert(sequence, message.clone());
+                        let slot = Slot::new(name, subject, sequence, done_tx.clone(), permit);
+                        tokio::spawn(task::run(self.shared.clone(), message, slot));
+                    }
+                }
+                _ = progress.tick() => {
+                    for m in queues.waiting() {
+                        task::ack(name, m, AckKind::Progress).await;
+                    }
+                }
+                _ = recheck.tick(), if !foreign.is_empty() => self.recheck(&mut queues, &mut foreign).await,
+                _ = self.stop.cancelled(), if !stopping => stopping = true,
+                _ = tokio::time::sleep_until(wake), if paused => pause_until = None,
+            }
+        }
+        let back = queues.take_waiting();
+        if !back.is_empty() {
+            tracing::info!(
+                worker = name,
+                partition = self.partition,
+                handed_back = back.len(),
+                "partition given up; handing back what waits"
+            );
+        }
+        for (_, m) in back {
+            task::ack(name, &m, AckKind::Nak(None)).await;
+        }
+    }
+
+    async fn receive(&self, m: Message, queues: &mut Queues<Message>, foreign: &mut HashMap<u64, Instant>) {
+        let name = self.shared.name;
+        let Ok(info) = m.info() else {
+            tracing::error!(worker = name, subject = %m.subject, "not a JetStream message; terminating it");
+            task::ack(name, &m, AckKind::Term).await;
+            return;
+        };
+        let sequence = info.stream_sequence;
+        foreign.remove(&sequence);
+        let subject = m.subject.to_string();
+        tracing::debug!(worker = name, partition = self.partition, sequence, %subject, held = queues.held(), "received");
+        if queues.push(&subject, sequence, m) == Pushed::AlreadyRunning {
+            tracing::debug!(worker = name, sequence, "redelivery of a message running here; ignored");
+        }
+    }
+
+    /// Lists the messages a previous owner was given and has not acknowledged.
+    async fn list_foreign(&self, queues: &mut Queues<Message>, foreign: &mut HashMap<u64, Instant>) {
+        let info = match self.consumer.get_info().await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(worker = self.shared.name, partition = self.partition, error = %e, "cannot read the consumer; not waiting for a previous owner");
+                return;
+            }
+        };
+        let (floor, last) = (info.ack_floor.stream_sequence, info.delivered.stream_sequence);
+        if last <= floor {
+            return;
+        }
+        let filter = info.config.filter_subject.clone();
+        let mut next = floor + 1;
+        while foreign.len() < MAX_SCAN {
+            match self.stream.direct_get_next_for_subject(filter.as_str(), Some(next)).await {
+                Ok(m) if m.sequence <= last => {
+                    queues.expect(m.subject.as_str(), m.sequence);
+                    foreign.insert(m.sequence, Instant::now());
+                    next = m.sequence + 1;
+                }
+                Ok(_) => break,
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+                Err(e) => {
+                    tracing::warn!(worker = self.shared.name, error = %e, "cannot list a previous owner's messages");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Stops waiting for foreign messages that are gone, orphaned or overdue.
+    async fn recheck(&self, queues: &mut Queues<Message>, foreign: &mut HashMap<u64, Instant>) {
+        let name = self.shared.name;
+        let floor = self.consumer.get_info().await.ok().map(|i| i.ack_floor.stream_sequence);
+        let mut seqs: Vec<u64> = foreign.keys().copied().collect();
+        seqs.sort_unstable();
+        for sequence in seqs {
+            let gone = match self.stream.direct_get(sequence).await {
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => true,
+                Err(_) => false,
+                Ok(_) if floor.is_some_and(|f| sequence <= f) => self.remove_orphan(sequence, floor.unwrap_or(0)).await,
+                Ok(_) => {
+                    let overdue = foreign.get(&sequence).is_some_and(|t| t.elapsed() > FOREIGN_MAX_WAIT);
+                    if overdue {
+                        tracing::warn!(
+                            worker = name,
+                            sequence,
+                            "a previous owner's message did not come back; not waiting for it any more"
+                        );
+                    }
+                    overdue
+                }
+            };
+            if gone {
+                foreign.remove(&sequence);
+                queues.forget(sequence);
+            }
+        }
+    }
+
+    /// After a nats-server 2.9 crash, a WorkQueue stream can keep a message
+    /// its consumer had acknowledged (at or below the ack floor): remove it.
+    async fn remove_orphan(&self, sequence: u64, floor: u64) -> bool {
+        let name = self.shared.name;
+        match self.stream.delete_message(sequence).await {
+            Ok(_) => {
+                metrics::counter!("lark_bridge_orphans_removed_total", "worker" => name).increment(1);
+                tracing::warn!(
+                    worker = name,
+                    sequence,
+                    floor,
+                    "removed a message left in the work queue after it was acknowledged (a NATS crash)"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(worker = name, sequence, error = %e, "cannot remove an acknowledged message left in the work queue");
+                false
+            }
+        }
+    }
+}
+
+async fn next_of(batch: &mut Option<Batch>) -> Option<Result<Message, async_nats::Error>> {
+    match batch {
+        Some(b) => b.next().await,
+        None => None,
+    }
+}
