@@ -16,8 +16,26 @@ use crate::topology::Topology;
 pub struct Item {
     pub name: String,
     pub ok: bool,
+    /// Passes, but worth the operator's attention (shown as `warn`).
+    pub warn: bool,
     pub detail: String,
     pub fix: Option<String>,
+}
+
+/// Checks that `service` has the secrets it needs ([`crate::secrets`]) and
+/// returns the settings as that service holds them; `None` after a failure.
+pub fn secrets(list: &mut Checklist, settings: &Settings, service: crate::cli::Binary) -> Option<Settings> {
+    match settings.clone().for_service(service) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            list.fail(
+                "secrets",
+                e.to_string(),
+                "see the table in README.md, \"Secrets\": each service needs only its own",
+            );
+            None
+        }
+    }
 }
 
 /// The result of `--check`.
@@ -33,11 +51,22 @@ impl Checklist {
     }
 
     pub fn pass(&mut self, name: impl Into<String>, detail: impl Into<String>) {
-        self.items.push(Item { name: name.into(), ok: true, detail: detail.into(), fix: None });
+        self.items.push(Item { name: name.into(), ok: true, warn: false, detail: detail.into(), fix: None });
+    }
+
+    /// Passes, with a risk the operator should know about and how to remove it.
+    pub fn warn(&mut self, name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) {
+        self.items.push(Item { name: name.into(), ok: true, warn: true, detail: detail.into(), fix: Some(fix.into()) });
     }
 
     pub fn fail(&mut self, name: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) {
-        self.items.push(Item { name: name.into(), ok: false, detail: problem.into(), fix: Some(fix.into()) });
+        self.items.push(Item {
+            name: name.into(),
+            ok: false,
+            warn: false,
+            detail: problem.into(),
+            fix: Some(fix.into()),
+        });
     }
 
     pub fn passed(&self) -> bool {
@@ -48,7 +77,12 @@ impl Checklist {
     pub fn render(&self) -> String {
         let mut out = format!("{}\n", self.title);
         for i in &self.items {
-            let _ = writeln!(out, "  [{}] {}: {}", if i.ok { "ok" } else { "FAIL" }, i.name, i.detail);
+            let mark = match (i.ok, i.warn) {
+                (false, _) => "FAIL",
+                (true, true) => "warn",
+                (true, false) => "ok",
+            };
+            let _ = writeln!(out, "  [{mark}] {}: {}", i.name, i.detail);
             if let Some(fix) = &i.fix {
                 let _ = writeln!(out, "         fix: {fix}");
             }
@@ -104,7 +138,10 @@ pub async fn nats(list: &mut Checklist, settings: &Settings) -> Option<jetstream
     let js = jetstream::new(client);
     let topology = Topology::new(&settings.nats);
     match tokio::time::timeout(Duration::from_secs(10), topology.ensure_streams(&js)).await {
-        Ok(Ok(())) => {
+        Ok(Ok(changed)) => {
+            for (stream, change) in changed {
+                list.pass(format!("stream {stream}"), format!("updated to the configuration: {change}"));
+            }
             list.pass(
                 "NATS",
                 format!(
@@ -114,6 +151,7 @@ pub async fn nats(list: &mut Checklist, settings: &Settings) -> Option<jetstream
                     topology.dead_stream()
                 ),
             );
+            stream_usage(list, &js, &topology).await;
             Some(js)
         }
         Ok(Err(e)) => {
@@ -132,6 +170,43 @@ pub async fn nats(list: &mut Checklist, settings: &Settings) -> Option<jetstream
             );
             None
         }
+    }
+}
+
+/// One line per stream and bucket that is nearly full or differs from the
+/// configuration (with the fix), and one line with all the others.
+pub async fn stream_usage(list: &mut Checklist, js: &jetstream::Context, topology: &Topology) {
+    let usages = tokio::time::timeout(Duration::from_secs(10), crate::topology::usage::sample(js, topology))
+        .await
+        .unwrap_or_default();
+    let mut fine = Vec::new();
+    for u in usages {
+        let key = match u.stream.strip_prefix(&format!("{}_", topology.namespace())) {
+            Some("events") => "nats.events_max_bytes",
+            Some("replies") => "nats.replies_max_bytes",
+            Some("dead") => "nats.dead_max_bytes",
+            _ => "nats.bucket_max_bytes",
+        };
+        if !u.differs.is_empty() {
+            list.fail(
+                format!("stream {}", u.stream),
+                u.describe(),
+                "start a service (it updates the stream to the configuration) and read its log, or run --check again: an error names what NATS cannot change and how to apply it",
+            );
+        } else if u.nearly_full() {
+            list.fail(
+                format!("stream {}", u.stream),
+                format!("{} (at the limit, writes are refused: nothing is dropped, but work stops)", u.describe()),
+                format!(
+                    "find why it is not drained (are the relay and the responder running? their logs, consumer lag, dead letters), or raise {key}"
+                ),
+            );
+        } else {
+            fine.push(u.describe());
+        }
+    }
+    if !fine.is_empty() {
+        list.pass("stream usage", fine.join("; "));
     }
 }
 

@@ -71,6 +71,39 @@ pub struct NatsSettings {
     /// Optional NATS credentials file (`.creds`), for secured clusters.
     #[serde(default)]
     pub credentials_file: Option<PathBuf>,
+    /// Size limit of the events stream: when full, the ingress answers 503
+    /// (Lark retries) instead of dropping older events.
+    #[serde(default = "defaults::work_max_bytes")]
+    pub events_max_bytes: u64,
+    /// Size limit of the replies stream: when full, the relay retries.
+    #[serde(default = "defaults::work_max_bytes")]
+    pub replies_max_bytes: u64,
+    /// Size limit of the dead-letter stream: when full, a message stays where
+    /// it is (retried) instead of dropping older dead letters.
+    #[serde(default = "defaults::dead_max_bytes")]
+    pub dead_max_bytes: u64,
+    /// How long dead letters are kept for inspection and re-drive.
+    #[serde(default = "defaults::dead_max_age_days")]
+    pub dead_max_age_days: u64,
+    /// Size limit of each KV bucket (sessions, handled, attempts, status...).
+    #[serde(default = "defaults::bucket_max_bytes")]
+    pub bucket_max_bytes: u64,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        Self {
+            url: defaults::nats_url(),
+            namespace: defaults::namespace(),
+            replicas: defaults::one(),
+            credentials_file: None,
+            events_max_bytes: defaults::work_max_bytes(),
+            replies_max_bytes: defaults::work_max_bytes(),
+            dead_max_bytes: defaults::dead_max_bytes(),
+            dead_max_age_days: defaults::dead_max_age_days(),
+            bucket_max_bytes: defaults::bucket_max_bytes(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +129,23 @@ pub struct IngressSettings {
     /// Bearer token of `GET /status`; the page is off when none is set.
     #[serde(default)]
     pub admin_token: Option<SecretString>,
+    /// A connection must send a request's headers within this, and an idle
+    /// keep-alive connection its next request: else it is closed.
+    #[serde(default = "defaults::header_timeout_secs")]
+    pub header_timeout_secs: u64,
+    /// A whole request (body read, event stored, answer written) must finish
+    /// within this: a body trickled in is cut off with 408.
+    #[serde(default = "defaults::request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Connections served at once; more wait in the kernel's backlog. Also
+    /// kept under the process's open-file limit.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// WebSockets each replica opens per `long_connection` channel (1..=50).
+    /// Lark gives each event to one of an app's connections and allows 50 per
+    /// app: replicas x this must stay under 50.
+    #[serde(default = "defaults::long_connections_per_channel")]
+    pub long_connections_per_channel: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,10 +192,11 @@ pub struct ResponderSettings {
     /// Messages per second into one chat (Lark: 5, shared by every bot in it).
     #[serde(default = "defaults::per_chat_per_second")]
     pub per_chat_per_second: u32,
-    /// Messages per second per app, for this replica (Lark: 50 per app).
+    /// Messages per second per app, all replicas together (Lark: 50 per app);
+    /// each replica paces to its share of the partitions it holds.
     #[serde(default = "defaults::app_per_second")]
     pub app_per_second: u32,
-    /// Messages per minute per app, for this replica (Lark: 1,000 per app).
+    /// Messages per minute per app, all replicas together (Lark: 1,000 per app).
     #[serde(default = "defaults::app_per_minute")]
     pub app_per_minute: u32,
 }
@@ -175,7 +226,10 @@ pub struct TelemetrySettings {
 pub struct ChannelSettings {
     pub id: String,
     pub app_id: String,
-    pub app_secret: SecretString,
+    /// Needed by the relay and the responder (Lark's API), not by a webhook
+    /// ingress: see [`crate::secrets`].
+    #[serde(default)]
+    pub app_secret: Option<SecretString>,
     #[serde(default)]
     pub encrypt_key: Option<SecretString>,
     #[serde(default)]
@@ -183,7 +237,30 @@ pub struct ChannelSettings {
     #[serde(default = "defaults::lark_base_url")]
     pub lark_base_url: Url,
     pub fastgpt_base_url: Url,
-    pub fastgpt_api_key: SecretString,
+    /// Needed by the relay only.
+    #[serde(default)]
+    pub fastgpt_api_key: Option<SecretString>,
+    /// A webhook channel with neither `encrypt_key` nor `verification_token`
+    /// accepts forged events from anyone: the ingress refuses to start with
+    /// one unless this says so.
+    #[serde(default)]
+    pub allow_unverified: bool,
+    /// How Lark delivers this channel's events: to the Request URL
+    /// (`webhook`), or over WebSockets the ingress opens (`long_connection`:
+    /// no public URL; needs app_id and app_secret only).
+    #[serde(default)]
+    pub subscription: Subscription,
+}
+
+/// How Lark delivers a channel's events (DESIGN.md, "Long connection").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subscription {
+    /// Lark posts each event to `/lark/{id}/events`.
+    #[default]
+    Webhook,
+    /// The ingress connects to Lark and receives events over WebSockets.
+    LongConnection,
 }
 
 mod defaults {
@@ -197,6 +274,18 @@ mod defaults {
     pub fn one() -> usize {
         1
     }
+    pub fn work_max_bytes() -> u64 {
+        512 * 1024 * 1024
+    }
+    pub fn dead_max_bytes() -> u64 {
+        128 * 1024 * 1024
+    }
+    pub fn dead_max_age_days() -> u64 {
+        14
+    }
+    pub fn bucket_max_bytes() -> u64 {
+        128 * 1024 * 1024
+    }
     pub fn ingress_listen() -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 8080))
     }
@@ -205,6 +294,18 @@ mod defaults {
     }
     pub fn responder_listen() -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 8082))
+    }
+    pub fn header_timeout_secs() -> u64 {
+        10
+    }
+    pub fn request_timeout_secs() -> u64 {
+        15
+    }
+    pub fn max_connections() -> usize {
+        1024
+    }
+    pub fn long_connections_per_channel() -> usize {
+        1
     }
     pub fn body_limit() -> usize {
         1024 * 1024
@@ -269,6 +370,10 @@ default_section!(IngressSettings, defaults::ingress_listen(), {
     replay_window_secs: defaults::replay_window_secs(),
     public_url: None,
     admin_token: None,
+    header_timeout_secs: defaults::header_timeout_secs(),
+    request_timeout_secs: defaults::request_timeout_secs(),
+    max_connections: defaults::max_connections(),
+    long_connections_per_channel: defaults::long_connections_per_channel(),
 });
 default_section!(RelaySettings, defaults::relay_listen(), {
     max_in_flight: defaults::relay_in_flight(),
@@ -294,6 +399,13 @@ impl Default for TelemetrySettings {
 }
 
 impl IngressSettings {
+    pub fn http_limits(&self) -> crate::http_server::Limits {
+        crate::http_server::Limits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            max_connections: self.max_connections,
+        }
+    }
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
     }
@@ -392,11 +504,40 @@ impl Settings {
         if self.nats.replicas == 0 || self.nats.replicas > 5 {
             return Err(invalid("nats.replicas", "must be between 1 and 5"));
         }
+        crate::nats::server_addrs(&self.nats.url).map_err(|e| invalid("nats.url", e.to_string()))?;
+        for (key, v) in [
+            ("nats.events_max_bytes", self.nats.events_max_bytes),
+            ("nats.replies_max_bytes", self.nats.replies_max_bytes),
+            ("nats.dead_max_bytes", self.nats.dead_max_bytes),
+            ("nats.bucket_max_bytes", self.nats.bucket_max_bytes),
+        ] {
+            if !(1024..=i64::MAX as u64).contains(&v) {
+                return Err(invalid(key, "must be at least 1024 (bytes; every stream has a size limit)"));
+            }
+        }
+        if self.nats.dead_max_age_days == 0 || self.nats.dead_max_age_days > 3650 {
+            return Err(invalid("nats.dead_max_age_days", "must be between 1 and 3650"));
+        }
         if self.ingress.body_limit_bytes < 1024 {
             return Err(invalid("ingress.body_limit_bytes", "must be at least 1024"));
         }
         if !(100..=2_900).contains(&self.ingress.publish_timeout_ms) {
             return Err(invalid("ingress.publish_timeout_ms", "must be 100..=2900: Lark waits 3 s for the answer"));
+        }
+        if !(1..=300).contains(&self.ingress.header_timeout_secs) {
+            return Err(invalid("ingress.header_timeout_secs", "must be 1..=300"));
+        }
+        if !(3..=300).contains(&self.ingress.request_timeout_secs) {
+            return Err(invalid("ingress.request_timeout_secs", "must be 3..=300: Lark waits 3 s for the answer"));
+        }
+        if !(16..=1_000_000).contains(&self.ingress.max_connections) {
+            return Err(invalid("ingress.max_connections", "must be 16..=1000000"));
+        }
+        if !(1..=50).contains(&self.ingress.long_connections_per_channel) {
+            return Err(invalid(
+                "ingress.long_connections_per_channel",
+                "must be 1..=50: Lark allows 50 long connections per app, across every replica",
+            ));
         }
         for (key, v) in [
             ("relay.max_in_flight", self.relay.max_in_flight),
@@ -521,9 +662,10 @@ fastgpt_api_key = "fastgpt-key2"
         .expect("valid");
         assert_eq!(s.nats.url, "nats://nats:4222");
         assert_eq!(s.ingress.body_limit_bytes, 2048);
-        assert_eq!(s.channels[1].app_secret.expose_secret(), "from-env");
-        assert_eq!(s.channels[0].fastgpt_api_key.expose_secret(), "fastgpt-env");
-        assert_eq!(s.channels[0].app_secret.expose_secret(), "s3cret");
+        let exposed = |s: &Option<SecretString>| s.as_ref().map(|s| s.expose_secret().to_owned());
+        assert_eq!(exposed(&s.channels[1].app_secret).as_deref(), Some("from-env"));
+        assert_eq!(exposed(&s.channels[0].fastgpt_api_key).as_deref(), Some("fastgpt-env"));
+        assert_eq!(exposed(&s.channels[0].app_secret).as_deref(), Some("s3cret"));
     }
 
     #[test]
@@ -544,6 +686,43 @@ fastgpt_api_key = "fastgpt-key2"
         assert!(e.contains("fastgpt_base_url"), "{e}");
         let e = err(&MINIMAL.replace("[nats]", "[ingress]\nlisten = \"nowhere\"\n[nats]"), &[]);
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn stream_limits_have_defaults_and_errors_name_the_key() {
+        let s = Settings::from_toml_with_env(MINIMAL, &env(&[])).expect("valid");
+        assert_eq!(s.nats.events_max_bytes, 512 * 1024 * 1024);
+        assert_eq!(s.nats.dead_max_age_days, 14);
+        let s = Settings::from_toml_with_env(
+            &MINIMAL.replace("[nats]", "[nats]\nurl = \"nats://a:4222, nats://b:4222,nats://c:4222\""),
+            &env(&[("LARK_BRIDGE__NATS__EVENTS_MAX_BYTES", "2048")]),
+        )
+        .expect("a list of servers and a small limit are valid");
+        assert_eq!(s.nats.events_max_bytes, 2048);
+        let e = err(MINIMAL, &[("LARK_BRIDGE__NATS__EVENTS_MAX_BYTES", "10")]);
+        assert!(e.contains("nats.events_max_bytes"), "{e}");
+        let e = err(MINIMAL, &[("LARK_BRIDGE__NATS__BUCKET_MAX_BYTES", "0")]);
+        assert!(e.contains("nats.bucket_max_bytes"), "{e}");
+        let e = err(MINIMAL, &[("LARK_BRIDGE__NATS__DEAD_MAX_AGE_DAYS", "0")]);
+        assert!(e.contains("nats.dead_max_age_days"), "{e}");
+        let e = err(MINIMAL, &[("LARK_BRIDGE__NATS__URL", "nats://a:4222,,")]);
+        assert!(e.contains("nats.url"), "{e}");
+    }
+
+    #[test]
+    fn subscription_and_long_connections() {
+        let s = Settings::from_toml_with_env(MINIMAL, &env(&[])).expect("valid");
+        assert_eq!(s.channels[0].subscription, Subscription::Webhook, "the default");
+        assert_eq!(s.ingress.long_connections_per_channel, 1);
+        let lc = MINIMAL.replace("id = \"sales-eu\"", "id = \"sales-eu\"\nsubscription = \"long_connection\"");
+        let s = Settings::from_toml_with_env(&lc, &env(&[("LARK_BRIDGE__INGRESS__LONG_CONNECTIONS_PER_CHANNEL", "3")]))
+            .expect("valid");
+        assert_eq!(s.channels[1].subscription, Subscription::LongConnection);
+        assert_eq!(s.ingress.long_connections_per_channel, 3);
+        let e = err(MINIMAL, &[("LARK_BRIDGE__INGRESS__LONG_CONNECTIONS_PER_CHANNEL", "51")]);
+        assert!(e.contains("ingress.long_connections_per_channel"), "{e}");
+        let e = err(&MINIMAL.replace("id = \"sales-eu\"", "id = \"sales-eu\"\nsubscription = \"websocket\""), &[]);
+        assert!(e.contains("websocket"), "{e}");
     }
 
     #[test]

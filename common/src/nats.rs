@@ -1,10 +1,13 @@
 //! Connecting to NATS the same way in every service: named client, optional
 //! credentials, automatic reconnection with a log line for each change, and
 //! no failure at start when the server is not up yet (readiness says so).
+//! `nats.url` may list several servers, comma-separated (the nodes of a
+//! cluster): the client connects to one and fails over to the others.
 
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 
 use crate::config::NatsSettings;
+use crate::topology::TopologyError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
@@ -20,29 +23,53 @@ pub enum NatsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0:?} is not a NATS server URL (nats://host:port, several separated by commas)")]
+    Url(String),
+}
+
+/// The servers named by `nats.url`: one URL, or several separated by commas.
+pub fn server_addrs(url: &str) -> Result<Vec<ServerAddr>, NatsError> {
+    url.split(',')
+        .map(str::trim)
+        .map(|one| {
+            one.parse::<ServerAddr>().ok().filter(|_| !one.is_empty()).ok_or_else(|| NatsError::Url(one.to_owned()))
+        })
+        .collect()
 }
 
 /// Connects; when the server is not reachable yet, keeps trying in the
 /// background (the first JetStream calls wait for it).
 pub async fn connect(settings: &NatsSettings, service: &str) -> Result<Client, NatsError> {
-    let mut opts = ConnectOptions::new()
-        .name(format!("lark-bridge-{service}"))
-        .retry_on_initial_connect()
-        .event_callback(|event| async move {
-            match event {
-                Event::Connected => tracing::info!("connected to NATS"),
-                Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
-                Event::Closed => tracing::info!("NATS connection closed"),
-                other => tracing::warn!(event = %other, "NATS client event"),
-            }
-        });
+    let opts = options(settings, service).await?.retry_on_initial_connect();
+    let servers = server_addrs(&settings.url)?;
+    opts.connect(servers).await.map_err(|source| NatsError::Connect { url: settings.url.clone(), source })
+}
+
+/// Connects once, failing at once when no server answers: for the operator's
+/// commands (`--dead-letters`), with the same credentials as the services.
+pub async fn connect_once(settings: &NatsSettings, service: &str) -> Result<Client, NatsError> {
+    let servers = server_addrs(&settings.url)?;
+    let opts = options(settings, service).await?;
+    opts.connect(servers).await.map_err(|source| NatsError::Connect { url: settings.url.clone(), source })
+}
+
+/// The options every connection uses: its name, credentials, event log.
+async fn options(settings: &NatsSettings, service: &str) -> Result<ConnectOptions, NatsError> {
+    let mut opts = ConnectOptions::new().name(format!("lark-bridge-{service}")).event_callback(|event| async move {
+        match event {
+            Event::Connected => tracing::info!("connected to NATS"),
+            Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+            Event::Closed => tracing::info!("NATS connection closed"),
+            other => tracing::warn!(event = %other, "NATS client event"),
+        }
+    });
     if let Some(path) = &settings.credentials_file {
         opts = opts
             .credentials_file(path)
             .await
             .map_err(|source| NatsError::Credentials { path: path.display().to_string(), source })?;
     }
-    opts.connect(settings.url.as_str()).await.map_err(|source| NatsError::Connect { url: settings.url.clone(), source })
+    Ok(opts)
 }
 
 /// True while the client holds a live connection.
@@ -53,14 +80,17 @@ pub fn is_connected(client: &Client) -> bool {
 /// Runs `attempt` until it succeeds, waiting 0.5 s, 1 s, 2 s... (at most 10 s)
 /// between tries and logging each failure, or until `shutdown` fires (then the
 /// last error is returned). Start-up uses it so that a service started before
-/// NATS waits for it, not-ready, instead of crash-looping.
+/// NATS waits for it, not-ready, instead of crash-looping. An error no retry
+/// can fix (a stream setting NATS cannot change, see
+/// [`TopologyError::is_permanent`]) is returned at once: the start fails
+/// with it.
 pub async fn retry_until_ready<T, E, F, Fut>(
     what: &str,
     shutdown: &tokio_util::sync::CancellationToken,
     mut attempt: F,
 ) -> Result<T, E>
 where
-    E: std::fmt::Display,
+    E: std::fmt::Display + 'static,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
@@ -68,6 +98,14 @@ where
     loop {
         match attempt().await {
             Ok(v) => return Ok(v),
+            Err(e)
+                if (&e as &dyn std::any::Any)
+                    .downcast_ref::<TopologyError>()
+                    .is_some_and(TopologyError::is_permanent) =>
+            {
+                tracing::error!(error = %e, "{what} failed, and retrying cannot fix it");
+                return Err(e);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "{what} failed; retrying");
                 tokio::select! {
@@ -77,5 +115,33 @@ where
                 delay = (delay * 2).min(std::time::Duration::from_secs(10));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_lists_several_servers() {
+        let servers = server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,nats://h:4224").expect("valid");
+        assert_eq!(servers.len(), 3);
+        assert_eq!(server_addrs("nats://127.0.0.1:4222").map(|s| s.len()).ok(), Some(1));
+        for bad in ["", "nats://a:1,", "nats://a:1,,nats://b:2", "http://[::1"] {
+            assert!(server_addrs(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_setting_nats_cannot_change_stops_the_start_instead_of_retrying() {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let mut tries = 0;
+        let result: Result<(), TopologyError> = retry_until_ready("creating the streams", &shutdown, || {
+            tries += 1;
+            async { Err(TopologyError::Mismatch { name: "ns_events".into(), changes: "retention a -> b".into() }) }
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(tries, 1);
     }
 }

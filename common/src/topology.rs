@@ -3,39 +3,57 @@
 //! creates them; the others find them (creation is idempotent).
 //!
 //! ```text
-//! {ns}.events.{channel}.{conversation}  ──▶ stream {ns}_events  (WorkQueue) ──▶ consumer {ns}_relay
-//! {ns}.replies.{channel}.{chat}         ──▶ stream {ns}_replies (WorkQueue) ──▶ consumer {ns}_responder
-//! {ns}.dead.{channel}.{stage}           ──▶ stream {ns}_dead    (Limits, kept 14 days)
+//! {ns}.events.{p}.{channel}.{conversation} ──▶ stream {ns}_events  (WorkQueue) ──▶ consumers {ns}_relay_{p}
+//! {ns}.replies.{p}.{channel}.{chat}        ──▶ stream {ns}_replies (WorkQueue) ──▶ consumers {ns}_responder_{p}
+//! {ns}.dead.{channel}.{stage}           ──▶ stream {ns}_dead    (Limits, kept nats.dead_max_age_days)
 //! KV {ns}_sessions: conversation generation (Reset)
 //! KV {ns}_attempts: failed attempts of a message in work
 //! KV {ns}_handled:  events already answered (de-duplicates Lark's re-pushes)
 //! KV {ns}_status:   last event, answer and error per channel and service (GET /status)
+//! KV {ns}_leases:   which replica owns which partition ({p}, 0..PARTITIONS), and who is alive
 //! ```
 //!
-//! The conversation token in the event subject is what keeps one conversation
-//! in order across relay replicas: in a WorkQueue stream an acknowledged message
-//! leaves the stream, so the first message on a subject is the oldest one still
-//! in work (see `relay::order`). The same holds for replies per chat.
+//! The partition in a work subject is a stable hash of its conversation
+//! (events) or chat (replies): each partition has its own consumer and is
+//! pulled by the one replica leasing it, which keeps its conversations in
+//! order in memory (`common::worker`). The layout is written and parsed in
+//! one place, `topology/subjects.rs` (through [`Topology::parse`]).
 //!
 //! Only NATS 2.9 features are used (DESIGN.md, "NATS").
+//!
+//! Settings follow the configuration (DESIGN.md, "Scaled out"): every stream
+//! and bucket has a size limit (`nats.*_max_bytes`) with `discard: new`, so a
+//! full one refuses a write (the writer retries, Lark gets 503) instead of
+//! dropping old work; work streams have no age limit (unhandled work never
+//! expires). At start an existing stream whose settings differ is updated in
+//! place, or the start fails naming what NATS cannot change ([`diff`]). How
+//! full each one is goes to metrics and `--check` ([`usage`]).
+
+mod diff;
+mod subjects;
+pub mod usage;
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 
 use crate::config::NatsSettings;
+pub use diff::{describe, diff, Change, Diff};
+pub use subjects::{partition_of, Queue, Subject, PARTITIONS};
 
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a duplicate publish.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
-/// How long an unanswered event or reply may wait in its stream.
+/// How long a failed-attempts record is kept (messages in work have no age
+/// limit; the record of one long gone is of no use).
 pub const WORK_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-/// How long dead letters are kept for inspection and re-drive.
-pub const DEAD_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
 /// How long an answered event is remembered: past Lark's last re-push.
 pub const HANDLED_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How long a consumer waits for an ack before redelivering. Long calls send
 /// `Progress` well before it runs out.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long a partition lease lives without renewal: after a replica dies,
+/// its partitions wait this long for another owner.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
 /// Unacknowledged messages one consumer (all its replicas together) may hold.
 pub const MAX_ACK_PENDING: i64 = 10_000;
 
@@ -60,6 +78,35 @@ pub enum TopologyError {
         #[source]
         source: async_nats::Error,
     },
+    #[error(
+        "JetStream stream {name} differs from the configuration in what NATS cannot change on an existing stream: \
+         {changes}. To apply it, drain the stream (stop the ingress, wait until `nats stream info {name}` shows 0 \
+         messages), delete it (`nats stream rm {name}`) and start a service again, which creates it as configured; \
+         or use a new nats.namespace"
+    )]
+    Mismatch { name: String, changes: String },
+    #[error(
+        "JetStream stream {name} holds {holds} bytes, more than its configured size limit of {limit} bytes: NATS \
+         would drop the oldest messages to apply it. Raise the limit (nats.*_max_bytes) to at least {holds}, or \
+         lower it once the stream has drained below it"
+    )]
+    WouldDrop { name: String, holds: u64, limit: u64 },
+    #[error("cannot update JetStream stream {name} to the configuration ({changes}): {source}{hint}")]
+    Update {
+        name: String,
+        changes: String,
+        hint: &'static str,
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+impl TopologyError {
+    /// True when retrying cannot help: the stream exists with a setting NATS
+    /// cannot change in place, and an operator must act (the message says how).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, TopologyError::Mismatch { .. } | TopologyError::WouldDrop { .. })
+    }
 }
 
 /// Names and settings, under one namespace.
@@ -67,11 +114,30 @@ pub enum TopologyError {
 pub struct Topology {
     ns: String,
     replicas: usize,
+    limits: Limits,
+}
+
+/// The size and age limits of `[nats]`, as JetStream takes them.
+#[derive(Debug, Clone)]
+struct Limits {
+    events_bytes: i64,
+    replies_bytes: i64,
+    dead_bytes: i64,
+    dead_age: Duration,
+    bucket_bytes: i64,
 }
 
 impl Topology {
     pub fn new(nats: &NatsSettings) -> Self {
-        Self { ns: nats.namespace.clone(), replicas: nats.replicas }
+        let bytes = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let limits = Limits {
+            events_bytes: bytes(nats.events_max_bytes),
+            replies_bytes: bytes(nats.replies_max_bytes),
+            dead_bytes: bytes(nats.dead_max_bytes),
+            dead_age: Duration::from_secs(nats.dead_max_age_days.saturating_mul(24 * 3600)),
+            bucket_bytes: bytes(nats.bucket_max_bytes),
+        };
+        Self { ns: nats.namespace.clone(), replicas: nats.replicas, limits }
     }
 
     pub fn namespace(&self) -> &str {
@@ -84,20 +150,47 @@ impl Topology {
         format!("{}_events", self.ns)
     }
     pub fn event_subject(&self, channel: &str, conversation_token: &str) -> String {
-        format!("{}.events.{channel}.{conversation_token}", self.ns)
+        subjects::work(&self.ns, Queue::Events, channel, conversation_token)
     }
     pub fn replies_stream(&self) -> String {
         format!("{}_replies", self.ns)
     }
     pub fn reply_subject(&self, channel: &str, chat_token: &str) -> String {
-        format!("{}.replies.{channel}.{chat_token}", self.ns)
+        subjects::work(&self.ns, Queue::Replies, channel, chat_token)
+    }
+    /// Any subject of this namespace, parsed: the one place that reads the layout.
+    pub fn parse<'a>(&self, subject: &'a str) -> Option<Subject<'a>> {
+        subjects::parse(&self.ns, subject)
+    }
+    /// `subject` in today's layout: a work subject written before partitions
+    /// (a dead letter's original subject) moves to its partition.
+    pub fn current_subject(&self, subject: &str) -> String {
+        subjects::current(&self.ns, subject)
+    }
+    /// The stream of a work queue.
+    pub fn work_stream_name(&self, queue: Queue) -> String {
+        match queue {
+            Queue::Events => self.events_stream(),
+            Queue::Replies => self.replies_stream(),
+        }
+    }
+    /// The durable consumer of one partition of a work queue.
+    pub fn partition_consumer(&self, queue: Queue, partition: u16) -> String {
+        format!("{}_{}_{partition}", self.ns, queue.consumer())
+    }
+    /// The filter subject of that consumer.
+    pub fn partition_filter(&self, queue: Queue, partition: u16) -> String {
+        subjects::partition_filter(&self.ns, queue, partition)
+    }
+    pub fn leases_bucket(&self) -> String {
+        format!("{}_leases", self.ns)
     }
     pub fn dead_stream(&self) -> String {
         format!("{}_dead", self.ns)
     }
     /// `stage` is `relay` or `responder`: where the message died.
     pub fn dead_subject(&self, channel: &str, stage: &str) -> String {
-        format!("{}.dead.{channel}.{stage}", self.ns)
+        subjects::dead(&self.ns, channel, stage)
     }
     pub fn relay_consumer(&self) -> String {
         format!("{}_relay", self.ns)
@@ -120,7 +213,9 @@ impl Topology {
 
     // ---- settings ------------------------------------------------------
 
-    fn work_stream(&self, name: String, kind: &str) -> stream::Config {
+    /// A work stream: no age limit (unhandled work never expires), a size
+    /// limit that refuses new work when reached (never drops old work).
+    fn work_stream(&self, name: String, kind: &str, max_bytes: i64) -> stream::Config {
         stream::Config {
             name,
             subjects: vec![format!("{}.{kind}.>", self.ns)],
@@ -128,18 +223,19 @@ impl Topology {
             storage: stream::StorageType::File,
             num_replicas: self.replicas,
             duplicate_window: DUPLICATE_WINDOW,
-            max_age: WORK_MAX_AGE,
+            max_bytes,
+            discard: stream::DiscardPolicy::New,
             allow_direct: true,
             ..Default::default()
         }
     }
 
     pub fn events_stream_config(&self) -> stream::Config {
-        self.work_stream(self.events_stream(), "events")
+        self.work_stream(self.events_stream(), "events", self.limits.events_bytes)
     }
 
     pub fn replies_stream_config(&self) -> stream::Config {
-        self.work_stream(self.replies_stream(), "replies")
+        self.work_stream(self.replies_stream(), "replies", self.limits.replies_bytes)
     }
 
     pub fn dead_stream_config(&self) -> stream::Config {
@@ -150,17 +246,29 @@ impl Topology {
             storage: stream::StorageType::File,
             num_replicas: self.replicas,
             duplicate_window: DUPLICATE_WINDOW,
-            max_age: DEAD_MAX_AGE,
+            max_age: self.limits.dead_age,
+            max_bytes: self.limits.dead_bytes,
+            // Full: a new dead letter is refused (its message stays in work
+            // and is retried), never an older one dropped.
+            discard: stream::DiscardPolicy::New,
             allow_direct: true,
             ..Default::default()
         }
     }
 
-    fn consumer_config(name: String) -> consumer::pull::Config {
+    /// The consumer of one partition: a single filter subject (NATS 2.9),
+    /// disjoint from the other partitions' as a WorkQueue stream requires.
+    pub fn partition_consumer_config(
+        &self,
+        queue: Queue,
+        partition: u16,
+        ack_wait: Duration,
+    ) -> consumer::pull::Config {
         consumer::pull::Config {
-            durable_name: Some(name),
+            durable_name: Some(self.partition_consumer(queue, partition)),
+            filter_subject: self.partition_filter(queue, partition),
             ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: ACK_WAIT,
+            ack_wait,
             // Attempts are counted by the services, which decide between a
             // retry, an apology and a dead letter; the server never gives up.
             max_deliver: -1,
@@ -180,6 +288,7 @@ impl Topology {
             subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: 1,
             max_age,
+            max_bytes: self.limits.bucket_bytes,
             storage: stream::StorageType::File,
             num_replicas: self.replicas,
             allow_rollup: true,
@@ -219,50 +328,99 @@ impl Topology {
         self.bucket_stream(self.attempts_bucket(), "lark-bridge: failed attempts of messages in work", WORK_MAX_AGE)
     }
 
-    // ---- creation ------------------------------------------------------
-
-    /// Creates (or finds) the streams. Idempotent; safe to run from every replica.
-    pub async fn ensure_streams(&self, js: &jetstream::Context) -> Result<(), TopologyError> {
-        for cfg in [self.events_stream_config(), self.replies_stream_config(), self.dead_stream_config()] {
-            let name = cfg.name.clone();
-            js.get_or_create_stream(cfg).await.map_err(|e| TopologyError::Stream { name, source: e.into() })?;
-        }
-        Ok(())
+    /// Partition leases and the replicas alive: its `max_age` is the lease
+    /// time to live (a key not renewed within it disappears).
+    pub fn leases_bucket_config(&self, ttl: Duration) -> stream::Config {
+        self.bucket_stream(self.leases_bucket(), "lark-bridge: partition leases of relay and responder replicas", ttl)
     }
 
-    async fn consumer(
+    // ---- creation ------------------------------------------------------
+
+    /// The streams of the bridge, without the buckets'.
+    pub fn stream_configs(&self) -> Vec<stream::Config> {
+        vec![self.events_stream_config(), self.replies_stream_config(), self.dead_stream_config()]
+    }
+
+    /// Every stream and bucket (as its stream) of the bridge: what metrics and
+    /// `--check` watch. A new bucket belongs here too.
+    pub fn all_configs(&self) -> Vec<stream::Config> {
+        let mut all = self.stream_configs();
+        all.extend([
+            self.sessions_bucket_config(),
+            self.handled_bucket_config(),
+            self.status_bucket_config(),
+            self.attempts_bucket_config(),
+            self.leases_bucket_config(LEASE_TTL),
+        ]);
+        all
+    }
+
+    /// Creates the streams, or brings existing ones to the configuration;
+    /// returns what it changed. Idempotent; safe to run from every replica.
+    pub async fn ensure_streams(&self, js: &jetstream::Context) -> Result<Vec<(String, Change)>, TopologyError> {
+        let mut changed = Vec::new();
+        for cfg in self.stream_configs() {
+            let name = cfg.name.clone();
+            changed.extend(ensure_stream(js, cfg).await?.into_iter().map(|c| (name.clone(), c)));
+        }
+        Ok(changed)
+    }
+
+    /// The durable consumers of every partition of `queue`, index = partition,
+    /// shared by the service's replicas (a partition is pulled by the replica
+    /// holding its lease). `ack_wait` applies to consumers created now; an
+    /// existing consumer keeps its own (the worker reads it from the consumer),
+    /// which is how a test makes it short.
+    pub async fn partition_consumers(
         &self,
         js: &jetstream::Context,
-        stream: String,
-        name: String,
-    ) -> Result<consumer::PullConsumer, TopologyError> {
+        queue: Queue,
+        ack_wait: Duration,
+    ) -> Result<Vec<consumer::PullConsumer>, TopologyError> {
+        let stream = self.work_stream_name(queue);
         let s = js
             .get_stream(&stream)
             .await
             .map_err(|e| TopologyError::Stream { name: stream.clone(), source: e.into() })?;
-        s.get_or_create_consumer(&name, Self::consumer_config(name.clone()))
-            .await
-            .map_err(|e| TopologyError::Consumer { name, stream, source: e.into() })
+        self.retire_single_consumer(&s, queue).await?;
+        let mut out = Vec::with_capacity(usize::from(PARTITIONS));
+        for p in 0..PARTITIONS {
+            let name = self.partition_consumer(queue, p);
+            let c = s
+                .get_or_create_consumer(&name, self.partition_consumer_config(queue, p, ack_wait))
+                .await
+                .map_err(|e| TopologyError::Consumer { name, stream: stream.clone(), source: e.into() })?;
+            out.push(c);
+        }
+        Ok(out)
     }
 
-    /// The relay's durable consumer on the events stream, shared by its replicas.
-    pub async fn relay_consumer_bind(&self, js: &jetstream::Context) -> Result<consumer::PullConsumer, TopologyError> {
-        self.consumer(js, self.events_stream(), self.relay_consumer()).await
-    }
-
-    /// The responder's durable consumer on the replies stream, shared by its replicas.
-    pub async fn responder_consumer_bind(
-        &self,
-        js: &jetstream::Context,
-    ) -> Result<consumer::PullConsumer, TopologyError> {
-        self.consumer(js, self.replies_stream(), self.responder_consumer()).await
+    /// Before partitions, one unfiltered consumer (`{ns}_relay`,
+    /// `{ns}_responder`) took the whole queue; a WorkQueue stream refuses
+    /// filtered consumers beside it. Removed when it holds no work; with work
+    /// in it, the start stops and says how to drain it.
+    async fn retire_single_consumer(&self, s: &stream::Stream, queue: Queue) -> Result<(), TopologyError> {
+        let name = format!("{}_{}", self.ns, queue.consumer());
+        let Ok(info) = s.consumer_info(&name).await else { return Ok(()) };
+        let stream = s.cached_info().config.name.clone();
+        if info.num_pending > 0 || info.num_ack_pending > 0 {
+            let msg = format!(
+                "consumer {name} of an older version still holds {} messages: run the previous version until \
+                 they are handled, or delete the consumer once the stream is empty",
+                info.num_pending + info.num_ack_pending as u64
+            );
+            return Err(TopologyError::Consumer { name, stream, source: msg.into() });
+        }
+        s.delete_consumer(&name).await.map_err(|e| TopologyError::Consumer { name, stream, source: e.into() })?;
+        Ok(())
     }
 
     async fn bucket(&self, js: &jetstream::Context, config: stream::Config) -> Result<kv::Store, TopologyError> {
         let name = config.name.trim_start_matches("KV_").to_owned();
-        js.get_or_create_stream(config)
-            .await
-            .map_err(|e| TopologyError::Bucket { name: name.clone(), source: e.into() })?;
+        ensure_stream(js, config).await.map_err(|e| match e {
+            TopologyError::Stream { source, .. } => TopologyError::Bucket { name: name.clone(), source },
+            other => other,
+        })?;
         js.get_key_value(&name).await.map_err(|e| TopologyError::Bucket { name, source: e.into() })
     }
 
@@ -285,6 +443,91 @@ impl Topology {
     pub async fn attempts(&self, js: &jetstream::Context) -> Result<kv::Store, TopologyError> {
         self.bucket(js, self.attempts_bucket_config()).await
     }
+
+    /// The partition-lease bucket, created with a time to live of `ttl` when
+    /// missing. An existing one keeps its own `max_age` (the TTL the workers
+    /// follow, so a test can make it short); its other settings follow the
+    /// configuration like every bucket's.
+    pub async fn leases(&self, js: &jetstream::Context, ttl: Duration) -> Result<kv::Store, TopologyError> {
+        let ttl = match js.get_stream(format!("KV_{}", self.leases_bucket())).await {
+            Ok(s) if !s.cached_info().config.max_age.is_zero() => s.cached_info().config.max_age,
+            _ => ttl,
+        };
+        self.bucket(js, self.leases_bucket_config(ttl)).await
+    }
+}
+
+/// Creates `want`, or updates the existing stream to it; returns the
+/// settings changed.
+async fn ensure_stream(js: &jetstream::Context, want: stream::Config) -> Result<Vec<Change>, TopologyError> {
+    let name = want.name.clone();
+    let stream_err = |e: async_nats::Error| TopologyError::Stream { name: name.clone(), source: e };
+    let (have, holds) = match js.get_stream(&name).await {
+        Ok(s) => (s.cached_info().config.clone(), s.cached_info().state.bytes),
+        Err(e) if is_not_found(&e) => {
+            // Another replica may create it at the same moment: then this
+            // finds it (an identical create is not an error either).
+            js.get_or_create_stream(want).await.map_err(|e| stream_err(e.into()))?;
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(stream_err(e.into())),
+    };
+    let d = diff(&have, &want);
+    if !d.fixed.is_empty() {
+        return Err(TopologyError::Mismatch { name, changes: describe(&d.fixed) });
+    }
+    if d.in_place.is_empty() {
+        return Ok(Vec::new());
+    }
+    // JetStream applies a smaller size limit by deleting the oldest messages,
+    // whatever the discard policy: never on a work stream's say-so.
+    if let Some(limit) = u64::try_from(want.max_bytes).ok().filter(|l| *l > 0 && holds > *l) {
+        return Err(TopologyError::WouldDrop { name, holds, limit });
+    }
+    let changes = describe(&d.in_place);
+    if let Err(e) = js.update_stream(&want).await {
+        let hint = if d.in_place.iter().any(|c| c.field == "num_replicas") {
+            " (nats.replicas must not exceed the JetStream servers of the NATS cluster: 1 on a single server)"
+        } else {
+            ""
+        };
+        return Err(TopologyError::Update { name, changes, hint, source: e.into() });
+    }
+    tracing::warn!(stream = %name, %changes, "JetStream stream updated to the configuration");
+    Ok(d.in_place)
+}
+
+fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// The key formats of the KV buckets above, one function each: every reader
+/// and writer of a bucket builds its keys here.
+pub mod keys {
+    use crate::conversation::short_hash;
+
+    /// `{ns}_sessions`: the Reset generation of one conversation.
+    pub fn session(channel: &str, conversation_token: &str) -> String {
+        format!("{channel}.{conversation_token}")
+    }
+
+    /// `{ns}_handled`: an event already answered, by its de-duplication
+    /// source (hashed: the source is long and may hold any character).
+    pub fn handled(channel: &str, source: &str) -> String {
+        format!("{channel}.{}", short_hash(&[source.as_bytes()]))
+    }
+
+    /// `{ns}_status`: what one service (`stage`) last saw of a channel.
+    pub fn status(channel: &str, stage: &str) -> String {
+        format!("{channel}.{stage}")
+    }
+
+    /// `{ns}_attempts`: failed attempts of the message at `sequence` of a
+    /// consumer.
+    pub fn attempts(consumer: &str, sequence: u64) -> String {
+        format!("{consumer}.{sequence}")
+    }
 }
 
 #[cfg(test)]
@@ -293,14 +536,10 @@ mod tests {
 
     #[test]
     fn every_name_is_under_the_namespace() {
-        let t = Topology::new(&NatsSettings {
-            url: String::new(),
-            namespace: "ns1".into(),
-            replicas: 1,
-            credentials_file: None,
-        });
-        assert_eq!(t.event_subject("support", "abc"), "ns1.events.support.abc");
-        assert_eq!(t.reply_subject("support", "def"), "ns1.replies.support.def");
+        let t = Topology::new(&NatsSettings { namespace: "ns1".into(), ..Default::default() });
+        let p = partition_of("support", "abc");
+        assert_eq!(t.event_subject("support", "abc"), format!("ns1.events.{p}.support.abc"));
+        assert_eq!(t.parse(&t.reply_subject("support", "def")).map(|s| s.channel()), Some("support"));
         assert_eq!(t.dead_subject("support", "responder"), "ns1.dead.support.responder");
         for n in [
             t.events_stream(),
@@ -311,11 +550,32 @@ mod tests {
             t.sessions_bucket(),
             t.attempts_bucket(),
             t.handled_bucket(),
+            t.leases_bucket(),
+            t.partition_consumer(Queue::Events, 15),
         ] {
             assert!(n.starts_with("ns1_"), "{n}");
             assert!(!n.contains('.'), "{n}");
         }
         assert_eq!(t.events_stream_config().subjects, vec!["ns1.events.>"]);
         assert_eq!(t.events_stream_config().retention, stream::RetentionPolicy::WorkQueue);
+    }
+
+    #[test]
+    fn every_stream_and_bucket_has_a_size_limit_and_refuses_rather_than_drops() {
+        let t = Topology::new(&NatsSettings {
+            namespace: "ns1".into(),
+            events_max_bytes: 4096,
+            dead_max_age_days: 2,
+            ..Default::default()
+        });
+        for c in t.all_configs() {
+            assert!(c.max_bytes > 0, "{} has no size limit", c.name);
+            assert_eq!(c.discard, stream::DiscardPolicy::New, "{} would drop old messages", c.name);
+        }
+        assert_eq!(t.events_stream_config().max_bytes, 4096);
+        for work in [t.events_stream_config(), t.replies_stream_config()] {
+            assert!(work.max_age.is_zero(), "{}: unhandled work never expires", work.name);
+        }
+        assert_eq!(t.dead_stream_config().max_age, Duration::from_secs(2 * 24 * 3600));
     }
 }

@@ -12,6 +12,10 @@
 #       when it reused one.
 #   nats_stop
 #       Stops the server nats_ensure started, if it started one.
+#   nats_require_binary
+#       Installs Debian's nats-server package when the command is missing
+#       (the fault suite starts a cluster of its own, even when a server
+#       already listens on 127.0.0.1:4222).
 #
 # Also defines helpers both scripts use: log, warn, die, port_open,
 # stop_pid.
@@ -72,6 +76,13 @@ nats_install() {
         die "apt-get update failed; fix the package sources (or install nats-server yourself) and retry"
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y nats-server ||
         die "apt-get install nats-server failed; install it yourself and retry"
+}
+
+nats_require_binary() {
+    if ! command -v nats-server >/dev/null 2>&1 &&
+        [[ ! -x /usr/sbin/nats-server && ! -x /usr/bin/nats-server ]]; then
+        nats_install
+    fi
 }
 
 nats_ensure() {

@@ -29,12 +29,8 @@ impl Fakes {
     /// Deletes the streams `--check` created in this test's namespace.
     async fn cleanup(self) {
         let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.expect("NATS"));
-        let settings = common::config::NatsSettings {
-            url: nats_url(),
-            namespace: self.ns.clone(),
-            replicas: 1,
-            credentials_file: None,
-        };
+        let settings =
+            common::config::NatsSettings { url: nats_url(), namespace: self.ns.clone(), ..Default::default() };
         delete_namespace(&js, &common::topology::Topology::new(&settings)).await;
     }
 }

@@ -82,16 +82,20 @@ impl ProcBridge {
         Self::start_on(&nats_url(), env).await
     }
 
-    /// The same, against the NATS server at `nats`.
+    /// The same, against the NATS server(s) at `nats` (a URL, or several
+    /// separated by commas). `settings` holds what the processes read,
+    /// `LARK_BRIDGE__*` overrides in `env` included.
     pub async fn start_on(nats: &str, env: Vec<(String, String)>) -> Self {
         let ns = format!("p{}", random_hex(10));
         let lark = FakeLark::start(vec![FakeApp::new(APP_ID, APP_SECRET, BOT_OPEN_ID)]).await;
         let fastgpt = FakeFastGpt::start(FASTGPT_KEY).await;
         let toml = config_toml(nats, &ns, &lark.base_url(), &fastgpt.base_url(), true);
-        let settings = Settings::from_toml_with_env(&toml, &Default::default()).expect("valid configuration");
+        let overrides = env.iter().filter(|(k, _)| k.starts_with("LARK_BRIDGE__")).cloned().collect();
+        let settings = Settings::from_toml_with_env(&toml, &overrides).expect("valid configuration");
         let config = tempfile::NamedTempFile::new().expect("a temp file");
         std::fs::write(config.path(), toml).expect("config written");
-        let js = jetstream::new(async_nats::connect(nats).await.expect("NATS runs for the tests"));
+        let servers = common::nats::server_addrs(nats).expect("NATS URLs");
+        let js = jetstream::new(async_nats::connect(servers).await.expect("NATS runs for the tests"));
         let mut bridge = Self {
             settings,
             lark,
