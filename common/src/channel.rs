@@ -9,19 +9,23 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 use url::Url;
 
-use crate::config::ChannelSettings;
+use crate::config::{ChannelSettings, Subscription};
 use crate::lark::crypto::EncryptKey;
 
 #[derive(Debug)]
 pub struct Channel {
     pub id: String,
     pub app_id: String,
-    pub app_secret: SecretString,
+    /// `None` in a service that does not call Lark's API ([`crate::secrets`]).
+    pub app_secret: Option<SecretString>,
     pub encrypt_key: Option<EncryptKey>,
     pub verification_token: Option<SecretString>,
     pub lark_base_url: Url,
     pub fastgpt_base_url: Url,
-    pub fastgpt_api_key: SecretString,
+    /// `None` in a service that does not call FastGPT.
+    pub fastgpt_api_key: Option<SecretString>,
+    /// Webhook or long connection.
+    pub subscription: Subscription,
 }
 
 impl Channel {
@@ -35,6 +39,7 @@ impl Channel {
             lark_base_url: s.lark_base_url.clone(),
             fastgpt_base_url: s.fastgpt_base_url.clone(),
             fastgpt_api_key: s.fastgpt_api_key.clone(),
+            subscription: s.subscription,
         }
     }
 
@@ -97,12 +102,14 @@ mod tests {
         Channel::new(&ChannelSettings {
             id: "c".into(),
             app_id: "cli_x".into(),
-            app_secret: SecretString::from("s".to_owned()),
+            app_secret: Some(SecretString::from("s".to_owned())),
             encrypt_key: None,
             verification_token: token.map(|t| SecretString::from(t.to_owned())),
             lark_base_url: Url::parse("https://open.feishu.cn").expect("url"),
             fastgpt_base_url: Url::parse(base).expect("url"),
-            fastgpt_api_key: SecretString::from("k".to_owned()),
+            fastgpt_api_key: Some(SecretString::from("k".to_owned())),
+            allow_unverified: false,
+            subscription: Default::default(),
         })
     }
 

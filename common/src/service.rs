@@ -33,6 +33,15 @@ pub enum StartError {
     NoChannels(&'static str),
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    /// Boxed: a configuration error is large, and rare.
+    #[error(transparent)]
+    Config(Box<crate::config::ConfigError>),
+}
+
+impl From<crate::config::ConfigError> for StartError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        Self::Config(Box::new(e))
+    }
 }
 
 /// The pieces every service starts with.
@@ -86,19 +95,15 @@ impl Base {
         retry_until_ready("creating the JetStream streams", shutdown, || topology.ensure_streams(js)).await?;
         let store = retry_until_ready("opening the status bucket", shutdown, || topology.status(js)).await?;
         status.spawn_flusher(store, shutdown.clone());
+        crate::topology::usage::spawn_sampler(js.clone(), topology.clone(), shutdown.clone());
         streams.set(true);
         Ok(())
     }
 
-    /// Serves `router` on `listener` until `stop`.
+    /// Serves `router` on `listener` until `stop` (health and metrics: the
+    /// default limits of [`crate::http_server`]).
     pub fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let served =
-                axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP listener failed");
-            }
-        })
+        tokio::spawn(crate::http_server::serve(listener, router, crate::http_server::Limits::default(), stop))
     }
 }
 

@@ -29,6 +29,22 @@ pub struct StatusError {
     pub fix: String,
 }
 
+/// The longest error or fix text kept in a status entry, in bytes.
+pub const MAX_TEXT: usize = 1024;
+
+/// `s` cut to at most `max` bytes on a character boundary, with `…` when cut.
+pub fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max.saturating_sub('…'.len_utf8());
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
 fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
@@ -77,9 +93,15 @@ impl StatusBoard {
         self.update(channel, |e| e.last_ok = Some(now));
     }
 
-    /// Something went wrong for `channel`; `fix` says what to do.
+    /// Something went wrong for `channel`; `fix` says what to do. Both are
+    /// cut to [`MAX_TEXT`]: an error text can echo what a sender chose (a 1 MB
+    /// body), and an entry over NATS's max payload would freeze the status.
     pub fn error(&self, channel: &str, what: impl Into<String>, fix: impl Into<String>) {
-        let e = StatusError { at: rfc3339(SystemTime::now()), what: what.into(), fix: fix.into() };
+        let e = StatusError {
+            at: rfc3339(SystemTime::now()),
+            what: truncate(what.into(), MAX_TEXT),
+            fix: truncate(fix.into(), MAX_TEXT),
+        };
         self.update(channel, |s| s.last_error = Some(e));
     }
 
@@ -114,7 +136,7 @@ impl StatusBoard {
         };
         for (channel, status) in changed {
             let Ok(json) = serde_json::to_vec(&status) else { continue };
-            if let Err(e) = store.put(format!("{channel}.{}", self.stage), json.into()).await {
+            if let Err(e) = store.put(crate::topology::keys::status(&channel, self.stage), json.into()).await {
                 tracing::debug!(error = %e, "cannot write the status; next time");
                 self.update(&channel, |_| {});
             }
@@ -126,11 +148,29 @@ impl StatusBoard {
 pub async fn read(store: &kv::Store, channel: &str) -> HashMap<&'static str, StageStatus> {
     let mut out = HashMap::new();
     for stage in ["ingress", "relay", "responder"] {
-        if let Ok(Some(v)) = store.get(format!("{channel}.{stage}")).await {
+        if let Ok(Some(v)) = store.get(crate::topology::keys::status(channel, stage)).await {
             if let Ok(s) = serde_json::from_slice(&v) {
                 out.insert(stage, s);
             }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("short".into(), 10), "short");
+        let cut = truncate("é".repeat(2_000), MAX_TEXT);
+        assert!(cut.len() <= MAX_TEXT, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        let board = StatusBoard::new("ingress");
+        board.error("c", "x".repeat(1_000_000), "fix");
+        let map = board.entries.lock().expect("lock");
+        let stored = map["c"].stored();
+        assert!(serde_json::to_vec(&stored).expect("json").len() < 2 * MAX_TEXT);
+    }
 }

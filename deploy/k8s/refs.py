@@ -6,10 +6,11 @@
 Checked: every workload's selector matches its own pod labels; every Service,
 PodDisruptionBudget and the Ingress backend find what they point at; HPAs
 target an existing workload; probes name a declared container port; volumes
-name a ConfigMap of the output (or a Secret); config.toml parses, its
-responder pacing stays within Lark's per-app limits across the most responder
-replicas there can be, and each consumer's termination grace period outlasts
-its shutdown_grace_secs.
+name a ConfigMap of the output (or a Secret); no two workloads load the same
+Secret (each service holds only its own keys); config.toml parses, its
+responder pacing stays within Lark's per-app limits (shared by all
+replicas), and each consumer's termination grace period outlasts its
+shutdown_grace_secs.
 """
 
 import asyncio
@@ -23,6 +24,7 @@ except ImportError:  # Python < 3.11: the config checks are skipped
     tomllib = None
 
 LARK_APP_PER_SECOND, LARK_APP_PER_MINUTE = 50, 1000
+LARK_LONG_CONNECTIONS_PER_APP = 50
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet"}
 
 
@@ -63,6 +65,19 @@ def check(objects):
             if "configMap" in v and v["configMap"]["name"] not in by_kind.get("ConfigMap", {}):
                 err(w, f"volume {v['name']} names ConfigMap {v['configMap']['name']!r}, not in the output")
 
+    # Least privilege: each workload loads a Secret of its own, so no
+    # Deployment holds another service's keys (the ingress no FastGPT key).
+    secret_users = {}
+    for w in workloads:
+        for c in w["spec"]["template"]["spec"].get("containers", []):
+            for source in c.get("envFrom", []):
+                name = source.get("secretRef", {}).get("name")
+                if name:
+                    secret_users.setdefault(name, set()).add(w["metadata"]["name"])
+    for name, users in secret_users.items():
+        if len(users) > 1:
+            errors.append(f"Secret/{name}: loaded by {', '.join(sorted(users))}: give each its own Secret")
+
     for s in by_kind.get("Service", {}).values():
         if not any(matches(s["spec"].get("selector"), labels) for labels in pods.values()):
             err(s, "its selector matches no pod template")
@@ -98,18 +113,12 @@ def check_config(cm, by_kind):
     errors = []
     deployments = by_kind.get("Deployment", {})
     responder = config.get("responder", {})
-    hpa = by_kind.get("HorizontalPodAutoscaler", {}).get("lark-bridge-responder")
-    if hpa:
-        n = hpa["spec"]["maxReplicas"]
-    else:
-        n = deployments.get("lark-bridge-responder", {}).get("spec", {}).get("replicas", 1)
+    # The app's limits hold for all responder replicas together (they share
+    # them by partition), so the config may not exceed Lark's own.
     for key, limit in (("app_per_second", LARK_APP_PER_SECOND), ("app_per_minute", LARK_APP_PER_MINUTE)):
         value = responder.get(key, limit)
-        if value * n > limit:
-            errors.append(
-                f"{where}: responder.{key} = {value} on up to {n} responder replicas exceeds Lark's {limit}"
-                f" per app: set it to {limit // n}"
-            )
+        if value > limit:
+            errors.append(f"{where}: responder.{key} = {value} exceeds Lark's {limit} per app")
     for service in ("relay", "responder"):
         d = deployments.get(f"lark-bridge-{service}")
         grace = config.get(service, {}).get("shutdown_grace_secs", 20)

@@ -76,12 +76,26 @@ impl FastGptError {
     }
 }
 
+/// FastGPT's error body. `statusText` names a refusal; an empty or missing
+/// one (with a numeric `code`) is an unexpected internal error, such as a
+/// model provider timing out: transient (DESIGN.md, "Conversations").
 #[derive(Debug, Deserialize)]
 struct ErrorBody {
-    #[serde(rename = "statusText")]
-    status_text: String,
+    #[serde(rename = "statusText", default)]
+    status_text: Option<String>,
+    #[serde(default)]
+    code: Option<i64>,
     #[serde(default)]
     message: Value,
+    #[serde(default)]
+    choices: Option<Value>,
+}
+
+impl ErrorBody {
+    /// Whether this JSON is FastGPT's error body at all (an answer is not).
+    fn is_error(&self) -> bool {
+        self.choices.is_none() && (self.status_text.is_some() || (self.code.is_some() && !self.message.is_null()))
+    }
 }
 
 #[derive(Clone)]
@@ -104,10 +118,18 @@ impl FastGpt {
             "customUid": ask.custom_uid,
             "messages": [{ "role": "user", "content": ask.text }],
         });
+        // The relay always holds the key (`Settings::for_service`); without
+        // one FastGPT would answer unAuthorization, so say so here instead.
+        let key = channel.fastgpt_api_key.as_ref().ok_or_else(|| FastGptError::Refused {
+            cause: Refusal::Auth,
+            http_status: 0,
+            status_text: String::new(),
+            message: format!("channel {} has no fastgpt_api_key in this service", channel.id),
+        })?;
         let resp = self
             .http
             .post(channel.fastgpt_completions_url())
-            .bearer_auth(channel.fastgpt_api_key.expose_secret())
+            .bearer_auth(key.expose_secret())
             .timeout(self.timeout)
             .headers(trace_headers())
             .json(&body)
@@ -155,19 +177,26 @@ impl WithoutUrlRef for reqwest::Error {
 pub fn classify(status: u16, body: &[u8]) -> Result<String, FastGptError> {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     // 1. FastGPT's own error body, whatever the HTTP status.
-    if let Some(err) = json.as_ref().and_then(|v| ErrorBody::deserialize(v).ok()) {
+    if let Some(err) = json.as_ref().and_then(|v| ErrorBody::deserialize(v).ok()).filter(ErrorBody::is_error) {
         let message = match &err.message {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let cause = match err.status_text.as_str() {
+        let status_text = err.status_text.unwrap_or_default();
+        if status_text.is_empty() {
+            let code = err.code.map(|c| c.to_string()).unwrap_or_else(|| "none".to_owned());
+            return Err(FastGptError::Transient(format!(
+                "FastGPT internal error (HTTP {status}, code {code}, no statusText): {message}"
+            )));
+        }
+        let cause = match status_text.as_str() {
             "tooManyRequest" => return Err(FastGptError::Transient(format!("tooManyRequest: {message}"))),
             "unAuthApiKey" | "unAuthorization" => Refusal::Auth,
             "insufficientQuota" => Refusal::Quota,
             "unAuthModel" => Refusal::Model,
             _ => Refusal::Other,
         };
-        return Err(FastGptError::Refused { cause, http_status: status, status_text: err.status_text, message });
+        return Err(FastGptError::Refused { cause, http_status: status, status_text, message });
     }
     // 2. Statuses without a FastGPT body.
     match status {
@@ -266,6 +295,19 @@ mod tests {
         assert!(matches!(err(500, team), FastGptError::Refused { cause: Refusal::Other, .. }));
         let qpm = r#"{"code":429,"statusText":"tooManyRequest","message":"x","data":null}"#;
         assert!(matches!(err(500, qpm), FastGptError::Transient(_)));
+    }
+
+    /// FastGPT's shape for an unexpected internal error (a model provider
+    /// timing out): no refusal named, so retried like a bare 500.
+    #[test]
+    fn an_internal_error_without_status_text_is_transient() {
+        let empty = r#"{"code":500,"statusText":"","message":"Connection error: upstream timed out","data":null}"#;
+        assert!(matches!(err(500, empty), FastGptError::Transient(m) if m.contains("upstream timed out")));
+        assert!(matches!(err(200, empty), FastGptError::Transient(_)), "older versions use 200");
+        let missing = r#"{"code":500,"message":"internal error"}"#;
+        assert!(matches!(err(500, missing), FastGptError::Transient(_)));
+        let named = r#"{"code":500,"statusText":"appUnExist","message":"x"}"#;
+        assert!(matches!(err(500, named), FastGptError::Refused { cause: Refusal::Other, .. }));
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl Handler for Relay {
     async fn handle(&self, message: &Message, attempt: u32) -> Outcome {
         let channel_id = header(message.headers.as_ref(), CHANNEL_HEADER)
             .map(str::to_owned)
-            .or_else(|| message.subject.split('.').nth(2).map(str::to_owned))
+            .or_else(|| self.topology.parse(&message.subject).map(|s| s.channel().to_owned()))
             .unwrap_or_default();
         let span = tracing::info_span!(
             "relay.event",
@@ -104,7 +104,7 @@ impl Relay {
             return Outcome::Done;
         }
         let source = dedup_key(&channel.id, &envelope, Some(&event));
-        let handled_key = format!("{}.{}", channel.id, short_hash(&[source.as_bytes()]));
+        let handled_key = common::topology::keys::handled(&channel.id, &source);
         match self.handled.get(&handled_key).await {
             Ok(Some(_)) => {
                 metrics::counter!("lark_bridge_relay_duplicates_total", "channel" => channel.id.clone()).increment(1);

@@ -15,7 +15,7 @@ pub struct Sessions {
 }
 
 fn key(channel: &str, conversation: &ConversationKey) -> String {
-    format!("{channel}.{}", conversation.token())
+    common::topology::keys::session(channel, &conversation.token())
 }
 
 fn parse(v: &[u8]) -> u64 {

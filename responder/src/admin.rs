@@ -7,9 +7,8 @@ use common::dead_letter;
 use common::topology::Topology;
 
 pub async fn dead_letters(settings: &Settings, channel: Option<&str>, redrive: bool) -> anyhow::Result<()> {
-    let client = async_nats::connect(&settings.nats.url)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach NATS at {}: {e}", settings.nats.url))?;
+    // With the configured credentials, like the services (not a bare connect).
+    let client = common::nats::connect_once(&settings.nats, "responder-admin").await?;
     let js = jetstream::new(client);
     let topology = Topology::new(&settings.nats);
     topology.ensure_streams(&js).await?;

@@ -22,8 +22,30 @@ fn fix(e: &LarkError) -> String {
     }
 }
 
+/// The bot's `activate_status` from `GET /open-apis/bot/v3/info`, in words.
+/// Lark's values: 0 initialising (waiting for the tenant to install the
+/// app), 1 disabled by the tenant, 2 enabled, 3 installed but not enabled
+/// yet, 4 upgraded but not enabled yet, 5 disabled (licence expired), 6
+/// disabled (Lark plan expired or downgraded).
+fn activation(status: Option<i64>) -> String {
+    const SEE: &str = "the bot may not receive or send messages: see the app's availability in the Lark admin console";
+    let words = match status {
+        Some(2) => return "activated".to_owned(),
+        None => return "activation status not reported".to_owned(),
+        Some(0) => "initialising: the tenant has not installed the app yet",
+        Some(1) => "disabled by the tenant",
+        Some(3) => "installed but not enabled yet",
+        Some(4) => "upgraded but not enabled yet",
+        Some(5) => "disabled: the licence expired",
+        Some(6) => "disabled: the Lark plan expired or was downgraded",
+        Some(n) => return format!("activation status {n} (unknown to this version; 2 is activated)"),
+    };
+    format!("{words} ({SEE})")
+}
+
 pub async fn run(settings: &Settings) -> Checklist {
     let mut list = Checklist::new("responder --check");
+    common::check::secrets(&mut list, settings, common::cli::Binary::Responder);
     let http = match http_client(settings.responder.lark_timeout()) {
         Ok(h) => h,
         Err(e) => {
@@ -48,7 +70,7 @@ pub async fn run(settings: &Settings) -> Checklist {
         match lark.bot_info().await {
             Ok(bot) => list.pass(
                 format!("bot of {}", c.id),
-                format!("{:?} (open_id {}), activate_status {:?}", bot.app_name, bot.open_id, bot.activate_status),
+                format!("{:?} (open_id {}), {}", bot.app_name, bot.open_id, activation(bot.activate_status)),
             ),
             Err(e) => list.fail(format!("bot of {}", c.id), e.to_string(), fix(&e)),
         }
@@ -68,4 +90,17 @@ pub async fn run(settings: &Settings) -> Checklist {
         }
     }
     list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::activation;
+
+    #[test]
+    fn activation_is_said_in_words() {
+        assert_eq!(activation(Some(2)), "activated");
+        assert!(activation(Some(1)).starts_with("disabled by the tenant ("), "{}", activation(Some(1)));
+        assert!(activation(Some(42)).contains("42"));
+        assert!(!activation(None).contains("None"));
+    }
 }

@@ -1,6 +1,7 @@
 //! responder: sends the relay's reply commands through the Lark Open API.
 //!
 //! - [`render`]: Markdown → Lark card or text; long answers split in order.
+//! - [`neutralize`]: mention markup and non-http(s) links in answers made inert.
 //! - [`pacing`]: Lark's per-chat and per-app send limits.
 //! - [`handler`]: one reply command → Lark messages, retries, dead letters.
 //! - [`progress`]: the parts of a split reply already shown, so a retry resumes.
@@ -13,6 +14,7 @@ pub mod admin;
 pub mod app;
 pub mod check;
 pub mod handler;
+pub mod neutralize;
 pub mod pacing;
 pub mod progress;
 pub mod render;

@@ -26,7 +26,8 @@ pub fn render(markdown: &str) -> Vec<Part> {
 }
 
 pub fn render_with_budget(markdown: &str, budget: usize) -> Vec<Part> {
-    let text = markdown.trim();
+    let text = crate::neutralize::neutralize(markdown.trim());
+    let text = text.as_ref();
     if !looks_like_markdown(text) && escaped_len(text) + 16 <= budget {
         return vec![Part { msg_type: "text", content: json!({ "text": text }).to_string() }];
     }

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::{Mutex, OnceCell};
 
 use super::errors::{classify, retry_after, ErrorClass};
+use super::ids::path_segment as segment;
 use crate::channel::Channel;
 
 /// A failed Lark call.
@@ -27,6 +28,11 @@ pub enum LarkError {
     Api { http_status: u16, code: Option<i64>, msg: String, retry_after: Option<Duration> },
     #[error("cannot reach Lark: {0}")]
     Network(String),
+    #[error("refusing to call Lark: {0}")]
+    BadId(#[from] super::ids::IdError),
+    /// A service that does not hold the App Secret was asked to call Lark.
+    #[error("channel {0} has no app_secret in this service")]
+    NoAppSecret(String),
 }
 
 impl LarkError {
@@ -34,6 +40,12 @@ impl LarkError {
         match self {
             Self::Api { http_status, code, retry_after, .. } => classify(*http_status, *code, *retry_after),
             Self::Network(_) => ErrorClass::Transient { retry_after: None },
+            Self::BadId(_) => ErrorClass::Permanent {
+                fix: "the id is not a Lark id: the event was forged or corrupted (the ingress refuses such events)",
+            },
+            Self::NoAppSecret(_) => ErrorClass::Permanent {
+                fix: "give this service the channel's app_secret (LARK_BRIDGE__CHANNELS__{ID}__APP_SECRET)",
+            },
         }
     }
 
@@ -43,6 +55,8 @@ impl LarkError {
             Self::Api { code: Some(c), .. } => c.to_string(),
             Self::Api { http_status, .. } => format!("http_{http_status}"),
             Self::Network(_) => "network".into(),
+            Self::BadId(_) => "bad_id".into(),
+            Self::NoAppSecret(_) => "no_app_secret".into(),
         }
     }
 }
@@ -140,10 +154,8 @@ impl LarkClient {
 
     async fn fetch_token(&self) -> Result<CachedToken, LarkError> {
         metrics::counter!("lark_bridge_lark_token_fetches_total", "channel" => self.channel.id.clone()).increment(1);
-        let body = json!({
-            "app_id": self.channel.app_id,
-            "app_secret": self.channel.app_secret.expose_secret(),
-        });
+        let secret = self.channel.app_secret.as_ref().ok_or_else(|| LarkError::NoAppSecret(self.channel.id.clone()))?;
+        let body = json!({ "app_id": self.channel.app_id, "app_secret": secret.expose_secret() });
         let env = self.send_raw(Method::POST, "auth/v3/tenant_access_token/internal", None, Some(&body)).await?;
         let token = env.tenant_access_token.filter(|t| !t.is_empty()).ok_or_else(|| LarkError::Api {
             http_status: 200,
@@ -266,7 +278,8 @@ impl LarkClient {
         uuid: &str,
     ) -> Result<SentMessage, LarkError> {
         let body = json!({ "msg_type": msg_type, "content": content, "reply_in_thread": in_thread, "uuid": uuid });
-        let env = self.call(Method::POST, &format!("im/v1/messages/{message_id}/reply"), Some(&body)).await?;
+        let path = format!("im/v1/messages/{}/reply", segment("message_id", message_id)?);
+        let env = self.call(Method::POST, &path, Some(&body)).await?;
         Self::data(env)
     }
 
@@ -286,15 +299,19 @@ impl LarkClient {
     /// `POST /open-apis/im/v1/messages/{message_id}/reactions`.
     pub async fn add_reaction(&self, message_id: &str, emoji_type: &str) -> Result<Reaction, LarkError> {
         let body = json!({ "reaction_type": { "emoji_type": emoji_type } });
-        let env = self.call(Method::POST, &format!("im/v1/messages/{message_id}/reactions"), Some(&body)).await?;
+        let path = format!("im/v1/messages/{}/reactions", segment("message_id", message_id)?);
+        let env = self.call(Method::POST, &path, Some(&body)).await?;
         Self::data(env)
     }
 
     /// `DELETE /open-apis/im/v1/messages/{message_id}/reactions/{reaction_id}`.
     pub async fn delete_reaction(&self, message_id: &str, reaction_id: &str) -> Result<(), LarkError> {
-        self.call(Method::DELETE, &format!("im/v1/messages/{message_id}/reactions/{reaction_id}"), None)
-            .await
-            .map(|_| ())
+        let path = format!(
+            "im/v1/messages/{}/reactions/{}",
+            segment("message_id", message_id)?,
+            segment("reaction_id", reaction_id)?
+        );
+        self.call(Method::DELETE, &path, None).await.map(|_| ())
     }
 }
 

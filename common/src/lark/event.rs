@@ -12,6 +12,27 @@ use serde_json::value::RawValue;
 /// The event type the bridge answers.
 pub const MESSAGE_RECEIVE: &str = "im.message.receive_v1";
 
+/// Event types a Lark bot commonly receives. A metrics label takes one of
+/// these or `other`: the event type is chosen by whoever posts, and a label
+/// without bound would grow `/metrics` (and Prometheus) with every forgery.
+const KNOWN_EVENT_TYPES: [&str; 10] = [
+    MESSAGE_RECEIVE,
+    "card.action.trigger",
+    "im.message.message_read_v1",
+    "im.message.recalled_v1",
+    "im.message.reaction.created_v1",
+    "im.message.reaction.deleted_v1",
+    "im.chat.member.bot.added_v1",
+    "im.chat.member.bot.deleted_v1",
+    "im.chat.disbanded_v1",
+    "application.bot.menu_v6",
+];
+
+/// `event_type` as a bounded metrics label: itself when known, else `other`.
+pub fn event_type_label(event_type: &str) -> &'static str {
+    KNOWN_EVENT_TYPES.iter().find(|t| **t == event_type).copied().unwrap_or("other")
+}
+
 /// The outer body of any callback: either encrypted, or one of the plain forms.
 ///
 /// Borrowed from the request body: base64 needs no unescaping unless the
@@ -112,6 +133,16 @@ pub struct EventHeader {
 }
 
 impl EventEnvelope {
+    /// Checks that the header's ids are shaped like Lark's (they go into
+    /// NATS headers, keys and metrics): see [`super::ids`].
+    pub fn check_ids(&self) -> Result<(), super::ids::IdError> {
+        use super::ids::{check, check_event_type, check_opt};
+        check("header.event_id", &self.header.event_id)?;
+        check_event_type(&self.header.event_type)?;
+        check("header.app_id", &self.header.app_id)?;
+        check_opt("header.tenant_key", self.header.tenant_key.as_deref())
+    }
+
     /// The typed body of an `im.message.receive_v1` event; `None` for other types.
     pub fn message_event(&self) -> Option<Result<MessageEvent, serde_json::Error>> {
         (self.header.event_type == MESSAGE_RECEIVE)
@@ -124,6 +155,20 @@ impl EventEnvelope {
 pub struct MessageEvent {
     pub sender: Sender,
     pub message: Message,
+}
+
+impl MessageEvent {
+    /// Checks that every id the bridge reads from this message (and puts in
+    /// a URL path, a NATS subject, a chatId) is shaped like a Lark id.
+    pub fn check_ids(&self) -> Result<(), super::ids::IdError> {
+        use super::ids::{check, check_opt};
+        check("message.message_id", &self.message.message_id)?;
+        check("message.chat_id", &self.message.chat_id)?;
+        check_opt("message.thread_id", self.message.thread_id.as_deref())?;
+        check_opt("message.root_id", self.message.root_id.as_deref())?;
+        check_opt("message.parent_id", self.message.parent_id.as_deref())?;
+        check_opt("sender.sender_id.open_id", self.sender.sender_id.open_id.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -240,8 +285,10 @@ impl Message {
 mod tests {
     use super::*;
 
+    /// A payload from Lark's documentation, kept in the repository
+    /// (`testdata/lark-samples/`, whose README says where each comes from).
     fn sample(name: &str) -> Vec<u8> {
-        let path = format!("{}/../../shared/lark-samples/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../testdata/lark-samples/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
     }
 
