@@ -6,4 +6,6 @@ pub mod api;
 pub mod crypto;
 pub mod errors;
 pub mod event;
+pub mod ids;
+pub mod long_connection;
 pub mod signature;

@@ -11,7 +11,9 @@
 //! - [`envelope`]: what travels on NATS (event, reply command) and its headers.
 //! - [`telemetry`]: logs; later traces.
 //! - [`nats`]: connecting, the same way in every service.
+//! - [`secrets`]: each service keeps only the secrets it uses.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`, shared by the three services.
+//! - [`http_server`]: serving HTTP with header and request timeouts and a connection cap.
 //! - [`worker`]: the pull loop relay and responder share: order, attempts, acks.
 //! - [`service`]: the start-up steps relay and responder share.
 //! - [`status`]: the last event, answer and error per channel, for `/status`.
@@ -26,8 +28,10 @@ pub mod conversation;
 pub mod dead_letter;
 pub mod envelope;
 pub mod health;
+pub mod http_server;
 pub mod lark;
 pub mod nats;
+pub mod secrets;
 pub mod service;
 pub mod shutdown;
 pub mod status;

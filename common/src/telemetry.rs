@@ -91,6 +91,14 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> TelemetryGua
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // tungstenite logs the whole handshake request at trace level, and with
+    // it the secret ticket of Lark's long-connection URL: when some trace
+    // level is on, that target is held at debug (never raised above it).
+    let trace_on = filter.max_level_hint().is_none_or(|l| l == tracing::level_filters::LevelFilter::TRACE);
+    let filter = match "tungstenite::handshake::client=debug".parse() {
+        Ok(directive) if trace_on => filter.add_directive(directive),
+        _ => filter,
+    };
     let logs = match settings.log_format {
         LogFormat::Json => fmt::layer().json().with_current_span(false).with_span_list(true).boxed(),
         LogFormat::Text => fmt::layer().with_target(true).boxed(),

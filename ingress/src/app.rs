@@ -29,11 +29,15 @@ pub struct Application {
     topology: Topology,
     streams: Check,
     status: StatusBoard,
+    limits: common::http_server::Limits,
+    long_connections: crate::long_connection::LongConnections,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let settings = settings.for_service(common::cli::Binary::Ingress)?;
         let base = Base::connect("ingress", &settings, settings.ingress.listen).await?;
+        let board = crate::long_connection::Board::default();
         let status_page = match &settings.ingress.admin_token {
             Some(token) => crate::status_page::router(crate::status_page::StatusPage {
                 token: token.clone(),
@@ -41,18 +45,31 @@ impl Application {
                 store: Default::default(),
                 js: base.js.clone(),
                 topology: base.topology.clone(),
+                connections: board.clone(),
             }),
             None => axum::Router::new(),
         };
+        let publisher = Publisher::new(
+            base.client.clone(),
+            base.js.clone(),
+            base.topology.clone(),
+            settings.ingress.publish_timeout(),
+        );
+        let long_connections = crate::long_connection::LongConnections::new(
+            &settings,
+            crate::long_connection::Deps {
+                publisher: publisher.clone(),
+                status: base.status.clone(),
+                board,
+                http: common::service::http_client(std::time::Duration::from_secs(10))?,
+                max_event_bytes: settings.ingress.body_limit_bytes,
+                drain_timeout: settings.ingress.publish_timeout() + std::time::Duration::from_millis(500),
+            },
+        );
         let state = Arc::new(AppState {
             status: base.status.clone(),
             channels: Channels::new(&settings.channels),
-            publisher: Publisher::new(
-                base.client.clone(),
-                base.js.clone(),
-                base.topology.clone(),
-                settings.ingress.publish_timeout(),
-            ),
+            publisher,
             replay_window_secs: settings.ingress.replay_window_secs,
         });
         let router = router(state, settings.ingress.body_limit_bytes).merge(base.health.router()).merge(status_page);
@@ -65,6 +82,8 @@ impl Application {
             topology: base.topology,
             streams: base.streams,
             status: base.status,
+            limits: settings.ingress.http_limits(),
+            long_connections,
         })
     }
 
@@ -72,7 +91,9 @@ impl Application {
         self.addr
     }
 
-    /// Serves until `shutdown` fires; requests in flight finish first.
+    /// Serves until `shutdown` fires; requests in flight finish first, and
+    /// the long connections close cleanly (their events in flight stored and
+    /// acknowledged, or left to Lark's re-push) before this returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let (js, topology, streams, status, stop) =
             (self.js, self.topology, self.streams, self.status, shutdown.clone());
@@ -81,6 +102,11 @@ impl Application {
                 tracing::error!(error = %e, "cannot create the JetStream streams");
             }
         });
-        axum::serve(self.listener, self.router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+        let connections = (!self.long_connections.is_empty()).then(|| self.long_connections.spawn(shutdown.clone()));
+        common::http_server::serve(self.listener, self.router, self.limits, shutdown).await;
+        if let Some(connections) = connections {
+            let _ = connections.await;
+        }
+        Ok(())
     }
 }

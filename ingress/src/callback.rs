@@ -9,6 +9,17 @@
 //!    a party holding the Encrypt Key could read an encrypted one anyway);
 //! 4. an event on a channel with an Encrypt Key must have been signed, within
 //!    the replay window; its token and app_id must be the channel's.
+//!
+//! From step 4 on, the path is shared with the long connection
+//! ([`accept_plain`]): Lark authenticated that connection, so its plain
+//! schema 2.0 JSON skips signature and token and goes straight to the
+//! app_id and id checks, the de-duplication key and the conversation.
+//!
+//! An unsigned body on a channel with an Encrypt Key can only be the
+//! challenge. Every other outcome for it (bad base64, bad padding, good
+//! padding but bad JSON, an event) is the one [`Rejection::Unsigned`]: were
+//! they told apart, the answers would be a padding oracle that decrypts a
+//! captured callback without the key.
 
 use axum::http::{HeaderMap, StatusCode};
 use common::channel::Channel;
@@ -16,6 +27,7 @@ use common::conversation::ConversationKey;
 use common::envelope::dedup_key;
 use common::lark::crypto::CryptoError;
 use common::lark::event::{Callback, EncryptedBody, EventEnvelope, MessageEvent, ParseError};
+use common::lark::ids::IdError;
 use common::lark::signature::{self, SignatureError, SignedHeaders};
 
 /// A callback that passed every check.
@@ -54,15 +66,21 @@ pub enum Rejection {
     WrongApp { got: String, want: String },
     #[error("{0}")]
     Unsupported(String),
+    #[error("the event carries an id that is not a Lark id: {0}")]
+    BadId(#[from] IdError),
+    #[error("the request is not signed: with an Encrypt Key, Lark signs every event (X-Lark-Signature) and only the url_verification challenge is answered unsigned")]
+    Unsigned,
 }
 
 impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Malformed(_) | Self::Undecryptable(_) | Self::NoEncryptKey | Self::Unsupported(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            Self::Signature(_) | Self::Token => StatusCode::UNAUTHORIZED,
+            Self::Malformed(_)
+            | Self::Undecryptable(_)
+            | Self::NoEncryptKey
+            | Self::Unsupported(_)
+            | Self::BadId(_) => StatusCode::BAD_REQUEST,
+            Self::Signature(_) | Self::Token | Self::Unsigned => StatusCode::UNAUTHORIZED,
             Self::WrongApp { .. } => StatusCode::FORBIDDEN,
         }
     }
@@ -70,7 +88,7 @@ impl Rejection {
     /// What an operator does about it.
     pub fn fix(&self) -> &'static str {
         match self {
-            Self::Malformed(_) | Self::Unsupported(_) => {
+            Self::Malformed(_) | Self::Unsupported(_) | Self::BadId(_) => {
                 "make sure only Lark posts to this URL, with schema 2.0 events"
             }
             Self::Undecryptable(_) | Self::NoEncryptKey => {
@@ -79,7 +97,7 @@ impl Rejection {
             Self::Signature(SignatureError::Stale { .. }) => {
                 "check the clock of this host (NTP); a replayed request is refused on purpose"
             }
-            Self::Signature(_) => {
+            Self::Signature(_) | Self::Unsigned => {
                 "set encrypt_key to the Encrypt Key of the Lark console; requests not from Lark are refused on purpose"
             }
             Self::Token => "set verification_token to the Verification Token of the Lark console",
@@ -98,6 +116,8 @@ impl Rejection {
             Self::Token => "token",
             Self::WrongApp { .. } => "wrong_app",
             Self::Unsupported(_) => "unsupported",
+            Self::Unsigned => "unsigned",
+            Self::BadId(_) => "bad_id",
         }
     }
 }
@@ -120,6 +140,24 @@ pub fn verify(
     replay_window_secs: u64,
 ) -> Result<Verified, Rejection> {
     let signed = signed_headers(headers);
+    let verified = verify_body(channel, signed, body, now, replay_window_secs);
+    if channel.encrypt_key.is_some() && signed.is_none() {
+        // One answer for every unsigned failure: no padding oracle.
+        return match verified {
+            Ok(Verified::Challenge(challenge)) => Ok(Verified::Challenge(challenge)),
+            _ => Err(Rejection::Unsigned),
+        };
+    }
+    verified
+}
+
+fn verify_body(
+    channel: &Channel,
+    signed: Option<SignedHeaders<'_>>,
+    body: &[u8],
+    now: i64,
+    replay_window_secs: u64,
+) -> Result<Verified, Rejection> {
     if let (Some(key), Some(h)) = (&channel.encrypt_key, signed) {
         signature::verify(h, key, body)?;
     }
@@ -134,12 +172,7 @@ pub fn verify(
         Err(e) => return Err(Rejection::Malformed(e.to_string())),
     };
 
-    let callback = Callback::parse(&plain).map_err(|e| match e {
-        ParseError::Json(e) => Rejection::Malformed(e.to_string()),
-        ParseError::Shape(s) => Rejection::Unsupported(s),
-    })?;
-
-    match callback {
+    match parse(&plain)? {
         Callback::Challenge { challenge, token } => {
             if !channel.token_matches(token.as_deref()) {
                 return Err(Rejection::Token);
@@ -155,24 +188,51 @@ pub fn verify(
             if !channel.token_matches(envelope.header.token.as_deref()) {
                 return Err(Rejection::Token);
             }
-            if envelope.header.app_id != channel.app_id {
-                return Err(Rejection::WrongApp { got: envelope.header.app_id.clone(), want: channel.app_id.clone() });
-            }
-            let message: Option<MessageEvent> = match envelope.message_event() {
-                Some(Ok(m)) => Some(m),
-                Some(Err(e)) => {
-                    return Err(Rejection::Unsupported(format!(
-                        "im.message.receive_v1 without the expected fields: {e}"
-                    )))
-                }
-                None => None,
-            };
-            let dedup_key = dedup_key(&channel.id, &envelope, message.as_ref());
-            let subject_token =
-                message.as_ref().map(|m| ConversationKey::of(m).token()).unwrap_or_else(|| "other".to_owned());
-            Ok(Verified::Event(Box::new(VerifiedEvent { plain: plain.into(), envelope, dedup_key, subject_token })))
+            accept_event(channel, plain, envelope).map(|e| Verified::Event(Box::new(e)))
         }
     }
+}
+
+fn parse(plain: &[u8]) -> Result<Callback, Rejection> {
+    Callback::parse(plain).map_err(|e| match e {
+        ParseError::Json(e) => Rejection::Malformed(e.to_string()),
+        ParseError::Shape(s) => Rejection::Unsupported(s),
+    })
+}
+
+/// The long connection's path: the payload of a data frame, plain schema 2.0
+/// JSON with no signature or token to check (Lark authenticated the
+/// connection with the App Secret). A url_verification challenge never comes
+/// this way and is refused like any other shape.
+pub fn accept_plain(channel: &Channel, plain: Vec<u8>) -> Result<VerifiedEvent, Rejection> {
+    match parse(&plain)? {
+        Callback::Event(envelope) => accept_event(channel, plain, envelope),
+        Callback::Challenge { .. } => {
+            Err(Rejection::Unsupported("a url_verification challenge over the long connection".into()))
+        }
+    }
+}
+
+/// What both paths check once the event is authentic: its ids are Lark's,
+/// it is the channel's app; then its de-duplication key and conversation.
+fn accept_event(channel: &Channel, plain: Vec<u8>, envelope: EventEnvelope) -> Result<VerifiedEvent, Rejection> {
+    envelope.check_ids()?;
+    if envelope.header.app_id != channel.app_id {
+        return Err(Rejection::WrongApp { got: envelope.header.app_id.clone(), want: channel.app_id.clone() });
+    }
+    let message: Option<MessageEvent> = match envelope.message_event() {
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            return Err(Rejection::Unsupported(format!("im.message.receive_v1 without the expected fields: {e}")))
+        }
+        None => None,
+    };
+    if let Some(m) = &message {
+        m.check_ids()?;
+    }
+    let dedup_key = dedup_key(&channel.id, &envelope, message.as_ref());
+    let subject_token = message.as_ref().map(|m| ConversationKey::of(m).token()).unwrap_or_else(|| "other".to_owned());
+    Ok(VerifiedEvent { plain: plain.into(), envelope, dedup_key, subject_token })
 }
 
 #[cfg(test)]
@@ -192,12 +252,14 @@ mod tests {
         Channel::new(&ChannelSettings {
             id: "c".into(),
             app_id: "cli_app".into(),
-            app_secret: SecretString::from("s".to_owned()),
+            app_secret: None,
             encrypt_key: encrypted.then(|| SecretString::from("fuzz key".to_owned())),
             verification_token: Some(SecretString::from("tok".to_owned())),
             lark_base_url: "https://open.feishu.cn".parse().expect("url"),
             fastgpt_base_url: "https://x.io/api".parse().expect("url"),
-            fastgpt_api_key: SecretString::from("k".to_owned()),
+            fastgpt_api_key: None,
+            allow_unverified: false,
+            subscription: Default::default(),
         })
     }
 
@@ -257,6 +319,59 @@ mod tests {
             panic!("not accepted")
         };
         assert_eq!(e.plain, event_json());
+    }
+
+    /// The padding oracle: unsigned encrypted bodies that fail in different
+    /// ways (base64, padding, JSON, shape, an event) get one answer.
+    #[test]
+    fn unsigned_failures_on_an_encrypted_channel_are_indistinguishable() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let wrap = |encrypt: String| serde_json::json!({ "encrypt": encrypt }).to_string().into_bytes();
+        let bodies = [
+            wrap("%%% not base64".into()),
+            wrap(b64.encode([7u8; 48])),                 // bad padding (almost surely)
+            wrap(key().encrypt(b"not json")),            // good padding, not JSON
+            wrap(key().encrypt(br#"{"schema":"1.0"}"#)), // JSON, not a callback
+            wrap(key().encrypt(&event_json())),          // a real event, unsigned
+            b"not json at all".to_vec(),
+            event_json(),
+        ];
+        let answers: Vec<_> = bodies
+            .iter()
+            .map(|body| {
+                let r = verify(&channel(true), &HeaderMap::new(), body, NOW, 3600).expect_err("refused");
+                (r.status(), r.reason(), r.to_string())
+            })
+            .collect();
+        assert!(answers.iter().all(|a| a == &answers[0]), "{answers:#?}");
+        assert_eq!(answers[0].0, StatusCode::UNAUTHORIZED);
+        // The challenge still works unsigned.
+        let challenge = serde_json::json!({ "type": "url_verification", "challenge": "c1", "token": "tok" });
+        let body = wrap(key().encrypt(challenge.to_string().as_bytes()));
+        assert!(
+            matches!(verify(&channel(true), &HeaderMap::new(), &body, NOW, 3600), Ok(Verified::Challenge(c)) if c == "c1")
+        );
+    }
+
+    /// The long connection's path: no token, no signature; the app_id and
+    /// the ids are checked as on the Request URL.
+    #[test]
+    fn accept_plain_checks_the_app_and_the_ids_only() {
+        let e = accept_plain(&channel(true), event_json()).expect("accepted without signature or token");
+        assert_eq!(e.dedup_key, "c:msg:om_1");
+        let no_token = event_json().to_vec();
+        let mut v: serde_json::Value = serde_json::from_slice(&no_token).expect("json");
+        v["header"]["token"] = "".into();
+        accept_plain(&channel(true), v.to_string().into_bytes()).expect("a token is not checked");
+        v["header"]["app_id"] = "cli_other".into();
+        let r = accept_plain(&channel(true), v.to_string().into_bytes()).expect_err("another app");
+        assert_eq!(r.reason(), "wrong_app");
+        assert_eq!(accept_plain(&channel(true), b"not json".to_vec()).expect_err("refused").reason(), "malformed");
+        let v1 = br#"{"uuid":"u","event":{"type":"message"}}"#.to_vec();
+        assert_eq!(accept_plain(&channel(true), v1).expect_err("refused").reason(), "unsupported");
+        let challenge = br#"{"type":"url_verification","challenge":"c","token":"tok"}"#.to_vec();
+        assert_eq!(accept_plain(&channel(true), challenge).expect_err("refused").reason(), "unsupported");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! | 200 `{}` | the event is stored in JetStream (or was already) |
 //! | 400 | not JSON, undecryptable, not a schema 2.0 callback |
 //! | 401 | bad or missing signature, stale timestamp, wrong token |
-//! | 403 | the event belongs to another app |
+//! | 403 | the event belongs to another app; or the channel receives its events over the long connection and has no secret to check a callback with |
 //! | 404 | no such channel |
 //! | 413 | body over `ingress.body_limit_bytes` |
 //! | 503 | JetStream did not store it in time: Lark retries |
@@ -21,9 +21,11 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use common::channel::{Channel, Channels};
+use common::config::Subscription;
 use serde_json::json;
 use tracing::Instrument;
 
+use crate::accept::Via;
 use crate::callback::{self, Verified};
 use crate::publish::Publisher;
 
@@ -66,6 +68,24 @@ async fn lark_events(
             ),
         );
     };
+    if channel.subscription == Subscription::LongConnection
+        && channel.encrypt_key.is_none()
+        && channel.verification_token.is_none()
+    {
+        metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => "long_connection_only", "channel" => channel.id.clone())
+            .increment(1);
+        tracing::warn!(channel = %channel.id, "callback for a long-connection channel without encrypt_key or verification_token: refused");
+        return error(
+            StatusCode::FORBIDDEN,
+            "long_connection_only",
+            format!(
+                "channel {:?} receives its events over the long connection (subscription = \"long_connection\") and has \
+                 no encrypt_key or verification_token to check a callback with: in the Lark console keep the subscription \
+                 mode \"persistent connection\", or set subscription = \"webhook\" with an Encrypt Key",
+                channel.id
+            ),
+        );
+    }
     let verified = match callback::verify(channel, &headers, &body, now_secs(), state.replay_window_secs) {
         Ok(v) => v,
         Err(rejection) => {
@@ -103,34 +123,8 @@ async fn lark_events(
 
 /// Publishes a verified event and answers Lark.
 async fn accept(state: &AppState, channel: &Channel, event: &crate::callback::VerifiedEvent) -> Response {
-    match state.publisher.publish(&channel.id, event).await {
-        Ok(published) => {
-            metrics::histogram!("lark_bridge_ingress_publish_seconds").record(published.elapsed.as_secs_f64());
-            state.status.ok(&channel.id);
-            if published.duplicate {
-                metrics::counter!("lark_bridge_ingress_duplicates_total", "channel" => channel.id.clone()).increment(1);
-                tracing::info!("event already accepted (a re-push): not stored twice");
-            } else {
-                metrics::counter!("lark_bridge_ingress_accepted_total", "channel" => channel.id.clone(), "event_type" => event.envelope.header.event_type.clone())
-                    .increment(1);
-                tracing::info!(
-                    event_type = %event.envelope.header.event_type,
-                    sequence = published.sequence,
-                    "event accepted"
-                );
-            }
-            Json(json!({})).into_response()
-        }
-        Err(e) => {
-            metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => "publish_failed", "channel" => channel.id.clone())
-                .increment(1);
-            tracing::error!(error = %e, "event not stored; answering 503 so Lark retries");
-            state.status.error(
-                &channel.id,
-                e.to_string(),
-                "check NATS: is nats-server up, with JetStream? (ingress --check)",
-            );
-            error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
-        }
+    match crate::accept::store(&state.publisher, &state.status, channel, event, Via::Webhook).await {
+        Ok(_) => Json(json!({})).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
     }
 }

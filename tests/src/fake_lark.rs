@@ -15,6 +15,7 @@
 
 mod api;
 mod content;
+pub mod long_connection;
 pub(crate) mod server;
 #[cfg(test)]
 mod tests;
@@ -261,7 +262,8 @@ pub struct SandboxMessage {
     pub updates: usize,
 }
 
-/// The answer of `GET /_sandbox/messages?after=N`: messages `N..next`.
+/// The answer of `GET /_sandbox/messages?after=N[&wait_ms=M]`: messages
+/// `N..next`, once there is at least one or after `M` ms (at most 5 s).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SandboxPage {
     pub messages: Vec<SandboxMessage>,
@@ -327,6 +329,7 @@ pub struct FakeLark {
     shared: Arc<Shared>,
     server: ServerHandle,
     client: reqwest::Client,
+    long_connection: long_connection::LongConnection,
 }
 
 impl FakeLark {
@@ -364,9 +367,11 @@ impl FakeLark {
             }),
             cancel: cancel.clone(),
         });
-        let router = api::router(shared.clone());
+        let (long_connection, lc_routes) =
+            long_connection::LongConnection::start(shared.clone(), cancel.clone()).await?;
+        let router = api::router(shared.clone()).merge(lc_routes);
         let server = ServerHandle::spawn(addr, router, cancel).await?;
-        Ok(Self { shared, server, client: reqwest::Client::new() })
+        Ok(Self { shared, server, client: reqwest::Client::new(), long_connection })
     }
 
     /// `http://127.0.0.1:PORT`: the channel's `lark_base_url`.
@@ -463,6 +468,20 @@ impl FakeLark {
     ) -> reqwest::Result<reqwest::Response> {
         self.register_event(event);
         SignedRequest::now(event, key).post_to(&self.client, url).await
+    }
+
+    /// Lark's long connection (endpoint and WebSockets): see [`long_connection`].
+    pub fn long_connection(&self) -> &long_connection::LongConnection {
+        &self.long_connection
+    }
+
+    /// Pushes an event over the long connection of its app, as one frame (or
+    /// `fragments` frames); the event's message is registered first. Returns
+    /// the frame's `message_id`, or `None` when the app has no connection.
+    pub fn push_event(&self, event: &Value, fragments: usize) -> Option<String> {
+        self.register_event(event);
+        let app_id = event.pointer("/header/app_id").and_then(Value::as_str).unwrap_or_default();
+        self.long_connection.push(app_id, event.to_string().into_bytes(), "event", fragments)
     }
 
     /// What Lark users see: one message per `uuid`, in arrival order.

@@ -50,11 +50,28 @@ pub struct Options {
     /// Overrides as the process environment would give them, e.g.
     /// `("LARK_BRIDGE__RELAY__MAX_ATTEMPTS", "3")`.
     pub env: Vec<(&'static str, String)>,
+    /// JetStream's ack wait of the work-queue consumers (default
+    /// `topology::ACK_WAIT`): set short, a test sees a redelivery quickly.
+    pub ack_wait: Option<Duration>,
+    /// Time to live of the partition leases (default `topology::LEASE_TTL`).
+    pub lease_ttl: Option<Duration>,
+    /// The channel receives its events over the long connection (no encrypt
+    /// key, no verification token): push them with `lark.push_event`.
+    pub long_connection: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { ingress: true, relays: 1, responders: 1, encrypt: true, env: Vec::new() }
+        Self {
+            ingress: true,
+            relays: 1,
+            responders: 1,
+            encrypt: true,
+            env: Vec::new(),
+            ack_wait: None,
+            lease_ttl: None,
+            long_connection: false,
+        }
     }
 }
 
@@ -79,10 +96,14 @@ impl Bridge {
 
     pub async fn start_with(opts: Options) -> Self {
         init_test_logs();
+        remove_stale_test_namespaces().await;
         let ns = format!("t{}", random_hex(10));
         let lark = FakeLark::start(vec![FakeApp::new(APP_ID, APP_SECRET, BOT_OPEN_ID)]).await;
         let fastgpt = FakeFastGpt::start(FASTGPT_KEY).await;
-        let toml = config_toml(&nats_url(), &ns, &lark.base_url(), &fastgpt.base_url(), opts.encrypt);
+        let mut toml = config_toml(&nats_url(), &ns, &lark.base_url(), &fastgpt.base_url(), opts.encrypt);
+        if opts.long_connection {
+            toml = long_connection_toml(&toml);
+        }
         let env = opts.env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         let settings = Settings::from_toml_with_env(&toml, &env).expect("test configuration is valid");
         let client = async_nats::connect(nats_url()).await.expect("NATS runs for the tests (deploy/test starts it)");
@@ -95,12 +116,16 @@ impl Bridge {
             fastgpt,
             js,
             http: reqwest::Client::new(),
-            key: opts.encrypt.then(|| EncryptKey::new(SecretString::from(ENCRYPT_KEY.to_owned()))),
+            key: (opts.encrypt && !opts.long_connection)
+                .then(|| EncryptKey::new(SecretString::from(ENCRYPT_KEY.to_owned()))),
             ingress_addr: None,
             service_addrs: Vec::new(),
             shutdown,
             tasks: Vec::new(),
         };
+        if opts.ack_wait.is_some() || opts.lease_ttl.is_some() {
+            prepare_work_queues(&bridge.js, &bridge.topology(), opts.ack_wait, opts.lease_ttl).await;
+        }
         if opts.ingress {
             bridge.spawn_ingress().await;
         }
@@ -196,14 +221,80 @@ impl Bridge {
     }
 }
 
+/// Creates the streams, the partition consumers with `ack_wait` and the
+/// lease bucket with `lease_ttl` before any service does: the services use
+/// them as they find them.
+pub async fn prepare_work_queues(
+    js: &jetstream::Context,
+    t: &Topology,
+    ack_wait: Option<Duration>,
+    lease_ttl: Option<Duration>,
+) {
+    use common::topology::{Queue, ACK_WAIT, LEASE_TTL};
+    t.ensure_streams(js).await.expect("streams");
+    for q in [Queue::Events, Queue::Replies] {
+        t.partition_consumers(js, q, ack_wait.unwrap_or(ACK_WAIT)).await.expect("partition consumers");
+    }
+    t.leases(js, lease_ttl.unwrap_or(LEASE_TTL)).await.expect("lease bucket");
+}
+
 /// Deletes every stream and bucket of a test's namespace.
 pub async fn delete_namespace(js: &jetstream::Context, t: &Topology) {
-    for s in [t.events_stream(), t.replies_stream(), t.dead_stream()] {
-        let _ = js.delete_stream(&s).await;
+    // Every stream, and every bucket as its stream.
+    for cfg in t.all_configs() {
+        let _ = js.delete_stream(&cfg.name).await;
     }
-    for b in [t.sessions_bucket(), t.handled_bucket(), t.attempts_bucket(), t.status_bucket()] {
-        let _ = js.delete_key_value(&b).await;
-    }
+}
+
+/// Test namespaces (`t` and 20 hex digits) left behind by a test that
+/// panicked or was killed more than [`STALE_AFTER`] ago: their streams are
+/// deleted, once per test process, so the shared server's JetStream storage
+/// (each stream reserves its size limit) does not fill up run after run.
+pub async fn remove_stale_test_namespaces() {
+    static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    ONCE.get_or_init(|| async {
+        let Ok(client) = async_nats::connect(nats_url()).await else { return };
+        let js = jetstream::new(client);
+        let mut names = js.stream_names();
+        let mut stale = Vec::new();
+        while let Some(Ok(name)) = futures::StreamExt::next(&mut names).await {
+            if is_test_stream(&name) {
+                stale.push(name);
+            }
+        }
+        let cutoff = time::OffsetDateTime::now_utc() - STALE_AFTER;
+        for name in stale {
+            let Ok(mut stream) = js.get_stream(&name).await else { continue };
+            if stream.info().await.is_ok_and(|i| i.created < cutoff) {
+                let _ = js.delete_stream(&name).await;
+            }
+        }
+    })
+    .await;
+}
+
+/// How old a test namespace must be to count as left behind: no test runs
+/// this long.
+const STALE_AFTER: Duration = Duration::from_secs(3 * 3600);
+
+/// `t` + 20 hex digits + `_`, or the same behind `KV_` (a bucket's stream).
+fn is_test_stream(name: &str) -> bool {
+    let ns = name.strip_prefix("KV_").unwrap_or(name);
+    let Some(rest) = ns.strip_prefix('t') else { return false };
+    rest.len() > 21 && rest.as_bytes()[20] == b'_' && rest[..20].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `toml` with its channel on the long connection: no encrypt key or
+/// verification token, `subscription = "long_connection"`.
+pub fn long_connection_toml(toml: &str) -> String {
+    toml.lines()
+        .filter(|l| !l.starts_with("encrypt_key =") && !l.starts_with("verification_token ="))
+        .map(|l| match l.starts_with("app_id =") {
+            true => format!("{l}\nsubscription = \"long_connection\""),
+            false => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The configuration a test runs with: the real TOML contract.
@@ -214,6 +305,11 @@ pub fn config_toml(nats: &str, ns: &str, lark: &str, fastgpt: &str, encrypt: boo
 [nats]
 url = "{nats}"
 namespace = "{ns}"
+# Small: JetStream reserves each limit on disk, and tests run side by side.
+events_max_bytes = 67108864
+replies_max_bytes = 67108864
+dead_max_bytes = 16777216
+bucket_max_bytes = 8388608
 
 [ingress]
 listen = "127.0.0.1:0"

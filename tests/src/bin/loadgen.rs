@@ -10,6 +10,11 @@
 //! - `loadgen e2e`: starts a fake Lark and a fake FastGPT (instant answers) in
 //!   this process, sends events at a rate to an ingress whose channel points at
 //!   them, and measures event sent → reply received by the fake Lark.
+//! - `loadgen long-connection`: acts as Lark's long-connection server (the
+//!   fake Lark's endpoint and WebSocket on `--listen`) for an ingress whose
+//!   channel has `subscription = "long_connection"` and that `lark_base_url`;
+//!   pushes events on its connection with `--window` in flight and measures
+//!   push → acknowledgement (stored in JetStream) per event.
 //! - `loadgen floor-server`: a bare axum server answering 200 to every POST.
 //! - `loadgen jetstream`: raw durable JetStream publish throughput with N in flight.
 //! - `loadgen cleanup`: deletes the streams and buckets of a namespace.
@@ -64,6 +69,9 @@ enum Command {
     /// Event sent → reply received by an in-process fake Lark, with an
     /// in-process fake FastGPT answering at once; the bridge runs elsewhere.
     E2e(E2eArgs),
+    /// Lark's long-connection server for an ingress: events pushed on its
+    /// WebSocket, push → acknowledgement latency and throughput.
+    LongConnection(LongConnectionArgs),
     /// A bare axum server that answers 200 to POST: the floor of the HTTP path.
     FloorServer(FloorArgs),
     /// Raw durable JetStream publish throughput with N publishes in flight.
@@ -198,6 +206,31 @@ struct JetstreamArgs {
 }
 
 #[derive(Args)]
+struct LongConnectionArgs {
+    /// Where the fake Lark listens (endpoint; the WebSocket gets a port of its
+    /// own): the channel's `lark_base_url` is `http://` this.
+    #[arg(long, default_value = "127.0.0.1:18180")]
+    listen: SocketAddr,
+    /// The channel's `app_id` and `app_secret`.
+    #[arg(long, default_value = "cli_bench")]
+    app_id: String,
+    #[arg(long, default_value = "bench-app-secret")]
+    app_secret: String,
+    /// Events pushed in the timed run (after 1,000 of warm-up).
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Events pushed and not yet acknowledged, at most.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// How long to wait for the ingress to connect.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    connect_timeout: Duration,
+    /// The run stops after this long, whatever is left.
+    #[arg(long, value_parser = parse_duration, default_value = "120s")]
+    duration: Duration,
+}
+
+#[derive(Args)]
 struct CleanupArgs {
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     nats: String,
@@ -222,6 +255,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Ingress(args) => ingress(args).await,
             Command::E2e(args) => e2e(args).await,
+            Command::LongConnection(args) => long_connection(args).await,
             Command::FloorServer(args) => floor_server(args).await,
             Command::Jetstream(args) => jetstream_bench(args).await,
             Command::Cleanup(args) => cleanup(args).await,
@@ -1004,6 +1038,94 @@ async fn e2e_run(args: &E2eArgs, target: &Target, lark: &FakeLark) -> anyhow::Re
 
 // ------------------------------------------------------------- floor server
 
+// ---------------------------------------------------------- long connection
+
+async fn long_connection(args: LongConnectionArgs) -> anyhow::Result<()> {
+    require_loopback(&args.listen, "--listen")?;
+    let app = FakeApp::new(&args.app_id, &args.app_secret, "ou_bench_bot");
+    let lark = FakeLark::start_on(args.listen, vec![app]).await.context("cannot listen")?;
+    let lc = lark.long_connection().clone();
+    eprintln!(
+        "fake Lark on http://{} (app {}): start the ingress with a long-connection channel whose lark_base_url is that",
+        args.listen, args.app_id
+    );
+    let deadline = Instant::now() + args.connect_timeout;
+    while lc.connections(&args.app_id) == 0 {
+        if Instant::now() >= deadline {
+            bail!("no long connection from the ingress within {:?}", args.connect_timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let factory = EventBuilder::new(&args.app_id);
+    let build = |n: usize| -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                let chat = format!("oc_lcbench{}", i % 64);
+                let user = format!("ou_lcbench{}", i % 1024);
+                factory
+                    .p2p_text(&chat, &user, &format!("long-connection benchmark question {i}"))
+                    .to_string()
+                    .into_bytes()
+            })
+            .collect()
+    };
+    let warmup = lc_push_all(&lc, &args, build(1_000)).await?;
+    eprintln!("warm-up: {} acknowledged", warmup.acked);
+    let events = build(args.events);
+    let started = Instant::now();
+    let run = lc_push_all(&lc, &args, events).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    println!("long connection, one connection, window {}: {} events in {:.2} s", args.window, run.acked, elapsed);
+    println!("  throughput {:.0} events/s (acknowledged with code 200 after the store)", run.ok as f64 / elapsed);
+    println!("  acks by code: {:?}", run.codes);
+    println!("  push → ack  {}", latency_line(&run.hist));
+    Ok(())
+}
+
+struct LcRun {
+    acked: usize,
+    ok: usize,
+    codes: BTreeMap<i64, usize>,
+    hist: Histogram<u64>,
+}
+
+/// Pushes `events` keeping at most `--window` unacknowledged; returns once
+/// every one is acknowledged (or the duration is over).
+async fn lc_push_all(
+    lc: &lark_bridge_tests::fake_lark::long_connection::LongConnection,
+    args: &LongConnectionArgs,
+    events: Vec<Vec<u8>>,
+) -> anyhow::Result<LcRun> {
+    let mut acks = lc.subscribe_acks();
+    let deadline = Instant::now() + args.duration;
+    let total = events.len();
+    let mut events = events.into_iter();
+    let mut pushed: HashMap<String, Instant> = HashMap::new();
+    let mut run = LcRun { acked: 0, ok: 0, codes: BTreeMap::new(), hist: new_histogram() };
+    loop {
+        while pushed.len() < args.window.max(1) {
+            let Some(e) = events.next() else { break };
+            let at = Instant::now();
+            let id = lc.push(&args.app_id, e, "event", 1).context("the ingress has no connection any more")?;
+            pushed.insert(id, at);
+        }
+        if pushed.is_empty() || run.acked >= total {
+            return Ok(run);
+        }
+        let Ok(Some(ack)) = tokio::time::timeout_at(deadline.into(), acks.recv()).await else {
+            bail!("the run did not finish within {:?}: {} of {total} acknowledged", args.duration, run.acked);
+        };
+        let Some(at) = pushed.remove(&ack.message_id) else { continue };
+        run.acked += 1;
+        let code = ack.code.unwrap_or(-1);
+        *run.codes.entry(code).or_default() += 1;
+        if code == 200 {
+            run.ok += 1;
+        }
+        let _ = run.hist.record(ack.at.saturating_duration_since(at).as_micros().max(1) as u64);
+    }
+}
+
 async fn floor_server(args: FloorArgs) -> anyhow::Result<()> {
     use axum::routing::post;
     require_loopback(&args.listen, "--listen")?;
@@ -1154,20 +1276,15 @@ async fn jetstream_run(args: &JetstreamArgs, js: &jetstream::Context, ns: &str) 
 
 async fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
     nats_loopback(&args.nats)?;
-    let settings =
-        NatsSettings { url: args.nats.clone(), namespace: args.namespace.clone(), replicas: 1, credentials_file: None };
+    let settings = NatsSettings { url: args.nats.clone(), namespace: args.namespace.clone(), ..Default::default() };
     let client = async_nats::connect(&args.nats).await.with_context(|| format!("cannot connect to {}", args.nats))?;
     let js = jetstream::new(client);
     let t = Topology::new(&settings);
     let mut deleted = Vec::new();
-    for s in [t.events_stream(), t.replies_stream(), t.dead_stream()] {
-        if js.delete_stream(&s).await.is_ok() {
-            deleted.push(s);
-        }
-    }
-    for b in [t.sessions_bucket(), t.handled_bucket(), t.attempts_bucket()] {
-        if js.delete_key_value(&b).await.is_ok() {
-            deleted.push(format!("KV_{b}"));
+    // Every stream, and every bucket as its stream (`KV_...`).
+    for cfg in t.all_configs() {
+        if js.delete_stream(&cfg.name).await.is_ok() {
+            deleted.push(cfg.name);
         }
     }
     println!(

@@ -1,12 +1,17 @@
 //! End-to-end suites: a real nats-server (each test in its own namespace),
 //! the fakes of Lark and FastGPT, and the three services from their libraries.
 
+mod attacks;
 mod checks;
+mod cluster;
 mod conversations;
 mod faults;
 mod ingress;
+mod long_connection;
+mod partitions;
 mod pipeline;
 mod procs;
 mod replies;
 mod status;
+mod streams;
 mod telemetry;
