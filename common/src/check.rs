@@ -105,7 +105,8 @@ impl Checklist {
 
 /// Connects to NATS (without waiting for it) and makes sure the streams exist.
 pub async fn nats(list: &mut Checklist, settings: &Settings) -> Option<jetstream::Context> {
-    let url = &settings.nats.url;
+    // Shown without its password; connected to with it.
+    let url = crate::nats::redact_url(&settings.nats.url);
     let mut opts = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(3));
     if let Some(path) = &settings.nats.credentials_file {
         match opts.credentials_file(path).await {
@@ -116,7 +117,14 @@ pub async fn nats(list: &mut Checklist, settings: &Settings) -> Option<jetstream
             }
         }
     }
-    let client = match tokio::time::timeout(Duration::from_secs(5), opts.connect(url.as_str())).await {
+    let servers = match crate::nats::server_addrs(&settings.nats.url) {
+        Ok(s) => s,
+        Err(e) => {
+            list.fail("NATS", e.to_string(), "fix nats.url");
+            return None;
+        }
+    };
+    let client = match tokio::time::timeout(Duration::from_secs(5), opts.connect(servers)).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             list.fail(

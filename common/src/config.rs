@@ -521,6 +521,15 @@ impl Settings {
         if self.ingress.body_limit_bytes < 1024 {
             return Err(invalid("ingress.body_limit_bytes", "must be at least 1024"));
         }
+        // A partition's new owner waits at most 300 s for its previous owner's
+        // messages (`worker::partition`): a FastGPT call must end before.
+        if self.relay.fastgpt_timeout_secs > 270 {
+            return Err(invalid(
+                "relay.fastgpt_timeout_secs",
+                "must be at most 270: a question still in work at a replica that lost its partition must end before \
+                 the new owner goes on with that conversation (300 s)",
+            ));
+        }
         if !(100..=2_900).contains(&self.ingress.publish_timeout_ms) {
             return Err(invalid("ingress.publish_timeout_ms", "must be 100..=2900: Lark waits 3 s for the answer"));
         }

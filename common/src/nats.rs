@@ -27,12 +27,34 @@ pub enum NatsError {
     Url(String),
 }
 
+/// `url` without a password or token (`nats://user:pass@host` →
+/// `nats://user:***@host`; `nats://token@host` → `nats://***@host`), for
+/// error messages and logs.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| match one.split_once("://") {
+            Some((scheme, rest)) => match rest.split_once('@') {
+                Some((userinfo, host)) => match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                    None => format!("{scheme}://***@{host}"),
+                },
+                None => one.to_owned(),
+            },
+            None => match one.split_once('@') {
+                Some((_, host)) => format!("***@{host}"),
+                None => one.to_owned(),
+            },
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The servers named by `nats.url`: one URL, or several separated by commas.
 pub fn server_addrs(url: &str) -> Result<Vec<ServerAddr>, NatsError> {
     url.split(',')
         .map(str::trim)
         .map(|one| {
-            one.parse::<ServerAddr>().ok().filter(|_| !one.is_empty()).ok_or_else(|| NatsError::Url(one.to_owned()))
+            one.parse::<ServerAddr>().ok().filter(|_| !one.is_empty()).ok_or_else(|| NatsError::Url(redact_url(one)))
         })
         .collect()
 }
@@ -42,7 +64,7 @@ pub fn server_addrs(url: &str) -> Result<Vec<ServerAddr>, NatsError> {
 pub async fn connect(settings: &NatsSettings, service: &str) -> Result<Client, NatsError> {
     let opts = options(settings, service).await?.retry_on_initial_connect();
     let servers = server_addrs(&settings.url)?;
-    opts.connect(servers).await.map_err(|source| NatsError::Connect { url: settings.url.clone(), source })
+    opts.connect(servers).await.map_err(|source| NatsError::Connect { url: redact_url(&settings.url), source })
 }
 
 /// Connects once, failing at once when no server answers: for the operator's
@@ -50,7 +72,7 @@ pub async fn connect(settings: &NatsSettings, service: &str) -> Result<Client, N
 pub async fn connect_once(settings: &NatsSettings, service: &str) -> Result<Client, NatsError> {
     let servers = server_addrs(&settings.url)?;
     let opts = options(settings, service).await?;
-    opts.connect(servers).await.map_err(|source| NatsError::Connect { url: settings.url.clone(), source })
+    opts.connect(servers).await.map_err(|source| NatsError::Connect { url: redact_url(&settings.url), source })
 }
 
 /// The options every connection uses: its name, credentials, event log.
@@ -121,6 +143,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_their_secrets_in_messages() {
+        assert_eq!(redact_url("nats://u:p4ss@n1:4222,nats://tok@n2:4222"), "nats://u:***@n1:4222,nats://***@n2:4222");
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        let e = server_addrs("nats://u:p4ss@ho st:4222").expect_err("not a URL").to_string();
+        assert!(!e.contains("p4ss"), "{e}");
+    }
 
     #[test]
     fn url_lists_several_servers() {

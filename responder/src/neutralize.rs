@@ -74,12 +74,15 @@ fn is_web_scheme(s: &str) -> bool {
 
 /// The URL scheme `s` starts with (RFC 3986: a letter, then letters, digits,
 /// `+`, `-`, `.`, then `:`), if any.
+/// Reads only the scheme's own characters, so the cost per `<` or `](` is
+/// bounded by the scheme, not by the rest of the answer.
 fn scheme(s: &str) -> Option<&str> {
-    let end = s.find(':')?;
-    let candidate = &s[..end];
-    let mut chars = candidate.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
-    (first_ok && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))).then_some(candidate)
+    let bytes = s.as_bytes();
+    if !bytes.first().is_some_and(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    let end = bytes.iter().position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')))?;
+    (bytes[end] == b':').then_some(&s[..end])
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ pub struct Pacing {
     apps: Arc<Vec<String>>,
     /// Lark's per-app limits: per second, per minute.
     app_limits: (u32, u32),
+    /// This replica's share of them now (per second, per minute).
+    share: Arc<std::sync::Mutex<(u32, u32)>>,
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -98,12 +100,23 @@ impl Pacing {
             per_app: Arc::new(RwLock::new(Arc::new(app_limiters(&apps, app_limits, 1, 1)))),
             apps: Arc::new(apps),
             app_limits,
+            share: Arc::new(std::sync::Mutex::new(app_limits)),
         }
     }
 
     /// This replica now holds `held` of `of` partitions: its share of the
     /// per-app limits follows.
+    /// The limiters are rebuilt only when the share really changes: a new
+    /// limiter starts with a full burst and no history, so rebuilding on
+    /// every lease event would let bursts through while leases move.
     pub fn set_share(&self, held: u16, of: u16) {
+        let (per_second, per_minute) = self.app_limits;
+        let share = (share_of(per_second, held, of), share_of(per_minute, held, of));
+        match self.share.lock() {
+            Ok(current) if *current == share => return,
+            Ok(mut current) => *current = share,
+            Err(_) => {}
+        }
         let limiters = Arc::new(app_limiters(&self.apps, self.app_limits, held, of));
         if let Ok(mut current) = self.per_app.write() {
             *current = limiters;

@@ -98,11 +98,15 @@ impl Leases {
     }
 
     /// Renews a held lease: the new revision. Fails when it was lost.
-    pub async fn renew(&self, partition: u16, revision: u64) -> Result<u64, LeaseError> {
-        self.kv
-            .update(self.lease_key(partition), self.me.clone().into(), revision)
-            .await
-            .map_err(|e| err("renew")(e.into()))
+    /// Renews a lease held at `revision`: `Some(new revision)`, or `None`
+    /// when it is not ours any more (expired, or taken). An error says only
+    /// that the bucket did not answer: the lease may still be ours.
+    pub async fn renew(&self, partition: u16, revision: u64) -> Result<Option<u64>, LeaseError> {
+        match self.kv.update(self.lease_key(partition), self.me.clone().into(), revision).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(err("renew")(e.into())),
+        }
     }
 
     /// Gives a lease up (only if still ours).

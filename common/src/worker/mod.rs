@@ -98,6 +98,9 @@ pub struct Worker<H> {
 /// A partition this replica runs (or is giving up).
 struct Held {
     revision: u64,
+    /// When the lease was last taken or renewed: past `ttl` it may be
+    /// someone else's, so the partition stops before that.
+    renewed_at: std::time::Instant,
     stop: CancellationToken,
     run: JoinHandle<()>,
     /// Being given up: delete the lease once the run has ended.
@@ -141,8 +144,9 @@ impl<H: Handler> Worker<H> {
                 }
             }
             first = false;
-            let ok = self.tick(&leases, &mut held, &shared, &permits).await;
+            let ok = self.tick(&leases, ttl, &mut held, &shared, &permits).await;
             bound.set(ok);
+            self.report_backlog().await;
         }
 
         bound.set(false);
@@ -166,29 +170,54 @@ impl<H: Handler> Worker<H> {
         tracing::info!(worker = name, "stopped");
     }
 
+    /// `lark_bridge_consumer_pending{worker}`: the messages waiting in the
+    /// whole work stream (a WorkQueue keeps exactly what is not yet
+    /// handled), the same figure in every replica whatever partitions it
+    /// holds, so `max` over replicas is the backlog.
+    async fn report_backlog(&self) {
+        let mut stream = self.stream.clone();
+        if let Ok(info) = stream.info().await {
+            metrics::gauge!("lark_bridge_consumer_pending", "worker" => self.name).set(info.state.messages as f64);
+        }
+    }
+
     /// One round: heartbeat, renew, reap, rebalance. False when the lease
     /// bucket did not answer.
     async fn tick(
         &self,
         leases: &lease::Leases,
+        ttl: Duration,
         held: &mut BTreeMap<u16, Held>,
         shared: &Arc<task::Shared<H>>,
         permits: &Arc<Semaphore>,
     ) -> bool {
         let name = self.name;
-        if let Err(e) = leases.heartbeat().await {
+        let heartbeat = leases.heartbeat().await;
+        // Renew whatever the heartbeat did: a partition whose lease could
+        // not be renewed for most of its lifetime stops pulling before the
+        // lease can expire and go to another replica (two owners would break
+        // the order and ask FastGPT twice).
+        let deadline = ttl.mul_f32(0.75);
+        for (p, h) in held.iter_mut().filter(|(_, h)| !h.lost) {
+            let lost = match leases.renew(*p, h.revision).await {
+                Ok(Some(r)) => {
+                    h.revision = r;
+                    h.renewed_at = std::time::Instant::now();
+                    None
+                }
+                Ok(None) => Some("the lease is someone else's now".to_owned()),
+                Err(_) if h.renewed_at.elapsed() < deadline => None,
+                Err(e) => Some(format!("not renewed for {:?}: {e}", h.renewed_at.elapsed())),
+            };
+            if let Some(why) = lost {
+                tracing::warn!(worker = name, partition = *p, reason = %why, "lost the partition's lease; giving it up");
+                h.lost = true;
+                h.stop.cancel();
+            }
+        }
+        if let Err(e) = heartbeat {
             tracing::warn!(worker = name, error = %e, "cannot reach the lease bucket (NATS outage?)");
             return false;
-        }
-        for (p, h) in held.iter_mut().filter(|(_, h)| !h.lost) {
-            match leases.renew(*p, h.revision).await {
-                Ok(r) => h.revision = r,
-                Err(e) => {
-                    tracing::warn!(worker = name, partition = *p, error = %e, "lost the partition's lease; giving it up");
-                    h.lost = true;
-                    h.stop.cancel();
-                }
-            }
         }
         let ended: Vec<u16> = held.iter().filter(|(_, h)| h.run.is_finished()).map(|(p, _)| *p).collect();
         for p in ended {
@@ -229,7 +258,17 @@ impl<H: Handler> Worker<H> {
                         stop: stop.clone(),
                     };
                     let run = tokio::spawn(run.run());
-                    held.insert(p, Held { revision, stop, run, releasing: false, lost: false });
+                    held.insert(
+                        p,
+                        Held {
+                            revision,
+                            renewed_at: std::time::Instant::now(),
+                            stop,
+                            run,
+                            releasing: false,
+                            lost: false,
+                        },
+                    );
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(worker = name, partition = p, error = %e, "cannot take the partition"),

@@ -94,7 +94,6 @@ async fn process<H: Handler>(shared: &Shared<H>, message: &Message) -> Ended {
         return Ended::Settled;
     };
     let (sequence, delivered) = (info.stream_sequence, info.delivered);
-    metrics::gauge!("lark_bridge_consumer_pending", "worker" => name).set(info.pending as f64);
     let key = crate::topology::keys::attempts(name, sequence);
     let attempt = if delivered <= 1 { 1 } else { failed_attempts(shared, &key).await + 1 };
 

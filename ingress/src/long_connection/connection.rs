@@ -246,7 +246,8 @@ async fn read_loop(
     let (acks, mut outbox) = mpsc::channel::<Message>(MAX_IN_FLIGHT);
     let tasks = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut fragments = Fragments::new(MAX_PARTIAL_EVENTS, deps.max_event_bytes.saturating_mul(4), fragments::TTL);
+    let mut fragments = Fragments::new(MAX_PARTIAL_EVENTS, deps.max_event_bytes.saturating_mul(4), fragments::TTL)
+        .with_max_event_bytes(deps.max_event_bytes);
     let mut ping_every = config.ping_interval();
     let mut next_ping = tokio::time::Instant::now();
     let mut last_heard = tokio::time::Instant::now();

@@ -74,17 +74,22 @@ impl Default for ClientConfig {
     }
 }
 
+/// The longest interval taken from Lark's ClientConfig: values come from the
+/// network, and a huge one would overflow the timers built on them.
+const MAX_INTERVAL_SECS: u64 = 3600;
+
 impl ClientConfig {
-    /// The ping interval, at least one second.
+    /// The ping interval, 1 s to 1 h.
     pub fn ping_interval(&self) -> Duration {
-        Duration::from_secs(self.ping_interval.max(1))
+        Duration::from_secs(self.ping_interval.clamp(1, MAX_INTERVAL_SECS))
     }
-    /// The reconnect interval, at least one second (never a tight loop).
+    /// The reconnect interval, 1 s (never a tight loop) to 1 h.
     pub fn reconnect_interval(&self) -> Duration {
-        Duration::from_secs(self.reconnect_interval.max(1))
+        Duration::from_secs(self.reconnect_interval.clamp(1, MAX_INTERVAL_SECS))
     }
+    /// The jitter before the first reconnect, at most 1 h.
     pub fn reconnect_nonce(&self) -> Duration {
-        Duration::from_secs(self.reconnect_nonce)
+        Duration::from_secs(self.reconnect_nonce.min(MAX_INTERVAL_SECS))
     }
     /// Parses a pong's payload; `None` when it is not a ClientConfig.
     pub fn from_pong(payload: &[u8]) -> Option<Self> {

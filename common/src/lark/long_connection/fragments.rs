@@ -40,13 +40,30 @@ pub struct Fragments {
     max_events: usize,
     max_bytes: usize,
     max_parts: usize,
+    /// The largest one event may grow to (at most `max_bytes`).
+    max_event: usize,
     ttl: Duration,
 }
 
 impl Fragments {
     /// `max_bytes` bounds every part held together, and so one event's size.
     pub fn new(max_events: usize, max_bytes: usize, ttl: Duration) -> Self {
-        Self { partial: HashMap::new(), bytes: 0, max_events: max_events.max(1), max_bytes, max_parts: 1024, ttl }
+        Self {
+            partial: HashMap::new(),
+            bytes: 0,
+            max_events: max_events.max(1),
+            max_bytes,
+            max_parts: 1024,
+            max_event: max_bytes,
+            ttl,
+        }
+    }
+
+    /// Refuses an event as soon as its parts pass `max_event` bytes, instead
+    /// of assembling it to throw it away.
+    pub fn with_max_event_bytes(mut self, max_event: usize) -> Self {
+        self.max_event = max_event.min(self.max_bytes);
+        self
     }
 
     /// Events waiting for parts.
@@ -75,10 +92,16 @@ impl Fragments {
         if sum > self.max_parts {
             return Err(FragmentError::TooManyParts { sum, max: self.max_parts });
         }
-        if part.len() > self.max_bytes {
-            return Err(FragmentError::TooLarge { len: part.len(), max: self.max_bytes });
+        if part.len() > self.max_event {
+            self.remove(message_id);
+            return Err(FragmentError::TooLarge { len: part.len(), max: self.max_event });
         }
         self.expire(now);
+        let own = self.partial.get(message_id).map(|p| p.bytes).unwrap_or(0);
+        if own + part.len() > self.max_event {
+            self.remove(message_id);
+            return Err(FragmentError::TooLarge { len: own + part.len(), max: self.max_event });
+        }
         if let Some(p) = self.partial.get(message_id) {
             if p.parts.len() != sum {
                 let earlier = p.parts.len();
