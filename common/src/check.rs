@@ -187,6 +187,11 @@ pub async fn stream_usage(list: &mut Checklist, js: &jetstream::Context, topolog
     let usages = tokio::time::timeout(Duration::from_secs(10), crate::topology::usage::sample(js, topology))
         .await
         .unwrap_or_default();
+    let drain = |key: &str| {
+        format!(
+            "find why it is not drained (are the relay and the responder running? their logs, consumer lag, dead letters), or raise {key}"
+        )
+    };
     let mut fine = Vec::new();
     for u in usages {
         let key = match u.stream.strip_prefix(&format!("{}_", topology.namespace())) {
@@ -201,13 +206,17 @@ pub async fn stream_usage(list: &mut Checklist, js: &jetstream::Context, topolog
                 u.describe(),
                 "start a service (it updates the stream to the configuration) and read its log, or run --check again: an error names what NATS cannot change and how to apply it",
             );
-        } else if u.nearly_full() {
+        } else if u.full() {
             list.fail(
                 format!("stream {}", u.stream),
                 format!("{} (at the limit, writes are refused: nothing is dropped, but work stops)", u.describe()),
-                format!(
-                    "find why it is not drained (are the relay and the responder running? their logs, consumer lag, dead letters), or raise {key}"
-                ),
+                drain(key),
+            );
+        } else if u.nearly_full() {
+            list.warn(
+                format!("stream {}", u.stream),
+                format!("{} (nearly full: at the limit writes are refused, and work stops)", u.describe()),
+                drain(key),
             );
         } else {
             fine.push(u.describe());

@@ -594,7 +594,7 @@ struct IdOnly {
 }
 
 fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !s.is_empty() && crate::lark::ids::token_chars(s)
 }
 
 /// How a channel id is written in an environment variable name.

@@ -45,7 +45,8 @@ pub fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
-fn rfc3339(t: SystemTime) -> String {
+/// `t` as RFC 3339 (empty if it cannot be formatted).
+pub fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 

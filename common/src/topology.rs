@@ -400,7 +400,10 @@ impl Topology {
     /// filtered consumers beside it. Removed when it holds no work; with work
     /// in it, the start stops and says how to drain it.
     async fn retire_single_consumer(&self, s: &stream::Stream, queue: Queue) -> Result<(), TopologyError> {
-        let name = format!("{}_{}", self.ns, queue.consumer());
+        let name = match queue {
+            Queue::Events => self.relay_consumer(),
+            Queue::Replies => self.responder_consumer(),
+        };
         let Ok(info) = s.consumer_info(&name).await else { return Ok(()) };
         let stream = s.cached_info().config.name.clone();
         if info.num_pending > 0 || info.num_ack_pending > 0 {

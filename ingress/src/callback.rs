@@ -23,7 +23,7 @@
 
 use axum::http::{HeaderMap, StatusCode};
 use common::channel::Channel;
-use common::conversation::ConversationKey;
+use common::conversation::{short_hash, ConversationKey};
 use common::envelope::dedup_key;
 use common::lark::crypto::CryptoError;
 use common::lark::event::{Callback, EncryptedBody, EventEnvelope, MessageEvent, ParseError};
@@ -45,7 +45,8 @@ pub struct VerifiedEvent {
     pub envelope: EventEnvelope,
     /// De-duplication key: channel + message_id (or + event_id).
     pub dedup_key: String,
-    /// Subject token: the conversation for messages, `other` for the rest.
+    /// Subject token: the conversation for messages, a hash of the
+    /// de-duplication key for any other event.
     pub subject_token: String,
 }
 
@@ -231,7 +232,13 @@ fn accept_event(channel: &Channel, plain: Vec<u8>, envelope: EventEnvelope) -> R
         m.check_ids()?;
     }
     let dedup_key = dedup_key(&channel.id, &envelope, message.as_ref());
-    let subject_token = message.as_ref().map(|m| ConversationKey::of(m).token()).unwrap_or_else(|| "other".to_owned());
+    // A message goes under its conversation (handled in order); any other
+    // event under a token of its own (nothing needs their order, so none
+    // waits for another; they spread over every partition).
+    let subject_token = match &message {
+        Some(m) => ConversationKey::of(m).token(),
+        None => short_hash(&[dedup_key.as_bytes()]),
+    };
     Ok(VerifiedEvent { plain: plain.into(), envelope, dedup_key, subject_token })
 }
 

@@ -6,9 +6,7 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use common::conversation::short_hash;
 use common::envelope::event_headers;
-use common::lark::event::MESSAGE_RECEIVE;
 use common::topology::Topology;
 
 use crate::callback::VerifiedEvent;
@@ -32,17 +30,6 @@ pub struct Published {
     pub elapsed: Duration,
 }
 
-/// The subject token of an event: its conversation for a message (handled
-/// in order), a token of its own for any other event (nothing needs their
-/// order, so none waits for another; they spread over every partition).
-fn subject_token(event: &VerifiedEvent) -> String {
-    if event.envelope.header.event_type == MESSAGE_RECEIVE {
-        event.subject_token.clone()
-    } else {
-        short_hash(&[event.dedup_key.as_bytes()])
-    }
-}
-
 #[derive(Clone)]
 pub struct Publisher {
     client: async_nats::Client,
@@ -63,7 +50,7 @@ impl Publisher {
         if !common::nats::is_connected(&self.client) {
             return Err(PublishError::Disconnected);
         }
-        let subject = self.topology.event_subject(channel, &subject_token(event));
+        let subject = self.topology.event_subject(channel, &event.subject_token);
         let mut headers = event_headers(channel, &event.dedup_key);
         common::telemetry::inject_nats(&mut headers);
         let payload = event.plain.clone();

@@ -107,7 +107,7 @@ async fn collect(page: &StatusPage) -> Vec<ChannelStatus> {
         let last_error = stages
             .iter()
             .filter_map(|(stage, st)| st.last_error.clone().map(|e| (stage.to_string(), e)))
-            .max_by(|a, b| a.1.at.cmp(&b.1.at));
+            .max_by_key(|(_, e)| sortable(&e.at));
         let mut status = ChannelStatus {
             channel: channel.clone(),
             last_event_received: ok("ingress"),

@@ -28,6 +28,9 @@ use crate::pacing::Pacing;
 use crate::progress::ShownParts;
 use crate::render::{render, Part};
 
+/// The longest a reply waits before it is tried again.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(120);
+
 pub struct Responder {
     pub lark: LarkClients,
     pub pacing: Pacing,
@@ -90,7 +93,12 @@ impl Responder {
             };
             return match e.class() {
                 ErrorClass::Transient { retry_after } if attempt < self.max_attempts => {
-                    let delay = backoff(attempt, Duration::from_secs(60)).max(retry_after.unwrap_or_default());
+                    // At most MAX_RETRY_DELAY, whatever Lark's reset header says: a
+                    // chat's younger replies wait behind this one, and a
+                    // partition's new owner waits at most 300 s for it.
+                    let delay = backoff(attempt, Duration::from_secs(60))
+                        .max(retry_after.unwrap_or_default())
+                        .min(MAX_RETRY_DELAY);
                     metrics::counter!("lark_bridge_lark_retries_total", "channel" => command.channel.clone())
                         .increment(1);
                     tracing::warn!(error = %e, part = i, retry_in = ?delay, "Lark send failed; will retry");

@@ -29,6 +29,12 @@ pub enum IdError {
     BadChar { field: &'static str },
 }
 
+/// Whether every byte of `s` is an ASCII letter, digit, `_` or `-` (the
+/// characters of Lark's ids and of the bridge's own names; true for "").
+pub fn token_chars(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Checks that `value` is shaped like a Lark id: 1 to [`MAX_ID_LEN`] ASCII
 /// letters, digits, `_` or `-`.
 pub fn check(field: &'static str, value: &str) -> Result<(), IdError> {
@@ -38,7 +44,7 @@ pub fn check(field: &'static str, value: &str) -> Result<(), IdError> {
     if value.len() > MAX_ID_LEN {
         return Err(IdError::TooLong { field, len: value.len() });
     }
-    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if !token_chars(value) {
         return Err(IdError::BadChar { field });
     }
     Ok(())

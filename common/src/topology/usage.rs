@@ -41,6 +41,18 @@ impl Usage {
         self.fill() >= NEARLY_FULL
     }
 
+    /// Whether it is at its limit: less room left than two messages of its
+    /// average size (a message that does not fit whole is refused).
+    pub fn full(&self) -> bool {
+        match self.max_bytes {
+            Some(max) => {
+                let average = self.bytes.checked_div(self.messages).unwrap_or(0);
+                max.saturating_sub(self.bytes) < average.saturating_mul(2).max(1)
+            }
+            None => false,
+        }
+    }
+
     /// `ns_events: 410 MiB of 512 MiB (80 %), 1200 messages`.
     pub fn describe(&self) -> String {
         let mut s = match self.max_bytes {
@@ -75,8 +87,8 @@ fn human(bytes: u64) -> String {
 pub async fn sample(js: &jetstream::Context, topology: &Topology) -> Vec<Usage> {
     let mut out = Vec::new();
     for want in topology.all_configs() {
-        let Ok(mut stream) = js.get_stream(&want.name).await else { continue };
-        let Ok(info) = stream.info().await else { continue };
+        let Ok(stream) = js.get_stream(&want.name).await else { continue };
+        let info = stream.cached_info();
         out.push(Usage {
             stream: want.name.clone(),
             bytes: info.state.bytes,
@@ -138,10 +150,13 @@ mod tests {
             max_bytes: Some(1024 * 1024 * 1024),
             differs: Vec::new(),
         };
-        assert!(u.nearly_full());
+        assert!(u.nearly_full() && !u.full());
+        let at_limit = Usage { bytes: 1000, messages: 10, max_bytes: Some(1150), ..u.clone() };
+        assert!(at_limit.full(), "less room than two 100-byte messages");
+        assert!(!Usage { max_bytes: Some(1250), ..at_limit.clone() }.full());
         assert_eq!(u.describe(), "ns_events: 850.0 MiB of 1024.0 MiB (83 %), 12 messages");
         let unlimited = Usage { max_bytes: None, bytes: 10, ..u };
-        assert!(!unlimited.nearly_full());
+        assert!(!unlimited.nearly_full() && !unlimited.full());
         assert!(unlimited.describe().contains("NO size limit"));
     }
 }

@@ -23,7 +23,7 @@
 //!   the batch under way, hand back (nak) what waits, oldest first. What runs
 //!   goes on and acknowledges itself; the next owner waits for it as above.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,9 +44,14 @@ use super::Handler;
 pub const MAX_HELD: usize = 512;
 /// How long one pull request waits for messages.
 pub const PULL_EXPIRES: Duration = Duration::from_secs(2);
-/// How often the previous owner's messages are looked up while waited for.
+/// How often the messages waited for (a previous owner's, or handed back
+/// here) are looked up.
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
-/// After this long, the previous owner's messages are not waited for any more.
+/// Lookups per recheck at most: the recheck runs inside the partition's loop,
+/// so thousands of sequential lookups would stall pulls, starts and `Progress`.
+const RECHECK_MAX: usize = 32;
+/// After this long, a message waited for (a previous owner's, or handed back
+/// here) is not waited for any more.
 const FOREIGN_MAX_WAIT: Duration = Duration::from_secs(300);
 /// A message whose handler panicked comes back after this long.
 const PANIC_RETRY: Duration = Duration::from_secs(5);
@@ -69,10 +74,10 @@ impl<H: Handler> Partition<H> {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let mut queues: Queues<Message> = Queues::default();
         let mut running: HashMap<u64, Message> = HashMap::new();
-        // Sequences the previous owner held, and since when they are waited for.
-        let mut foreign: HashMap<u64, Instant> = HashMap::new();
-        self.list_foreign(&mut queues, &mut foreign).await;
-        tracing::info!(worker = name, partition = self.partition, waiting_for = foreign.len(), "partition taken");
+        let waiting_for = self.list_foreign(&mut queues).await;
+        tracing::info!(worker = name, partition = self.partition, waiting_for, "partition taken");
+        // Where the last recheck stopped: the next one goes on from there.
+        let mut recheck_after = 0u64;
 
         let mut batch: Option<Batch> = None;
         let mut pause_until: Option<Instant> = None;
@@ -80,6 +85,9 @@ impl<H: Handler> Partition<H> {
         let every = self.shared.progress_every;
         let mut progress = tokio::time::interval_at(Instant::now() + every, every);
         let mut recheck = tokio::time::interval(RECHECK_EVERY);
+        // The recheck is idle while nothing is waited for, possibly for hours:
+        // when a hand-back wakes it, one tick, not a burst of the missed ones.
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let paused = pause_until.is_some_and(|t| Instant::now() < t);
             if batch.is_none() && !stopping && !paused && queues.held() < MAX_HELD {
@@ -113,7 +121,7 @@ impl<H: Handler> Partition<H> {
                     queues.finish(&f.subject, f.sequence, again);
                 }
                 next = next_of(&mut batch), if batch.is_some() => match next {
-                    Some(Ok(m)) => self.receive(m, &mut queues, &mut foreign).await,
+                    Some(Ok(m)) => self.receive(m, &mut queues).await,
                     Some(Err(e)) => {
                         tracing::debug!(worker = name, partition = self.partition, error = %e, "pull ended");
                         batch = None;
@@ -136,7 +144,7 @@ impl<H: Handler> Partition<H> {
                         task::ack(name, m, AckKind::Progress).await;
                     }
                 }
-                _ = recheck.tick(), if !foreign.is_empty() => self.recheck(&mut queues, &mut foreign).await,
+                _ = recheck.tick(), if queues.has_outstanding() => self.recheck(&mut queues, &mut recheck_after).await,
                 _ = self.stop.cancelled(), if !stopping => stopping = true,
                 _ = tokio::time::sleep_until(wake), if paused => pause_until = None,
             }
@@ -155,7 +163,7 @@ impl<H: Handler> Partition<H> {
         }
     }
 
-    async fn receive(&self, m: Message, queues: &mut Queues<Message>, foreign: &mut HashMap<u64, Instant>) {
+    async fn receive(&self, m: Message, queues: &mut Queues<Message>) {
         let name = self.shared.name;
         let Ok(info) = m.info() else {
             tracing::error!(worker = name, subject = %m.subject, "not a JetStream message; terminating it");
@@ -163,7 +171,6 @@ impl<H: Handler> Partition<H> {
             return;
         };
         let sequence = info.stream_sequence;
-        foreign.remove(&sequence);
         let subject = m.subject.to_string();
         tracing::debug!(worker = name, partition = self.partition, sequence, %subject, held = queues.held(), "received");
         if queues.push(&subject, sequence, m) == Pushed::AlreadyRunning {
@@ -171,26 +178,30 @@ impl<H: Handler> Partition<H> {
         }
     }
 
-    /// Lists the messages a previous owner was given and has not acknowledged.
-    async fn list_foreign(&self, queues: &mut Queues<Message>, foreign: &mut HashMap<u64, Instant>) {
+    /// Lists the messages a previous owner was given and has not acknowledged;
+    /// returns how many.
+    async fn list_foreign(&self, queues: &mut Queues<Message>) -> usize {
         let info = match self.consumer.get_info().await {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(worker = self.shared.name, partition = self.partition, error = %e, "cannot read the consumer; not waiting for a previous owner");
-                return;
+                return 0;
             }
         };
         let (floor, last) = (info.ack_floor.stream_sequence, info.delivered.stream_sequence);
-        if last <= floor {
-            return;
+        // Nothing pending: nothing to wait for, and no lookup at all (the
+        // common case, a partition whose previous owner finished its work).
+        if last <= floor || info.num_ack_pending == 0 {
+            return 0;
         }
         let filter = info.config.filter_subject.clone();
         let mut next = floor + 1;
-        while foreign.len() < MAX_SCAN {
+        let mut listed = 0;
+        while listed < MAX_SCAN {
             match self.stream.direct_get_next_for_subject(filter.as_str(), Some(next)).await {
                 Ok(m) if m.sequence <= last => {
                     queues.expect(m.subject.as_str(), m.sequence);
-                    foreign.insert(m.sequence, Instant::now());
+                    listed += 1;
                     next = m.sequence + 1;
                 }
                 Ok(_) => break,
@@ -201,34 +212,55 @@ impl<H: Handler> Partition<H> {
                 }
             }
         }
+        listed
     }
 
-    /// Stops waiting for foreign messages that are gone, orphaned or overdue.
-    async fn recheck(&self, queues: &mut Queues<Message>, foreign: &mut HashMap<u64, Instant>) {
+    /// Stops waiting for messages (a previous owner's, or handed back here)
+    /// that are gone, orphaned or overdue. Overdue ones are found without a
+    /// lookup; only the oldest waited-for sequence of each subject is looked
+    /// up (it alone holds its subject's head), at most [`RECHECK_MAX`] per
+    /// call, going on from `after` so every subject gets its turn.
+    async fn recheck(&self, queues: &mut Queues<Message>, after: &mut u64) {
         let name = self.shared.name;
+        for sequence in queues.forget_overdue(FOREIGN_MAX_WAIT) {
+            tracing::warn!(
+                worker = name,
+                sequence,
+                "a message waited for did not come back; not waiting for it any more"
+            );
+        }
+        let subjects = queues.to_recheck();
+        if subjects.is_empty() {
+            return;
+        }
         let floor = self.consumer.get_info().await.ok().map(|i| i.ack_floor.stream_sequence);
-        let mut seqs: Vec<u64> = foreign.keys().copied().collect();
-        seqs.sort_unstable();
-        for sequence in seqs {
+        let split = subjects.partition_point(|(s, _)| *s <= *after);
+        let mut todo: VecDeque<(u64, String)> = subjects[split..].iter().chain(&subjects[..split]).cloned().collect();
+        let mut lookups = 0;
+        while lookups < RECHECK_MAX {
+            let Some((sequence, subject)) = todo.pop_front() else {
+                *after = 0;
+                break;
+            };
+            lookups += 1;
+            *after = sequence;
             let gone = match self.stream.direct_get(sequence).await {
                 Err(e) if e.kind() == DirectGetErrorKind::NotFound => true,
-                Err(_) => false,
-                Ok(_) if floor.is_some_and(|f| sequence <= f) => self.remove_orphan(sequence, floor.unwrap_or(0)).await,
-                Ok(_) => {
-                    let overdue = foreign.get(&sequence).is_some_and(|t| t.elapsed() > FOREIGN_MAX_WAIT);
-                    if overdue {
-                        tracing::warn!(
-                            worker = name,
-                            sequence,
-                            "a previous owner's message did not come back; not waiting for it any more"
-                        );
-                    }
-                    overdue
-                }
+                // NATS unreachable: the next tick tries again rather than
+                // piling up failing lookups now.
+                Err(_) => break,
+                Ok(_) => match floor {
+                    Some(f) if sequence <= f => self.remove_orphan(sequence, f).await,
+                    _ => false,
+                },
             };
             if gone {
-                foreign.remove(&sequence);
                 queues.forget(sequence);
+                // A purge takes whole conversations: go on with the next one
+                // of this subject now rather than one per tick.
+                if let Some(next) = queues.oldest_outstanding(&subject) {
+                    todo.push_front((next, subject));
+                }
             }
         }
     }

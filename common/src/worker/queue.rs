@@ -14,14 +14,20 @@
 //! older than it has arrived or is known to be gone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// The per-subject queues of one partition. `M` is the message (generic for tests).
 pub struct Queues<M> {
     subjects: HashMap<String, Line<M>>,
     /// Subjects whose head may start now (each listed at most once).
     ready: VecDeque<String>,
-    /// Outstanding sequence → its subject.
-    outstanding: HashMap<u64, String>,
+    /// Outstanding sequence → its subject, and since when it is waited for:
+    /// listed from a previous owner or handed back here alike, so the owner's
+    /// periodic recheck stops waiting for one that never comes back (purged,
+    /// removed, deleted by hand) instead of blocking its subject for good.
+    outstanding: HashMap<u64, (String, Instant)>,
     held: usize,
 }
 
@@ -69,9 +75,38 @@ impl<M> Queues<M> {
         self.held
     }
 
-    #[cfg(test)]
     pub fn has_outstanding(&self) -> bool {
         !self.outstanding.is_empty()
+    }
+
+    /// The oldest outstanding sequence of each subject, oldest first: the
+    /// only one that holds its subject's head, so the only one worth looking
+    /// up (the younger ones are looked up once it is resolved).
+    pub fn to_recheck(&self) -> Vec<(u64, String)> {
+        let mut all: Vec<(u64, String)> = self
+            .subjects
+            .iter()
+            .filter_map(|(subject, line)| line.outstanding.first().map(|&s| (s, subject.clone())))
+            .collect();
+        all.sort_unstable();
+        all
+    }
+
+    /// The oldest outstanding sequence of `subject`, if any.
+    pub fn oldest_outstanding(&self, subject: &str) -> Option<u64> {
+        self.subjects.get(subject).and_then(|l| l.outstanding.first().copied())
+    }
+
+    /// Stops waiting for every sequence waited for longer than `max`; returns them.
+    /// Local (no lookup), so a long wait ends on time however many there are.
+    pub fn forget_overdue(&mut self, max: Duration) -> Vec<u64> {
+        let mut overdue: Vec<u64> =
+            self.outstanding.iter().filter(|(_, (_, since))| since.elapsed() > max).map(|(&s, _)| s).collect();
+        overdue.sort_unstable();
+        for &sequence in &overdue {
+            self.forget(sequence);
+        }
+        overdue
     }
 
     /// A delivery of `sequence` on `subject`. A newer delivery of a waiting
@@ -99,13 +134,13 @@ impl<M> Queues<M> {
             return;
         }
         line.outstanding.insert(sequence);
-        self.outstanding.insert(sequence, subject.to_owned());
+        self.outstanding.entry(sequence).or_insert_with(|| (subject.to_owned(), Instant::now()));
     }
 
     /// `sequence` will not come again (acknowledged elsewhere, removed, or
     /// waited for too long): stop waiting for it.
     pub fn forget(&mut self, sequence: u64) {
-        let Some(subject) = self.outstanding.remove(&sequence) else { return };
+        let Some((subject, _)) = self.outstanding.remove(&sequence) else { return };
         if let Some(line) = self.subjects.get_mut(&subject) {
             line.outstanding.remove(&sequence);
         }
@@ -142,7 +177,7 @@ impl<M> Queues<M> {
         self.held -= 1;
         if again {
             line.outstanding.insert(sequence);
-            self.outstanding.insert(sequence, subject.to_owned());
+            self.outstanding.insert(sequence, (subject.to_owned(), Instant::now()));
         }
         self.relist(subject);
     }
@@ -243,6 +278,33 @@ mod tests {
         assert!(q.start_next().is_none(), "a2 waits for a1's redelivery");
         q.push("a", 1, "a1 redelivered");
         assert_eq!(drain(&mut q), ["a1 redelivered", "a2"]);
+    }
+
+    #[test]
+    fn a_handed_back_message_is_rechecked_and_not_waited_for_forever() {
+        let mut q = Queues::default();
+        q.push("a", 1, "a1");
+        q.push("a", 2, "a2");
+        let (s, seq, _) = q.start_next().expect("a1");
+        q.finish(&s, seq, true);
+        assert!(q.start_next().is_none(), "a2 waits for a1's redelivery");
+        assert!(q.has_outstanding(), "the recheck runs while a1 is waited for");
+        assert_eq!(q.to_recheck(), [(1, "a".to_owned())], "a1 is looked up like a previous owner's message");
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(q.forget_overdue(Duration::from_millis(1)), [1], "and not waited for past the max wait");
+        assert_eq!(drain(&mut q), ["a2"]);
+    }
+
+    #[test]
+    fn only_the_oldest_outstanding_of_each_subject_is_rechecked() {
+        let mut q: Queues<&'static str> = Queues::default();
+        q.expect("b", 9);
+        q.expect("a", 5);
+        q.expect("a", 3);
+        assert_eq!(q.to_recheck(), [(3, "a".to_owned()), (9, "b".to_owned())]);
+        q.forget(3);
+        assert_eq!(q.oldest_outstanding("a"), Some(5));
+        assert!(q.forget_overdue(Duration::from_secs(300)).is_empty());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use common::status::rfc3339;
 use serde::Serialize;
 
 /// One channel's connections, as the status page shows them.
@@ -39,15 +40,33 @@ impl ChannelConnections {
     }
 }
 
-#[derive(Clone, Default)]
-pub struct Board(Arc<Mutex<HashMap<String, ChannelConnections>>>);
-
-fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+/// What the hot path writes: times as they are, formatted when the page is read.
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    wanted: usize,
+    up: usize,
+    last_connected: Option<SystemTime>,
+    last_event: Option<SystemTime>,
+    last_problem: Option<String>,
 }
 
+impl Entry {
+    fn shown(&self) -> ChannelConnections {
+        ChannelConnections {
+            wanted: self.wanted,
+            up: self.up,
+            last_connected_at: self.last_connected.map(rfc3339),
+            last_event_at: self.last_event.map(rfc3339),
+            last_problem: self.last_problem.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct Board(Arc<Mutex<HashMap<String, Entry>>>);
+
 impl Board {
-    fn update(&self, channel: &str, f: impl FnOnce(&mut ChannelConnections)) {
+    fn update(&self, channel: &str, f: impl FnOnce(&mut Entry)) {
         if let Ok(mut map) = self.0.lock() {
             f(map.entry(channel.to_owned()).or_default());
         }
@@ -58,10 +77,10 @@ impl Board {
     }
 
     pub fn connected(&self, channel: &str) {
-        let now = rfc3339(SystemTime::now());
+        let now = SystemTime::now();
         self.update(channel, |c| {
             c.up += 1;
-            c.last_connected_at = Some(now);
+            c.last_connected = Some(now);
         });
     }
 
@@ -70,8 +89,8 @@ impl Board {
     }
 
     pub fn event(&self, channel: &str) {
-        let now = rfc3339(SystemTime::now());
-        self.update(channel, |c| c.last_event_at = Some(now));
+        let now = SystemTime::now();
+        self.update(channel, |c| c.last_event = Some(now));
     }
 
     pub fn problem(&self, channel: &str, what: String) {
@@ -80,7 +99,7 @@ impl Board {
 
     /// `None` for a channel without long connections.
     pub fn get(&self, channel: &str) -> Option<ChannelConnections> {
-        self.0.lock().ok().and_then(|m| m.get(channel).cloned())
+        self.0.lock().ok().and_then(|m| m.get(channel).map(Entry::shown))
     }
 }
 

@@ -118,14 +118,18 @@ pub async fn run(channel: Arc<Channel>, index: usize, deps: Deps, shutdown: Canc
     }
 }
 
-/// Opens one connection (endpoint, handshake) to `channel`'s app.
+/// Opens one connection (endpoint, handshake) to `channel`'s app. `config`
+/// takes the endpoint's settings as soon as it answers: they apply from then
+/// on, also to the wait after a refused handshake.
 pub async fn dial(
     channel: &Channel,
     secret: &secrecy::SecretString,
     http: &reqwest::Client,
     max_event_bytes: usize,
+    config: &mut ClientConfig,
 ) -> Result<(Ws, endpoint::Endpoint), DialError> {
     let ep = ask_endpoint(channel, secret, http).await?;
+    *config = ep.config;
     let ws = handshake(&ep, max_event_bytes).await?;
     Ok((ws, ep))
 }
@@ -173,6 +177,34 @@ pub enum DialError {
     Handshake { url: WsUrl, why: String },
 }
 
+impl DialError {
+    /// Lark refused the app: retrying soon will not help until its settings
+    /// change. Otherwise Lark or the way to it failed: retry at the interval.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Endpoint(EndpointError::App { .. }) | Self::Refused(_))
+    }
+
+    /// What to do about it.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            Self::Endpoint(e) => e.fix(),
+            Self::Refused(r) => r.fix(),
+            Self::Handshake { .. } => {
+                "check that this host reaches Lark (outbound HTTPS and WebSocket, no proxy in the way)"
+            }
+        }
+    }
+
+    /// The reason, as a metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Endpoint(e) => e.label(),
+            Self::Refused(r) => r.label(),
+            Self::Handshake { .. } => "handshake_failed",
+        }
+    }
+}
+
 /// A tungstenite error in words, without any URL it may hold.
 fn describe(e: &tungstenite::Error) -> String {
     match e {
@@ -199,20 +231,13 @@ async fn session(
     // The endpoint's settings apply from its answer on, also to the waits
     // after a refused handshake.
     let dialed = tokio::select! {
-        r = async {
-            let ep = ask_endpoint(channel, secret, &deps.http).await?;
-            *config = ep.config;
-            let ws = handshake(&ep, deps.max_event_bytes).await?;
-            Ok((ws, ep))
-        } => r,
+        r = dial(channel, secret, &deps.http, deps.max_event_bytes, config) => r,
         () = shutdown.cancelled() => return Ended::Shutdown,
     };
     let (ws, ep) = match dialed {
         Ok(ok) => ok,
-        Err(DialError::Endpoint(e @ EndpointError::Transient(_))) => return Ended::Failed(e.to_string()),
-        Err(DialError::Endpoint(e)) => return Ended::Refused { label: e.label(), what: e.to_string(), fix: e.fix() },
-        Err(DialError::Refused(r)) => return Ended::Refused { label: r.label(), what: r.to_string(), fix: r.fix() },
-        Err(e @ DialError::Handshake { .. }) => return Ended::Failed(e.to_string()),
+        Err(e) if e.is_refusal() => return Ended::Refused { label: e.label(), what: e.to_string(), fix: e.fix() },
+        Err(e) => return Ended::Failed(e.to_string()),
     };
     backoff.connected();
     let up_since = Instant::now();

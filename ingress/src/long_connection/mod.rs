@@ -8,7 +8,8 @@
 //!
 //! - [`connection`]: one connection's life (endpoint, handshake, read loop,
 //!   pings, silence, clean close at shutdown) and its reconnects.
-//! - [`handler`]: one data frame: join, check, store, acknowledge.
+//! - [`handler`]: one data frame (its fragments already joined by the reader
+//!   in [`connection`]): check, store, acknowledge.
 //! - [`backoff`]: when to dial again.
 //! - [`board`]: what `/status` shows of the connections of this replica.
 //! - [`probe`]: `ingress --check` opens one connection and closes it.

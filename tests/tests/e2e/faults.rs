@@ -223,27 +223,30 @@ async fn kill_9_of_any_service_or_of_nats_loses_and_doubles_nothing() {
         let idx: Vec<usize> = lost.iter().filter_map(|id| ids.iter().position(|i| i == *id)).collect();
         println!("lost events at indexes {idx:?}");
         let t = common::topology::Topology::new(&b.settings.nats);
-        for (stream, consumer) in
-            [(t.events_stream(), t.relay_consumer()), (t.replies_stream(), t.responder_consumer())]
-        {
+        for queue in [common::topology::Queue::Events, common::topology::Queue::Replies] {
+            let stream = t.work_stream_name(queue);
             if let Ok(mut st) = b.js.get_stream(&stream).await {
                 println!("{stream}: {:?}", st.info().await.map(|i| i.state.clone()));
-                if let Ok(mut c) = st.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer).await {
-                    println!(
-                        "{consumer}: {:?}",
-                        c.info().await.map(|i| (
-                            i.num_pending,
-                            i.num_ack_pending,
-                            i.num_redelivered,
-                            i.num_waiting,
-                            i.ack_floor,
-                            i.delivered
-                        ))
-                    );
-                    let first = st.info().await.map(|i| i.state.first_sequence).unwrap_or(0);
-                    if let Ok(m) = st.get_raw_message(first).await {
-                        println!("first message {first}: subject {}", m.subject);
+                for p in 0..common::topology::PARTITIONS {
+                    let consumer = t.partition_consumer(queue, p);
+                    if let Ok(mut c) = st.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer).await
+                    {
+                        println!(
+                            "{consumer}: {:?}",
+                            c.info().await.map(|i| (
+                                i.num_pending,
+                                i.num_ack_pending,
+                                i.num_redelivered,
+                                i.num_waiting,
+                                i.ack_floor,
+                                i.delivered
+                            ))
+                        );
                     }
+                }
+                let first = st.info().await.map(|i| i.state.first_sequence).unwrap_or(0);
+                if let Ok(m) = st.get_raw_message(first).await {
+                    println!("first message {first}: subject {}", m.subject);
                 }
             }
         }

@@ -398,3 +398,73 @@ async fn a_panicking_handler_frees_its_slot_and_its_conversation_goes_on_in_orde
     let _ = running.await;
     delete_namespace(&js, &t).await;
 }
+
+/// A handler that hands "gone" back for a long while the first time it sees it.
+#[derive(Default)]
+struct RetriesLate {
+    calls: std::sync::Mutex<Vec<String>>,
+}
+
+impl common::worker::Handler for RetriesLate {
+    async fn handle(&self, message: &async_nats::jetstream::Message, _attempt: u32) -> common::worker::Outcome {
+        let text = String::from_utf8_lossy(&message.payload).into_owned();
+        self.calls.lock().expect("calls").push(text.clone());
+        if text == "gone" {
+            return common::worker::Outcome::Retry(Duration::from_secs(600));
+        }
+        common::worker::Outcome::Done
+    }
+}
+
+/// A message handed back (`Retry`) and then removed from the stream never
+/// comes back: its conversation stops waiting for it at the next recheck
+/// instead of blocking until the partition changes hands.
+#[tokio::test]
+async fn a_conversation_does_not_wait_for_a_handed_back_message_that_was_removed() {
+    use common::topology::{Queue, LEASE_TTL};
+    use common::worker::{Share, Worker};
+    lark_bridge_tests::harness::init_test_logs();
+    let settings = common::config::NatsSettings { namespace: format!("w{}", random_hex(10)), ..Default::default() };
+    let t = Topology::new(&settings);
+    let js = jetstream::new(async_nats::connect(nats_url()).await.expect("NATS runs for the tests"));
+    t.ensure_streams(&js).await.expect("streams");
+    let handler = std::sync::Arc::new(RetriesLate::default());
+    let stream = js.get_stream(t.events_stream()).await.expect("stream");
+    let worker = Worker {
+        name: "handed_back_probe",
+        consumers: t.partition_consumers(&js, Queue::Events, Duration::from_secs(30)).await.expect("consumers"),
+        stream: stream.clone(),
+        leases: t.leases(&js, LEASE_TTL).await.expect("leases"),
+        attempts: t.attempts(&js).await.expect("attempts"),
+        handler: handler.clone(),
+        max_in_flight: 4,
+        grace: Duration::from_secs(1),
+        share: tokio::sync::watch::Sender::new(Share::default()),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let bound = common::health::Health::new(None).check("consumer_bound");
+    let running = tokio::spawn(worker.run(stop.clone(), bound));
+    let subject = t.event_subject(CHANNEL, "one_conversation");
+    let gone = js.publish(subject.clone(), "gone".into()).await.expect("publish").await.expect("stored").sequence;
+    js.publish(subject.clone(), "next".into()).await.expect("publish").await.expect("stored");
+    for _ in 0..300 {
+        if !handler.calls.lock().expect("calls").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(handler.calls.lock().expect("calls").clone(), ["gone"], "next waits for gone to come back");
+    stream.delete_message(gone).await.expect("removed by hand");
+    for _ in 0..300 {
+        if handler.calls.lock().expect("calls").len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let calls = handler.calls.lock().expect("calls").clone();
+    assert_eq!(calls, ["gone", "next"], "next ran once gone was found removed, well before its retry or the max wait");
+    stop.cancel();
+    let _ = running.await;
+    delete_namespace(&js, &t).await;
+}
