@@ -355,31 +355,58 @@ fn in_flight_gauge(worker: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
 }
 
+/// One worker over a namespace of its own, in this process, with `handler`:
+/// what a test of the pull loop itself starts.
+struct Probe {
+    t: Topology,
+    js: jetstream::Context,
+    stop: tokio_util::sync::CancellationToken,
+    running: tokio::task::JoinHandle<()>,
+}
+
+impl Probe {
+    async fn start<H: common::worker::Handler>(
+        name: &'static str,
+        handler: std::sync::Arc<H>,
+        ack_wait: Duration,
+    ) -> Self {
+        use common::topology::{Queue, LEASE_TTL};
+        use common::worker::{Share, Worker};
+        lark_bridge_tests::harness::init_test_logs();
+        let settings = common::config::NatsSettings { namespace: format!("w{}", random_hex(10)), ..Default::default() };
+        let t = Topology::new(&settings);
+        let js = jetstream::new(async_nats::connect(nats_url()).await.expect("NATS runs for the tests"));
+        t.ensure_streams(&js).await.expect("streams");
+        let worker = Worker {
+            name,
+            consumers: t.partition_consumers(&js, Queue::Events, ack_wait).await.expect("consumers"),
+            stream: js.get_stream(t.events_stream()).await.expect("stream"),
+            leases: t.leases(&js, LEASE_TTL).await.expect("leases"),
+            attempts: t.attempts(&js).await.expect("attempts"),
+            handler,
+            max_in_flight: 4,
+            grace: Duration::from_secs(1),
+            share: tokio::sync::watch::Sender::new(Share::default()),
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let bound = common::health::Health::new(None).check("consumer_bound");
+        let running = tokio::spawn(worker.run(stop.clone(), bound));
+        Self { t, js, stop, running }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.running.await;
+        delete_namespace(&self.js, &self.t).await;
+    }
+}
+
 #[tokio::test]
 async fn a_panicking_handler_frees_its_slot_and_its_conversation_goes_on_in_order() {
-    use common::topology::{Queue, LEASE_TTL};
-    use common::worker::{Share, Worker};
-    lark_bridge_tests::harness::init_test_logs();
     common::health::metrics_handle();
-    let settings = common::config::NatsSettings { namespace: format!("w{}", random_hex(10)), ..Default::default() };
-    let t = Topology::new(&settings);
-    let js = jetstream::new(async_nats::connect(nats_url()).await.expect("NATS runs for the tests"));
-    t.ensure_streams(&js).await.expect("streams");
     let handler = std::sync::Arc::new(Panicky::default());
-    let worker = Worker {
-        name: "panic_probe",
-        consumers: t.partition_consumers(&js, Queue::Events, Duration::from_secs(2)).await.expect("consumers"),
-        stream: js.get_stream(t.events_stream()).await.expect("stream"),
-        leases: t.leases(&js, LEASE_TTL).await.expect("leases"),
-        attempts: t.attempts(&js).await.expect("attempts"),
-        handler: handler.clone(),
-        max_in_flight: 4,
-        grace: Duration::from_secs(1),
-        share: tokio::sync::watch::Sender::new(Share::default()),
-    };
-    let stop = tokio_util::sync::CancellationToken::new();
-    let bound = common::health::Health::new(None).check("consumer_bound");
-    let running = tokio::spawn(worker.run(stop.clone(), bound));
+    let probe = Probe::start("panic_probe", handler.clone(), Duration::from_secs(2)).await;
+    let (t, js) = (&probe.t, &probe.js);
     let subject = t.event_subject(CHANNEL, "one_conversation");
     for text in ["boom", "next"] {
         js.publish(subject.clone(), text.into()).await.expect("publish").await.expect("stored");
@@ -394,9 +421,7 @@ async fn a_panicking_handler_frees_its_slot_and_its_conversation_goes_on_in_orde
     assert_eq!(calls, ["boom", "boom", "next"], "handed back after the panic, then in order");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(in_flight_gauge("panic_probe"), Some(0.0), "the gauge came down after the panic");
-    stop.cancel();
-    let _ = running.await;
-    delete_namespace(&js, &t).await;
+    probe.stop().await;
 }
 
 /// A handler that hands "gone" back for a long while the first time it sees it.
@@ -421,29 +446,10 @@ impl common::worker::Handler for RetriesLate {
 /// instead of blocking until the partition changes hands.
 #[tokio::test]
 async fn a_conversation_does_not_wait_for_a_handed_back_message_that_was_removed() {
-    use common::topology::{Queue, LEASE_TTL};
-    use common::worker::{Share, Worker};
-    lark_bridge_tests::harness::init_test_logs();
-    let settings = common::config::NatsSettings { namespace: format!("w{}", random_hex(10)), ..Default::default() };
-    let t = Topology::new(&settings);
-    let js = jetstream::new(async_nats::connect(nats_url()).await.expect("NATS runs for the tests"));
-    t.ensure_streams(&js).await.expect("streams");
     let handler = std::sync::Arc::new(RetriesLate::default());
+    let probe = Probe::start("handed_back_probe", handler.clone(), Duration::from_secs(30)).await;
+    let (t, js) = (&probe.t, &probe.js);
     let stream = js.get_stream(t.events_stream()).await.expect("stream");
-    let worker = Worker {
-        name: "handed_back_probe",
-        consumers: t.partition_consumers(&js, Queue::Events, Duration::from_secs(30)).await.expect("consumers"),
-        stream: stream.clone(),
-        leases: t.leases(&js, LEASE_TTL).await.expect("leases"),
-        attempts: t.attempts(&js).await.expect("attempts"),
-        handler: handler.clone(),
-        max_in_flight: 4,
-        grace: Duration::from_secs(1),
-        share: tokio::sync::watch::Sender::new(Share::default()),
-    };
-    let stop = tokio_util::sync::CancellationToken::new();
-    let bound = common::health::Health::new(None).check("consumer_bound");
-    let running = tokio::spawn(worker.run(stop.clone(), bound));
     let subject = t.event_subject(CHANNEL, "one_conversation");
     let gone = js.publish(subject.clone(), "gone".into()).await.expect("publish").await.expect("stored").sequence;
     js.publish(subject.clone(), "next".into()).await.expect("publish").await.expect("stored");
@@ -464,7 +470,5 @@ async fn a_conversation_does_not_wait_for_a_handed_back_message_that_was_removed
     }
     let calls = handler.calls.lock().expect("calls").clone();
     assert_eq!(calls, ["gone", "next"], "next ran once gone was found removed, well before its retry or the max wait");
-    stop.cancel();
-    let _ = running.await;
-    delete_namespace(&js, &t).await;
+    probe.stop().await;
 }
