@@ -59,11 +59,7 @@ pub async fn store(
             metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => "publish_failed", "channel" => channel.id.clone())
                 .increment(1);
             tracing::error!(error = %e, via = via.label(), "event not stored; Lark will push it again");
-            status.error(
-                &channel.id,
-                e.to_string(),
-                "check NATS: is nats-server up, with JetStream? (ingress --check)",
-            );
+            status.error(&channel.id, e.to_string(), e.fix());
             Err(e)
         }
     }

@@ -21,6 +21,19 @@ pub enum PublishError {
     Refused(String),
 }
 
+impl PublishError {
+    /// What an operator does about it.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            Self::Disconnected | Self::Timeout(_) => "check NATS: is nats-server up, with JetStream? (ingress --check)",
+            Self::Refused(_) => {
+                "JetStream refused the event: when the events stream is full, let the relay drain it or raise \
+                 nats.events_max_bytes (ingress --check shows each stream's use)"
+            }
+        }
+    }
+}
+
 /// What JetStream said.
 #[derive(Debug)]
 pub struct Published {
