@@ -26,6 +26,8 @@ pub struct Channel {
     pub fastgpt_api_key: Option<SecretString>,
     /// Webhook or long connection.
     pub subscription: Subscription,
+    /// Answers stream into a card as FastGPT writes them.
+    pub streaming: bool,
 }
 
 impl Channel {
@@ -40,6 +42,7 @@ impl Channel {
             fastgpt_base_url: s.fastgpt_base_url.clone(),
             fastgpt_api_key: s.fastgpt_api_key.clone(),
             subscription: s.subscription,
+            streaming: s.streaming,
         }
     }
 
@@ -110,6 +113,7 @@ mod tests {
             fastgpt_api_key: Some(SecretString::from("k".to_owned())),
             allow_unverified: false,
             subscription: Default::default(),
+            streaming: true,
         })
     }
 

@@ -38,6 +38,31 @@ pub fn secrets(list: &mut Checklist, settings: &Settings, service: crate::cli::B
     }
 }
 
+/// Whether files are on ([`crate::config::FilesSetup`]): when not, a warning
+/// naming the keys to set (users then get a notice instead of an answer).
+pub fn files(list: &mut Checklist, settings: &Settings) {
+    match settings.files() {
+        crate::config::FilesSetup::Enabled { public_url, .. } => list.pass(
+            "files",
+            format!(
+                "on: FastGPT fetches the files users send from {}{}... (signed links, kept {} s, at most {} bytes in all)",
+                public_url.as_str().trim_end_matches('/'),
+                crate::file_link::ROUTE_PREFIX,
+                settings.nats.files_max_age_secs,
+                settings.nats.files_max_bytes
+            ),
+        ),
+        crate::config::FilesSetup::Disabled { missing } => list.warn(
+            "files",
+            format!("off: {missing} not set, so a file a user sends gets a notice instead of an answer (images work)"),
+            format!(
+                "set {missing}: the public address FastGPT fetches files from, and a random key of 32 characters or \
+                 more (README.md, \"Images and files\")"
+            ),
+        ),
+    }
+}
+
 /// The result of `--check`.
 #[derive(Debug, Clone)]
 pub struct Checklist {
@@ -195,6 +220,7 @@ pub async fn stream_usage(list: &mut Checklist, js: &jetstream::Context, topolog
     let mut fine = Vec::new();
     for u in usages {
         let key = match u.stream.strip_prefix(&format!("{}_", topology.namespace())) {
+            _ if u.stream == topology.files_bucket_config().name => "nats.files_max_bytes",
             Some("events") => "nats.events_max_bytes",
             Some("replies") => "nats.replies_max_bytes",
             Some("dead") => "nats.dead_max_bytes",

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
@@ -88,6 +88,15 @@ pub struct NatsSettings {
     /// Size limit of each KV bucket (sessions, handled, attempts, status...).
     #[serde(default = "defaults::bucket_max_bytes")]
     pub bucket_max_bytes: u64,
+    /// Size limit of the object store bucket of the files users send (what
+    /// FastGPT fetches through the signed links): when full, a new file is
+    /// refused with a notice; nothing stored is dropped before its time.
+    #[serde(default = "defaults::files_max_bytes")]
+    pub files_max_bytes: u64,
+    /// How long a stored file (and its link) lives: FastGPT may read it again
+    /// for follow-up questions in the same conversation within this time.
+    #[serde(default = "defaults::files_max_age_secs")]
+    pub files_max_age_secs: u64,
 }
 
 impl Default for NatsSettings {
@@ -102,6 +111,8 @@ impl Default for NatsSettings {
             dead_max_bytes: defaults::dead_max_bytes(),
             dead_max_age_days: defaults::dead_max_age_days(),
             bucket_max_bytes: defaults::bucket_max_bytes(),
+            files_max_bytes: defaults::files_max_bytes(),
+            files_max_age_secs: defaults::files_max_age_secs(),
         }
     }
 }
@@ -123,9 +134,16 @@ pub struct IngressSettings {
     #[serde(default = "defaults::replay_window_secs")]
     pub replay_window_secs: u64,
     /// The public HTTPS address Lark reaches ingress at (`https://bot.example.com`):
-    /// `--check` prints each channel's full Request URL from it.
+    /// `--check` prints each channel's full Request URL from it. It is also
+    /// where FastGPT fetches the files users send (`{public_url}/files/...`):
+    /// the relay reads it from this section to build those links.
     #[serde(default)]
     pub public_url: Option<Url>,
+    /// The key of the file links' signatures (HMAC-SHA256): the relay signs
+    /// each link, the ingress checks it. Files are enabled only with both
+    /// this and `public_url` (see [`Settings::files`]). A secret.
+    #[serde(default)]
+    pub files_signing_key: Option<SecretString>,
     /// Bearer token of `GET /status`; the page is off when none is set.
     #[serde(default)]
     pub admin_token: Option<SecretString>,
@@ -170,6 +188,11 @@ pub struct RelaySettings {
     /// handed back to another replica (keep below terminationGracePeriodSeconds).
     #[serde(default = "defaults::shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// The most bytes of images and files one message may bring: each
+    /// download is checked while it streams and cut off past this, so a
+    /// relay never holds more than this per message in memory.
+    #[serde(default = "defaults::max_file_bytes")]
+    pub max_file_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -199,6 +222,10 @@ pub struct ResponderSettings {
     /// Messages per minute per app, all replicas together (Lark: 1,000 per app).
     #[serde(default = "defaults::app_per_minute")]
     pub app_per_minute: u32,
+    /// A streaming card's text is updated at most this often (200..=5000 ms;
+    /// Lark allows 10 operations per second on one card).
+    #[serde(default = "defaults::stream_update_ms")]
+    pub stream_update_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -250,6 +277,10 @@ pub struct ChannelSettings {
     /// no public URL; needs app_id and app_secret only).
     #[serde(default)]
     pub subscription: Subscription,
+    /// Answers appear as FastGPT writes them, in one card per answer
+    /// (CardKit, scope `cardkit:card:write`); `false` sends each answer whole.
+    #[serde(default = "defaults::yes")]
+    pub streaming: bool,
 }
 
 /// How Lark delivers a channel's events (DESIGN.md, "Long connection").
@@ -285,6 +316,15 @@ mod defaults {
     }
     pub fn bucket_max_bytes() -> u64 {
         128 * 1024 * 1024
+    }
+    pub fn files_max_bytes() -> u64 {
+        1024 * 1024 * 1024
+    }
+    pub fn files_max_age_secs() -> u64 {
+        24 * 3600
+    }
+    pub fn max_file_bytes() -> u64 {
+        20 * 1024 * 1024
     }
     pub fn ingress_listen() -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 8080))
@@ -346,6 +386,12 @@ mod defaults {
     pub fn app_per_minute() -> u32 {
         1000
     }
+    pub fn stream_update_ms() -> u64 {
+        300
+    }
+    pub fn yes() -> bool {
+        true
+    }
     pub fn log_format() -> LogFormat {
         LogFormat::Json
     }
@@ -369,6 +415,7 @@ default_section!(IngressSettings, defaults::ingress_listen(), {
     publish_timeout_ms: defaults::publish_timeout_ms(),
     replay_window_secs: defaults::replay_window_secs(),
     public_url: None,
+    files_signing_key: None,
     admin_token: None,
     header_timeout_secs: defaults::header_timeout_secs(),
     request_timeout_secs: defaults::request_timeout_secs(),
@@ -381,6 +428,7 @@ default_section!(RelaySettings, defaults::relay_listen(), {
     max_attempts: defaults::attempts(),
     typing_after_ms: defaults::typing_after_ms(),
     shutdown_grace_secs: defaults::shutdown_grace_secs(),
+    max_file_bytes: defaults::max_file_bytes(),
 });
 default_section!(ResponderSettings, defaults::responder_listen(), {
     max_in_flight: defaults::responder_in_flight(),
@@ -390,6 +438,7 @@ default_section!(ResponderSettings, defaults::responder_listen(), {
     per_chat_per_second: defaults::per_chat_per_second(),
     app_per_second: defaults::app_per_second(),
     app_per_minute: defaults::app_per_minute(),
+    stream_update_ms: defaults::stream_update_ms(),
 });
 
 impl Default for TelemetrySettings {
@@ -427,6 +476,9 @@ impl ResponderSettings {
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+    pub fn stream_update(&self) -> Duration {
+        Duration::from_millis(self.stream_update_ms)
     }
 }
 
@@ -510,6 +562,7 @@ impl Settings {
             ("nats.replies_max_bytes", self.nats.replies_max_bytes),
             ("nats.dead_max_bytes", self.nats.dead_max_bytes),
             ("nats.bucket_max_bytes", self.nats.bucket_max_bytes),
+            ("nats.files_max_bytes", self.nats.files_max_bytes),
         ] {
             if !(1024..=i64::MAX as u64).contains(&v) {
                 return Err(invalid(key, "must be at least 1024 (bytes; every stream has a size limit)"));
@@ -517,6 +570,42 @@ impl Settings {
         }
         if self.nats.dead_max_age_days == 0 || self.nats.dead_max_age_days > 3650 {
             return Err(invalid("nats.dead_max_age_days", "must be between 1 and 3650"));
+        }
+        if !(1..=MAX_FILES_AGE_SECS).contains(&self.nats.files_max_age_secs) {
+            return Err(invalid(
+                "nats.files_max_age_secs",
+                format!("must be between 1 and {MAX_FILES_AGE_SECS} (30 days)"),
+            ));
+        }
+        if !(1024..=MAX_FILE_BYTES).contains(&self.relay.max_file_bytes) {
+            return Err(invalid(
+                "relay.max_file_bytes",
+                format!("must be between 1024 and {MAX_FILE_BYTES} (Lark serves no resource larger than 100 MB)"),
+            ));
+        }
+        if self.relay.max_file_bytes > self.nats.files_max_bytes {
+            return Err(invalid(
+                "relay.max_file_bytes",
+                "must not exceed nats.files_max_bytes: a file that size could never be stored",
+            ));
+        }
+        if let Some(url) = &self.ingress.public_url {
+            if !matches!(url.scheme(), "http" | "https") || url.query().is_some() || url.fragment().is_some() {
+                return Err(invalid(
+                    "ingress.public_url",
+                    "must be an http:// or https:// address without a query, e.g. https://bot.example.com",
+                ));
+            }
+        }
+        if let Some(key) = &self.ingress.files_signing_key {
+            if key.expose_secret().len() < MIN_SIGNING_KEY_LEN {
+                return Err(invalid(
+                    "ingress.files_signing_key",
+                    format!(
+                        "must be at least {MIN_SIGNING_KEY_LEN} characters (a random secret, e.g. `openssl rand -hex 32`)"
+                    ),
+                ));
+            }
         }
         if self.ingress.body_limit_bytes < 1024 {
             return Err(invalid("ingress.body_limit_bytes", "must be at least 1024"));
@@ -546,6 +635,12 @@ impl Settings {
             return Err(invalid(
                 "ingress.long_connections_per_channel",
                 "must be 1..=50: Lark allows 50 long connections per app, across every replica",
+            ));
+        }
+        if !(200..=5_000).contains(&self.responder.stream_update_ms) {
+            return Err(invalid(
+                "responder.stream_update_ms",
+                "must be 200..=5000: Lark allows 10 operations per second on one card, and the final answer adds two",
             ));
         }
         for (key, v) in [
@@ -585,6 +680,42 @@ impl Settings {
             }
         }
         Ok(())
+    }
+}
+
+/// Lark serves no message resource larger than 100 MB (its code 234037).
+pub const MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
+/// The longest a stored file may live: 30 days.
+pub const MAX_FILES_AGE_SECS: u64 = 30 * 24 * 3600;
+/// The shortest `ingress.files_signing_key` accepted: 32 characters.
+pub const MIN_SIGNING_KEY_LEN: usize = 32;
+
+/// Whether files (file messages, served to FastGPT through signed links) are
+/// on, from the one place that decides it: both `ingress.public_url` (where
+/// FastGPT fetches them) and `ingress.files_signing_key` (what signs the
+/// links) must be set. Images need neither: they travel inside the question.
+#[derive(Debug, Clone, Copy)]
+pub enum FilesSetup<'a> {
+    Enabled {
+        public_url: &'a Url,
+        signing_key: &'a SecretString,
+    },
+    /// `missing` names the keys to set, for the user's notice, the log line
+    /// and `--check`.
+    Disabled {
+        missing: &'static str,
+    },
+}
+
+impl Settings {
+    /// See [`FilesSetup`].
+    pub fn files(&self) -> FilesSetup<'_> {
+        match (&self.ingress.public_url, &self.ingress.files_signing_key) {
+            (Some(public_url), Some(signing_key)) => FilesSetup::Enabled { public_url, signing_key },
+            (None, Some(_)) => FilesSetup::Disabled { missing: "ingress.public_url" },
+            (Some(_), None) => FilesSetup::Disabled { missing: "ingress.files_signing_key" },
+            (None, None) => FilesSetup::Disabled { missing: "ingress.public_url and ingress.files_signing_key" },
+        }
     }
 }
 
@@ -732,6 +863,38 @@ fastgpt_api_key = "fastgpt-key2"
         assert!(e.contains("ingress.long_connections_per_channel"), "{e}");
         let e = err(&MINIMAL.replace("id = \"sales-eu\"", "id = \"sales-eu\"\nsubscription = \"websocket\""), &[]);
         assert!(e.contains("websocket"), "{e}");
+    }
+
+    #[test]
+    fn files_need_the_public_url_and_the_signing_key() {
+        let s = Settings::from_toml_with_env(MINIMAL, &env(&[])).expect("valid");
+        assert_eq!(s.relay.max_file_bytes, 20 * 1024 * 1024);
+        assert_eq!(s.nats.files_max_age_secs, 24 * 3600);
+        let FilesSetup::Disabled { missing } = s.files() else { panic!("off by default") };
+        assert_eq!(missing, "ingress.public_url and ingress.files_signing_key");
+        let key = "k".repeat(32);
+        let only_key = [("LARK_BRIDGE__INGRESS__FILES_SIGNING_KEY", key.as_str())];
+        let s = Settings::from_toml_with_env(MINIMAL, &env(&only_key)).expect("valid");
+        assert!(matches!(s.files(), FilesSetup::Disabled { missing: "ingress.public_url" }));
+        let both = [only_key[0], ("LARK_BRIDGE__INGRESS__PUBLIC_URL", "https://bot.example.com")];
+        let s = Settings::from_toml_with_env(MINIMAL, &env(&both)).expect("valid");
+        let FilesSetup::Enabled { public_url, .. } = s.files() else { panic!("on with both") };
+        assert_eq!(public_url.as_str(), "https://bot.example.com/");
+        assert!(!format!("{s:?}").contains(&key), "the signing key is a secret");
+
+        let e = err(MINIMAL, &[("LARK_BRIDGE__INGRESS__FILES_SIGNING_KEY", "short")]);
+        assert!(e.contains("ingress.files_signing_key"), "{e}");
+        let e = err(MINIMAL, &[("LARK_BRIDGE__INGRESS__PUBLIC_URL", "ftp://bot.example.com")]);
+        assert!(e.contains("ingress.public_url"), "{e}");
+        let e = err(MINIMAL, &[("LARK_BRIDGE__RELAY__MAX_FILE_BYTES", "104857601")]);
+        assert!(e.contains("relay.max_file_bytes") && e.contains("100 MB"), "{e}");
+        let e = err(
+            MINIMAL,
+            &[("LARK_BRIDGE__NATS__FILES_MAX_BYTES", "4096"), ("LARK_BRIDGE__RELAY__MAX_FILE_BYTES", "8192")],
+        );
+        assert!(e.contains("relay.max_file_bytes") && e.contains("nats.files_max_bytes"), "{e}");
+        let e = err(MINIMAL, &[("LARK_BRIDGE__NATS__FILES_MAX_AGE_SECS", "0")]);
+        assert!(e.contains("nats.files_max_age_secs"), "{e}");
     }
 
     #[test]

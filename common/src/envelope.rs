@@ -7,6 +7,10 @@
 //! - A **reply command**: what the relay decided to say, for the responder to
 //!   send. Its `Nats-Msg-Id` derives from the event, so a relay that publishes
 //!   it twice (a redelivery after a crash) publishes it once.
+//! - A **draft**: the text of a streamed answer so far, for the responder to
+//!   show in the answer's card. Core NATS, not JetStream: each draft carries
+//!   the whole text so far, so a lost one costs nothing; the final answer is
+//!   still a durable reply command.
 
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
@@ -28,6 +32,12 @@ pub fn dedup_key(channel: &str, envelope: &EventEnvelope, message: Option<&Messa
         Some(m) => format!("{channel}:msg:{}", m.message.message_id),
         None => format!("{channel}:evt:{}", envelope.header.event_id),
     }
+}
+
+/// The de-duplication key of a click on question card `question`: one
+/// answer per question, however often or wherever it is clicked.
+pub fn click_dedup_key(channel: &str, question: &str) -> String {
+    format!("{channel}:click:{question}")
 }
 
 /// Headers of an event published by ingress.
@@ -81,24 +91,60 @@ impl ReplyKind {
     }
 }
 
-/// The content of a reply. Grows later into card updates for streamed answers.
+/// The content of a reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "format", rename_all = "snake_case")]
 pub enum ReplyBody {
-    /// Markdown, as FastGPT writes it.
-    Markdown { text: String },
+    /// Markdown, as FastGPT writes it: the whole answer (or the final one of
+    /// a streamed answer); then, when FastGPT stopped to ask the user, the
+    /// question's card.
+    Markdown {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        question: Option<crate::question::Question>,
+    },
+    /// FastGPT's first words of a streamed answer: the responder creates the
+    /// answer's card and shows it. It travels the durable replies queue like
+    /// any message, so the chat's order and Lark's message limits hold; the
+    /// drafts that follow only update the card.
+    CardStart {
+        text: String,
+        /// The draft version this text is ([`Draft::version`]).
+        run: u64,
+        /// When FastGPT's first words reached the relay (Unix ms).
+        first_text_at: u64,
+    },
 }
 
 impl ReplyCommand {
-    /// `Nats-Msg-Id` of the command: one per answered event.
+    /// `Nats-Msg-Id` of the command: one answer and one card start per
+    /// answered event.
     pub fn msg_id(&self) -> String {
-        format!("reply:{}", self.source)
+        match self.body {
+            ReplyBody::Markdown { .. } => format!("reply:{}", self.source),
+            ReplyBody::CardStart { .. } => format!("card:{}", self.source),
+        }
+    }
+
+    /// The draft of this answer at `version` with `text`.
+    pub fn draft(&self, (run, n): (u64, u64), first_text_at: u64, text: &str) -> Draft {
+        Draft {
+            channel: self.channel.clone(),
+            source: self.source.clone(),
+            reply_to: self.reply_to.clone(),
+            chat_id: self.chat_id.clone(),
+            in_thread: self.in_thread,
+            run,
+            n,
+            first_text_at,
+            text: truncate_at_char(text, DRAFT_MAX_TEXT).to_owned(),
+        }
     }
 
     /// The Lark `uuid` of part `part` of this reply: the same on every retry and
     /// redelivery, at most 50 characters as Lark requires.
     pub fn lark_uuid(&self, part: usize) -> String {
-        format!("lb-{}-{part}", short_hash(&[self.source.as_bytes()]))
+        reply_uuid(&self.source, part)
     }
 
     pub fn headers(&self) -> HeaderMap {
@@ -107,6 +153,72 @@ impl ReplyCommand {
         h.insert(CHANNEL_HEADER, self.channel.as_str());
         h
     }
+}
+
+/// The Lark `uuid` of part `part` of the answer to `source`: a streamed card
+/// and the final reply share it, so Lark shows the first part once whichever
+/// sends it.
+pub fn reply_uuid(source: &str, part: usize) -> String {
+    format!("lb-{}-{part}", short_hash(&[source.as_bytes()]))
+}
+
+/// The longest text a draft carries: a card holds about this much (the rest
+/// of a longer answer follows the card as further messages, sent with the
+/// final answer), so a longer draft would show nothing more.
+pub const DRAFT_MAX_TEXT: usize = 30 * 1024;
+
+/// A streamed answer so far (see the module doc).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Draft {
+    pub channel: String,
+    /// The de-duplication key of the event being answered: names the card.
+    pub source: String,
+    pub reply_to: String,
+    pub chat_id: String,
+    #[serde(default)]
+    pub in_thread: bool,
+    /// When this attempt at the question started (Unix ms): an attempt after
+    /// a crash or a retry writes over an earlier attempt's drafts.
+    pub run: u64,
+    /// Rises with each draft of one attempt: an older draft arriving late is
+    /// not shown over a newer one.
+    pub n: u64,
+    /// When FastGPT's first words arrived at the relay (Unix ms): the
+    /// responder measures the time to the first visible text from it.
+    pub first_text_at: u64,
+    /// The answer so far, at most [`DRAFT_MAX_TEXT`] bytes.
+    pub text: String,
+}
+
+impl Draft {
+    /// Orders drafts of one answer: a later attempt, then a later draft.
+    pub fn version(&self) -> (u64, u64) {
+        (self.run, self.n)
+    }
+
+    pub fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(CHANNEL_HEADER, self.channel.as_str());
+        h
+    }
+}
+
+/// Now, in Unix milliseconds: the clock of draft versions and card times,
+/// compared across services.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+pub fn truncate_at_char(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 #[cfg(test)]
@@ -121,7 +233,7 @@ mod tests {
             chat_id: "oc_1".into(),
             in_thread: false,
             kind: ReplyKind::Answer,
-            body: ReplyBody::Markdown { text: "**hi**".into() },
+            body: ReplyBody::Markdown { text: "**hi**".into(), question: None },
         }
     }
 
@@ -139,5 +251,13 @@ mod tests {
         assert_ne!(c.lark_uuid(0), c.lark_uuid(1));
         assert!(c.lark_uuid(999).len() <= 50);
         assert_eq!(c.msg_id(), "reply:support:msg:om_1");
+        assert_eq!(c.lark_uuid(0), reply_uuid("support:msg:om_1", 0));
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate_at_char("héllo", 2), "h");
+        assert_eq!(truncate_at_char("héllo", 3), "hé");
+        assert_eq!(truncate_at_char("hi", 10), "hi");
     }
 }

@@ -3,9 +3,12 @@
 //! (no Lark SDK crate is mature enough).
 
 pub mod api;
+pub mod card_action;
+pub mod cardkit;
 pub mod crypto;
 pub mod errors;
 pub mod event;
 pub mod ids;
 pub mod long_connection;
+pub mod resource;
 pub mod signature;

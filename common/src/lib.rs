@@ -8,6 +8,7 @@
 //! - [`conversation`]: who shares a FastGPT history, and the chatId.
 //! - [`topology`]: every stream, subject, consumer and KV bucket: the one place.
 //! - [`dead_letter`]: where undeliverable messages end, with the reason.
+//! - [`file_link`]: the signed, expiring links through which FastGPT fetches a file.
 //! - [`envelope`]: what travels on NATS (event, reply command) and its headers.
 //! - [`telemetry`]: logs; later traces.
 //! - [`nats`]: connecting, the same way in every service.
@@ -27,10 +28,13 @@ pub mod config;
 pub mod conversation;
 pub mod dead_letter;
 pub mod envelope;
+pub mod file_link;
 pub mod health;
 pub mod http_server;
 pub mod lark;
 pub mod nats;
+pub mod neutralize;
+pub mod question;
 pub mod secrets;
 pub mod service;
 pub mod shutdown;

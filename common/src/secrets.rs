@@ -9,6 +9,7 @@
 //! | `encrypt_key`, `verification_token` | yes | – | – |
 //! | `app_secret` | long-connection channels only | yes (bot info, Typing reaction) | yes |
 //! | `fastgpt_api_key` | – | yes | – |
+//! | `ingress.files_signing_key` | yes (checks file links) | yes (signs them) | – |
 //!
 //! The public-facing ingress thus holds no FastGPT key, and no App Secret of
 //! a webhook channel: a compromise of it cannot ask FastGPT or post in Lark
@@ -35,12 +36,21 @@ fn uses_app_secret(service: Service, subscription: Subscription) -> bool {
 fn uses_fastgpt_key(service: Service) -> bool {
     service == Service::Relay
 }
+/// The relay signs the file links it gives FastGPT, the ingress checks them
+/// when FastGPT fetches one; the responder never sees a file.
+fn uses_files_signing_key(service: Service) -> bool {
+    service != Service::Responder
+}
 
 impl Settings {
     /// These settings as `service` may hold them: the secrets it needs are
     /// present (else an error naming the key and the environment variable),
     /// the others are dropped.
     pub fn for_service(mut self, service: Service) -> Result<Self, ConfigError> {
+        // Optional: without it files are off (`Settings::files`), never an error.
+        if !uses_files_signing_key(service) {
+            self.ingress.files_signing_key = None;
+        }
         for (i, c) in self.channels.iter_mut().enumerate() {
             let missing = |key: &str| ConfigError::Invalid {
                 key: format!("channels[{i}].{key}"),
@@ -132,6 +142,20 @@ fastgpt_api_key = "fastgpt-key"
         let c = &responder.channels[0];
         assert!(c.app_secret.is_some());
         assert!(c.fastgpt_api_key.is_none() && c.encrypt_key.is_none() && c.verification_token.is_none());
+    }
+
+    #[test]
+    fn the_files_signing_key_stays_with_the_ingress_and_the_relay() {
+        let with_key =
+            FILE.replace("[nats]", "[ingress]\nfiles_signing_key = \"0123456789abcdef0123456789abcdef\"\n[nats]");
+        let s = settings(&with_key);
+        for service in [Service::Ingress, Service::Relay] {
+            let kept = s.clone().for_service(service).expect("starts");
+            assert!(kept.ingress.files_signing_key.is_some(), "{service:?} keeps the key");
+        }
+        let responder = s.for_service(Service::Responder).expect("responder");
+        assert!(responder.ingress.files_signing_key.is_none(), "the responder drops it");
+        settings(FILE).for_service(Service::Relay).expect("optional: files are off without it");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! KV {ns}_handled:  events already answered (de-duplicates Lark's re-pushes)
 //! KV {ns}_status:   last event, answer and error per channel and service (GET /status)
 //! KV {ns}_leases:   which replica owns which partition ({p}, 0..PARTITIONS), and who is alive
+//! Object store {ns}_files: files users sent, served to FastGPT by the ingress (kept nats.files_max_age_secs)
 //! ```
 //!
 //! The partition in a work subject is a stable hash of its conversation
@@ -35,7 +36,7 @@ pub mod usage;
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::jetstream::{self, consumer, kv, object_store, stream};
 
 use crate::config::NatsSettings;
 pub use diff::{describe, diff, Change, Diff};
@@ -51,6 +52,10 @@ pub const HANDLED_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How long a consumer waits for an ack before redelivering. Long calls send
 /// `Progress` well before it runs out.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long a question card can be answered.
+pub const QUESTIONS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// How long a streaming card's state is kept: past every retry of its answer.
+pub const CARDS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How long a partition lease lives without renewal: after a replica dies,
 /// its partitions wait this long for another owner.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
@@ -74,6 +79,12 @@ pub enum TopologyError {
     },
     #[error("cannot create or find KV bucket {name}: {source}")]
     Bucket {
+        name: String,
+        #[source]
+        source: async_nats::Error,
+    },
+    #[error("cannot create or find the object store bucket {name} (the files users send): {source}")]
+    ObjectBucket {
         name: String,
         #[source]
         source: async_nats::Error,
@@ -125,6 +136,8 @@ struct Limits {
     dead_bytes: i64,
     dead_age: Duration,
     bucket_bytes: i64,
+    files_bytes: i64,
+    files_age: Duration,
 }
 
 impl Topology {
@@ -136,6 +149,8 @@ impl Topology {
             dead_bytes: bytes(nats.dead_max_bytes),
             dead_age: Duration::from_secs(nats.dead_max_age_days.saturating_mul(24 * 3600)),
             bucket_bytes: bytes(nats.bucket_max_bytes),
+            files_bytes: bytes(nats.files_max_bytes),
+            files_age: Duration::from_secs(nats.files_max_age_secs),
         };
         Self { ns: nats.namespace.clone(), replicas: nats.replicas, limits }
     }
@@ -209,6 +224,38 @@ impl Topology {
     }
     pub fn attempts_bucket(&self) -> String {
         format!("{}_attempts", self.ns)
+    }
+    /// The object store bucket of the files users send (its stream is
+    /// `OBJ_{bucket}`).
+    pub fn files_bucket(&self) -> String {
+        format!("{}_files", self.ns)
+    }
+    /// How long a stored file lives; a link to it expires with it.
+    pub fn files_max_age(&self) -> Duration {
+        self.limits.files_age
+    }
+    /// The question waiting for a click, per conversation.
+    pub fn questions_bucket(&self) -> String {
+        format!("{}_questions", self.ns)
+    }
+    /// The streaming card of each answer: its id and last sequence, shared by
+    /// every responder replica.
+    pub fn cards_bucket(&self) -> String {
+        format!("{}_cards", self.ns)
+    }
+    /// Drafts of streamed answers, relay to responder, on core NATS (no
+    /// stream: a lost draft costs nothing, the next one carries the whole text).
+    pub fn draft_subject(&self, channel: &str, chat_token: &str) -> String {
+        format!("{}.drafts.{channel}.{chat_token}", self.ns)
+    }
+    /// What the responders subscribe to for drafts.
+    pub fn drafts_filter(&self) -> String {
+        format!("{}.drafts.>", self.ns)
+    }
+    /// The queue group of the responders' draft subscriptions: each draft
+    /// reaches one replica.
+    pub fn drafts_queue_group(&self) -> String {
+        format!("{}_responder_drafts", self.ns)
     }
 
     // ---- settings ------------------------------------------------------
@@ -328,10 +375,47 @@ impl Topology {
         self.bucket_stream(self.attempts_bucket(), "lark-bridge: failed attempts of messages in work", WORK_MAX_AGE)
     }
 
+    /// Questions waiting for a click: a card older than this has expired.
+    pub fn questions_bucket_config(&self) -> stream::Config {
+        self.bucket_stream(
+            self.questions_bucket(),
+            "lark-bridge: question cards waiting for a click",
+            QUESTIONS_MAX_AGE,
+        )
+    }
+
+    /// Streaming cards, kept while their answer may still be retried or redelivered.
+    pub fn cards_bucket_config(&self) -> stream::Config {
+        self.bucket_stream(self.cards_bucket(), "lark-bridge: streaming card of each answer", CARDS_MAX_AGE)
+    }
+
     /// Partition leases and the replicas alive: its `max_age` is the lease
     /// time to live (a key not renewed within it disappears).
     pub fn leases_bucket_config(&self, ttl: Duration) -> stream::Config {
         self.bucket_stream(self.leases_bucket(), "lark-bridge: partition leases of relay and responder replicas", ttl)
+    }
+
+    /// The stream behind the files bucket, as the NATS clients declare an
+    /// object store (chunk and metadata subjects, rollup), with our limits:
+    /// every file expires after `nats.files_max_age_secs`, and a full bucket
+    /// refuses a new file (`discard: new`) rather than dropping older ones.
+    /// Declared here like the KV buckets, so its settings follow the
+    /// configuration and show in metrics and `--check`.
+    pub fn files_bucket_config(&self) -> stream::Config {
+        let bucket = self.files_bucket();
+        stream::Config {
+            name: format!("OBJ_{bucket}"),
+            description: Some("lark-bridge: files users sent, fetched by FastGPT through signed links".to_owned()),
+            subjects: vec![format!("$O.{bucket}.C.>"), format!("$O.{bucket}.M.>")],
+            max_age: self.limits.files_age,
+            max_bytes: self.limits.files_bytes,
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas,
+            allow_rollup: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        }
     }
 
     // ---- creation ------------------------------------------------------
@@ -351,6 +435,9 @@ impl Topology {
             self.status_bucket_config(),
             self.attempts_bucket_config(),
             self.leases_bucket_config(LEASE_TTL),
+            self.cards_bucket_config(),
+            self.questions_bucket_config(),
+            self.files_bucket_config(),
         ]);
         all
     }
@@ -447,6 +534,34 @@ impl Topology {
         self.bucket(js, self.attempts_bucket_config()).await
     }
 
+    /// The pending-questions bucket.
+    pub async fn questions(&self, js: &jetstream::Context) -> Result<kv::Store, TopologyError> {
+        self.bucket(js, self.questions_bucket_config()).await
+    }
+
+    /// The streaming-cards bucket.
+    pub async fn cards(&self, js: &jetstream::Context) -> Result<kv::Store, TopologyError> {
+        self.bucket(js, self.cards_bucket_config()).await
+    }
+
+    /// The files bucket, created or brought to the configuration. Only the
+    /// relay creates it, and only with files enabled (`Settings::files`): its
+    /// size limit is reserved on JetStream's disk.
+    pub async fn files(&self, js: &jetstream::Context) -> Result<object_store::ObjectStore, TopologyError> {
+        let name = self.files_bucket();
+        ensure_stream(js, self.files_bucket_config()).await.map_err(|e| match e {
+            TopologyError::Stream { source, .. } => TopologyError::ObjectBucket { name: name.clone(), source },
+            other => other,
+        })?;
+        self.open_files(js).await
+    }
+
+    /// The files bucket as it is (the ingress reads it; the relay creates it).
+    pub async fn open_files(&self, js: &jetstream::Context) -> Result<object_store::ObjectStore, TopologyError> {
+        let name = self.files_bucket();
+        js.get_object_store(&name).await.map_err(|e| TopologyError::ObjectBucket { name, source: e.into() })
+    }
+
     /// The partition-lease bucket, created with a time to live of `ttl` when
     /// missing. An existing one keeps its own `max_age` (the TTL the workers
     /// follow, so a test can make it short); its other settings follow the
@@ -526,10 +641,44 @@ pub mod keys {
         format!("{channel}.{stage}")
     }
 
+    /// `{ns}_questions`: the question waiting in one conversation.
+    pub fn question(channel: &str, conversation_token: &str) -> String {
+        format!("{channel}.{conversation_token}")
+    }
+
+    /// `{ns}_cards`: the streaming card of the answer to `source`.
+    pub fn card(channel: &str, source: &str) -> String {
+        format!("{channel}.{}", short_hash(&[source.as_bytes()]))
+    }
+
     /// `{ns}_attempts`: failed attempts of the message at `sequence` of a
     /// consumer.
     pub fn attempts(consumer: &str, sequence: u64) -> String {
         format!("{consumer}.{sequence}")
+    }
+
+    /// Hex digits of a files-bucket object name ([`file_object`]).
+    pub const FILE_OBJECT_LEN: usize = 32;
+
+    /// `{ns}_files`: the object of one resource (image or file key) of one
+    /// message. Derived, never taken from the user: a redelivered event
+    /// stores the same name again, which replaces the object instead of
+    /// adding a second one. 128 bits of SHA-256, in hex: safe in a URL path
+    /// and a NATS subject.
+    pub fn file_object(channel: &str, message_id: &str, resource_key: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [channel, message_id, resource_key] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(&h.finalize()[..FILE_OBJECT_LEN / 2])
+    }
+
+    /// Whether `s` has the shape of a [`file_object`] name (what the ingress
+    /// accepts in a link, before anything else is looked at).
+    pub fn is_file_object(s: &str) -> bool {
+        s.len() == FILE_OBJECT_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     }
 }
 
@@ -554,6 +703,7 @@ mod tests {
             t.attempts_bucket(),
             t.handled_bucket(),
             t.leases_bucket(),
+            t.files_bucket(),
             t.partition_consumer(Queue::Events, 15),
         ] {
             assert!(n.starts_with("ns1_"), "{n}");
@@ -580,5 +730,34 @@ mod tests {
             assert!(work.max_age.is_zero(), "{}: unhandled work never expires", work.name);
         }
         assert_eq!(t.dead_stream_config().max_age, Duration::from_secs(2 * 24 * 3600));
+    }
+
+    #[test]
+    fn the_files_bucket_expires_and_has_its_own_limit() {
+        let t = Topology::new(&NatsSettings {
+            namespace: "ns1".into(),
+            files_max_bytes: 1 << 20,
+            files_max_age_secs: 60,
+            ..Default::default()
+        });
+        let c = t.files_bucket_config();
+        assert_eq!(c.name, "OBJ_ns1_files");
+        assert_eq!(c.subjects, vec!["$O.ns1_files.C.>", "$O.ns1_files.M.>"]);
+        assert_eq!((c.max_bytes, c.max_age), (1 << 20, Duration::from_secs(60)));
+        assert!(c.allow_rollup && c.allow_direct, "as the NATS clients declare an object store");
+        assert_eq!(t.files_max_age(), Duration::from_secs(60));
+        assert!(t.all_configs().iter().any(|a| a.name == c.name), "watched with the others");
+    }
+
+    #[test]
+    fn file_objects_are_derived_and_url_safe() {
+        let a = keys::file_object("support", "om_1", "img_1");
+        assert!(keys::is_file_object(&a), "{a}");
+        assert_eq!(a, keys::file_object("support", "om_1", "img_1"), "a re-store replaces");
+        assert_ne!(a, keys::file_object("support", "om_1", "img_2"));
+        assert_ne!(keys::file_object("ab", "c", "k"), keys::file_object("a", "bc", "k"), "parts cannot run together");
+        for bad in ["", "../etc/passwd", &a.to_uppercase(), &a[1..], &format!("{a}0")] {
+            assert!(!keys::is_file_object(bad), "{bad}");
+        }
     }
 }

@@ -55,6 +55,7 @@ impl Application {
             base.topology.clone(),
             settings.ingress.publish_timeout(),
         );
+        let clicks = Arc::new(crate::card_action::Clicks::new(base.js.clone(), base.topology.clone()));
         let long_connections = crate::long_connection::LongConnections::new(
             &settings,
             crate::long_connection::Deps {
@@ -64,6 +65,7 @@ impl Application {
                 http: common::service::http_client(std::time::Duration::from_secs(10))?,
                 max_event_bytes: settings.ingress.body_limit_bytes,
                 drain_timeout: settings.ingress.publish_timeout() + std::time::Duration::from_millis(500),
+                clicks: clicks.clone(),
             },
         );
         let state = Arc::new(AppState {
@@ -71,8 +73,13 @@ impl Application {
             channels: Channels::new(&settings.channels),
             publisher,
             replay_window_secs: settings.ingress.replay_window_secs,
+            clicks,
         });
-        let router = router(state, settings.ingress.body_limit_bytes).merge(base.health.router()).merge(status_page);
+        let files = crate::files::serve_if_enabled(&settings, &base.js, &base.topology);
+        let router = router(state, settings.ingress.body_limit_bytes)
+            .merge(base.health.router())
+            .merge(status_page)
+            .merge(files);
         tracing::info!(addr = %base.addr, channels = settings.channels.len(), "ingress listening");
         Ok(Self {
             listener: base.listener,

@@ -24,11 +24,13 @@
 use axum::http::{HeaderMap, StatusCode};
 use common::channel::Channel;
 use common::conversation::{short_hash, ConversationKey};
-use common::envelope::dedup_key;
+use common::envelope::{click_dedup_key, dedup_key};
+use common::lark::card_action::CardAction;
 use common::lark::crypto::CryptoError;
 use common::lark::event::{Callback, EncryptedBody, EventEnvelope, MessageEvent, ParseError};
 use common::lark::ids::IdError;
 use common::lark::signature::{self, SignatureError, SignedHeaders};
+use common::question::Click;
 
 /// A callback that passed every check.
 #[derive(Debug)]
@@ -231,6 +233,22 @@ fn accept_event(channel: &Channel, plain: Vec<u8>, envelope: EventEnvelope) -> R
     if let Some(m) = &message {
         m.check_ids()?;
     }
+    // A click on one of our question cards goes under its conversation (it
+    // resumes that conversation's workflow, in order), once per question.
+    let click = match CardAction::of(&envelope) {
+        Some(Ok(action)) => {
+            action.check_ids()?;
+            Click::read(&action.action.value, action.action.form_value.as_ref())
+        }
+        Some(Err(e)) => {
+            return Err(Rejection::Unsupported(format!("card.action.trigger without the expected fields: {e}")))
+        }
+        None => None,
+    };
+    if let Some(click) = click {
+        let dedup_key = click_dedup_key(&channel.id, &click.question);
+        return Ok(VerifiedEvent { plain: plain.into(), envelope, dedup_key, subject_token: click.conversation });
+    }
     let dedup_key = dedup_key(&channel.id, &envelope, message.as_ref());
     // A message goes under its conversation (handled in order); any other
     // event under a token of its own (nothing needs their order, so none
@@ -267,6 +285,7 @@ mod tests {
             fastgpt_api_key: None,
             allow_unverified: false,
             subscription: Default::default(),
+            streaming: true,
         })
     }
 

@@ -60,6 +60,7 @@ pub async fn run(settings: &Settings) -> Checklist {
             "ingress.public_url is not set: replace <public host> above with the HTTPS address Lark reaches",
         );
     }
+    common::check::files(&mut list, settings);
     common::check::nats(&mut list, settings).await;
     list
 }

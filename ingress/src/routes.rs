@@ -4,6 +4,7 @@
 //! |---|---|
 //! | 200 `{"challenge": ...}` | url_verification |
 //! | 200 `{}` | the event is stored in JetStream (or was already) |
+//! | 200 `{"toast": ...}` | a click on a question card: taken (with the card updated) or refused, said in the toast |
 //! | 400 | not JSON, undecryptable, not a schema 2.0 callback |
 //! | 401 | bad or missing signature, stale timestamp, wrong token |
 //! | 403 | the event belongs to another app; or the channel receives its events over the long connection and has no secret to check a callback with |
@@ -25,6 +26,8 @@ use common::config::Subscription;
 use serde_json::json;
 use tracing::Instrument;
 
+use common::lark::card_action::CARD_ACTION;
+
 use crate::accept::Via;
 use crate::callback::{self, Verified};
 use crate::publish::Publisher;
@@ -34,6 +37,7 @@ pub struct AppState {
     pub status: common::status::StatusBoard,
     pub publisher: Publisher,
     pub replay_window_secs: u64,
+    pub clicks: Arc<crate::card_action::Clicks>,
 }
 
 pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
@@ -116,6 +120,20 @@ async fn lark_events(
                 dedup_key = %event.dedup_key
             );
             common::telemetry::record_trace_id(&span);
+            if event.envelope.header.event_type == CARD_ACTION {
+                // Answered with a toast (and a card), never a retry: Lark does not send it again.
+                let answer = crate::card_action::answer(
+                    &state.clicks,
+                    &state.publisher,
+                    &state.status,
+                    channel,
+                    &event,
+                    Via::Webhook,
+                )
+                .instrument(span)
+                .await;
+                return Json(answer).into_response();
+            }
             accept(&state, channel, &event).instrument(span).await
         }
     }

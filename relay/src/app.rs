@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use common::service::StartError;
 
+use crate::attachments::Attachments;
 use crate::fastgpt::FastGpt;
 use crate::handler::Relay;
+use crate::questions::Questions;
 use crate::sessions::Sessions;
 
 pub struct Application {
@@ -53,6 +55,8 @@ impl Application {
         let sessions = retry_until_ready("opening the sessions bucket", shutdown, || topology.sessions(js)).await?;
         let handled = retry_until_ready("opening the handled bucket", shutdown, || topology.handled(js)).await?;
         let attempts = retry_until_ready("opening the attempts bucket", shutdown, || topology.attempts(js)).await?;
+        let questions = retry_until_ready("opening the questions bucket", shutdown, || topology.questions(js)).await?;
+        let attachments = Attachments::open(&settings, js, topology, base.status.clone(), shutdown).await?;
 
         let channels = Channels::new(&settings.channels);
         // FastGPT calls carry their own (long) timeout; Lark calls a short one.
@@ -65,9 +69,12 @@ impl Application {
             sessions: Sessions::new(sessions),
             handled,
             js: js.clone(),
+            nats: base.client.clone(),
             topology: topology.clone(),
             settings: settings.relay.clone(),
             status: base.status.clone(),
+            attachments,
+            questions: Questions::new(questions),
         };
         let worker = Worker {
             name: "relay",

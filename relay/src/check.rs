@@ -28,12 +28,16 @@ pub async fn run(settings: &Settings) -> Checklist {
         let name = format!("FastGPT for channel {}", c.id);
         let chat_id = format!("lb-check-{}", c.id);
         let started = Instant::now();
-        let ask =
-            Ask { chat_id: &chat_id, custom_uid: "lark-bridge-check", text: "lark-bridge --check: please answer OK" };
+        let ask = Ask {
+            chat_id: &chat_id,
+            custom_uid: "lark-bridge-check",
+            text: "lark-bridge --check: please answer OK",
+            attachments: &[],
+        };
         let key = format!("channels[{i}]");
         match fastgpt.ask(channel, &ask).await {
             Ok(answer) => {
-                let preview: String = answer.chars().take(60).collect();
+                let preview: String = answer.text.chars().take(60).collect();
                 list.pass(
                     name,
                     format!("{} answered in {} ms: {preview:?}", c.fastgpt_base_url, started.elapsed().as_millis()),
@@ -43,6 +47,7 @@ pub async fn run(settings: &Settings) -> Checklist {
             Err(e) => list.fail(name, e.to_string(), e.fix().replace("fastgpt_", &format!("{key}.fastgpt_"))),
         }
     }
+    common::check::files(&mut list, settings);
     common::check::nats(&mut list, settings).await;
     list
 }

@@ -1,5 +1,6 @@
 //! The FastGPT client: `POST {fastgpt_base_url}/v1/chat/completions`, and what
-//! each answer means.
+//! each answer means. [`FastGpt::ask`] takes the answer whole;
+//! [`FastGpt::ask_streaming`] (`stream`) reads it as FastGPT writes it.
 //!
 //! FastGPT reports its own errors in a JSON body
 //! `{"code", "statusText", "message", "data"}`, with HTTP 500 in current
@@ -14,6 +15,9 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+mod stream;
+pub use stream::{AnswerStream, Piece};
+
 /// One question to FastGPT.
 #[derive(Debug, Clone)]
 pub struct Ask<'a> {
@@ -21,6 +25,9 @@ pub struct Ask<'a> {
     /// A stable id of the Lark user, so FastGPT's chat logs show who asked.
     pub custom_uid: &'a str,
     pub text: &'a str,
+    /// The message's images and files (`crate::attachments`); with any, the
+    /// content is FastGPT's array instead of the text alone.
+    pub attachments: &'a [crate::attachments::ContentPart],
 }
 
 /// Why FastGPT gave no answer.
@@ -109,23 +116,10 @@ impl FastGpt {
         Self { http, timeout }
     }
 
-    /// Asks and returns the answer text (possibly empty).
-    pub async fn ask(&self, channel: &Channel, ask: &Ask<'_>) -> Result<String, FastGptError> {
-        let body = json!({
-            "chatId": ask.chat_id,
-            "stream": false,
-            "detail": false,
-            "customUid": ask.custom_uid,
-            "messages": [{ "role": "user", "content": ask.text }],
-        });
-        // The relay always holds the key (`Settings::for_service`); without
-        // one FastGPT would answer unAuthorization, so say so here instead.
-        let key = channel.fastgpt_api_key.as_ref().ok_or_else(|| FastGptError::Refused {
-            cause: Refusal::Auth,
-            http_status: 0,
-            status_text: String::new(),
-            message: format!("channel {} has no fastgpt_api_key in this service", channel.id),
-        })?;
+    /// Asks and returns the answer (its text possibly empty).
+    pub async fn ask(&self, channel: &Channel, ask: &Ask<'_>) -> Result<Answer, FastGptError> {
+        let body = request_body(ask, false);
+        let key = api_key(channel)?;
         let resp = self
             .http
             .post(channel.fastgpt_completions_url())
@@ -137,9 +131,54 @@ impl FastGpt {
             .await
             .map_err(|e| FastGptError::Transient(network_error(&e, self.timeout)))?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| FastGptError::Transient(network_error(&e, self.timeout)))?;
-        classify(status, &bytes)
+        // Bounded: with `detail: true` the answer carries every node's details.
+        let bytes = stream::read_bounded(resp, MAX_WHOLE_ANSWER_BYTES, self.timeout).await?;
+        let text = classify(status, &bytes)?;
+        // A run that stopped at a node asking the user carries it in the content array.
+        let interaction = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|json| json.pointer("/choices/0/message/content").and_then(crate::interactive::in_content));
+        Ok(Answer { text, interaction })
     }
+}
+
+/// The largest whole (non-streamed) answer read, node details included.
+pub const MAX_WHOLE_ANSWER_BYTES: usize = 16 << 20;
+
+/// A whole (non-streamed) answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub text: String,
+    /// FastGPT stopped to ask the user this.
+    pub interaction: Option<common::question::Interaction>,
+}
+
+/// The JSON body of `POST /v1/chat/completions`, for [`FastGpt::ask`]
+/// (`stream: false`: one JSON answer) and the streaming call (`stream:
+/// true`: SSE with named events, so answer deltas, `interactive` nodes and
+/// `error` events can be told apart). Always `detail: true`: only then does
+/// FastGPT say that it stopped at a node asking the user. One function, so
+/// both calls always send the same question.
+pub(crate) fn request_body(ask: &Ask<'_>, stream: bool) -> Value {
+    json!({
+        "chatId": ask.chat_id,
+        "stream": stream,
+        "detail": true,
+        "customUid": ask.custom_uid,
+        "messages": [{ "role": "user", "content": crate::attachments::message_content(ask.text, ask.attachments) }],
+    })
+}
+
+/// The channel's FastGPT key. The relay always holds it
+/// (`Settings::for_service`); without one FastGPT would answer
+/// unAuthorization, so say so here instead.
+fn api_key(channel: &Channel) -> Result<&secrecy::SecretString, FastGptError> {
+    channel.fastgpt_api_key.as_ref().ok_or_else(|| FastGptError::Refused {
+        cause: Refusal::Auth,
+        http_status: 0,
+        status_text: String::new(),
+        message: format!("channel {} has no fastgpt_api_key in this service", channel.id),
+    })
 }
 
 /// The current trace's `traceparent`, so FastGPT-side tracing can join.
@@ -252,7 +291,13 @@ fn content_text(content: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Array(parts) => parts
             .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str).or_else(|| p.as_str()))
+            // `{"type":"text","text":"..."}`, or with detail `{"type":"text","text":{"content":"..."}}`.
+            .filter_map(|p| {
+                let text = p.get("text");
+                text.and_then(Value::as_str)
+                    .or_else(|| text.and_then(|t| t.get("content")).and_then(Value::as_str))
+                    .or_else(|| p.as_str())
+            })
             .collect::<Vec<_>>()
             .join(""),
         Value::Null => String::new(),

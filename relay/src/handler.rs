@@ -19,13 +19,17 @@ use common::config::RelaySettings;
 use common::conversation::{short_hash, ConversationKey};
 use common::envelope::{dedup_key, header, ReplyBody, ReplyCommand, ReplyKind, CHANNEL_HEADER};
 use common::lark::api::LarkClients;
+use common::lark::card_action::CardAction;
 use common::lark::event::{EventEnvelope, MessageEvent};
+use common::question::Pending;
 use common::topology::Topology;
 use common::worker::{backoff, Handler, Outcome};
 use tracing::Instrument;
 
+use crate::attachments::{Attachments, Declined};
 use crate::fastgpt::{Ask, FastGpt, FastGptError, Refusal};
 use crate::question::{self, Question};
+use crate::questions::Questions;
 use crate::sessions::Sessions;
 use crate::typing::Typing;
 
@@ -36,6 +40,8 @@ pub mod text {
         "Hi! Write your question in the same message as the @mention, for example: @bot How do I request leave?";
     pub const NOT_TEXT: &str = "Sorry, I can only read text messages. Please type your question.";
     pub const EMPTY_ANSWER: &str = "(FastGPT returned an empty answer.)";
+    pub const INTERRUPTED: &str = "**The answer was interrupted.**";
+    pub const NOT_A_CHOICE: &str = "The app was waiting for a choice in the card above, and your message did not match any option. Please ask again, or send Reset to start over.";
 }
 
 pub struct Relay {
@@ -45,13 +51,42 @@ pub struct Relay {
     pub sessions: Sessions,
     pub handled: kv::Store,
     pub js: jetstream::Context,
+    /// Core NATS, for the drafts of streamed answers.
+    pub nats: async_nats::Client,
     pub topology: Topology,
     pub settings: RelaySettings,
     pub status: common::status::StatusBoard,
+    /// The images and files of messages (download, sniff, store, sign).
+    pub attachments: Attachments,
+    /// Question cards waiting for a click.
+    pub questions: Questions,
 }
 
-/// What the relay decided to say for one message.
-type Decision = (ReplyKind, String);
+/// What the relay decided to say for one event.
+pub(crate) struct Decision {
+    pub kind: ReplyKind,
+    pub text: String,
+    /// FastGPT stopped to ask the user this: it waits for a click.
+    pub pending: Option<Pending>,
+}
+
+/// A decision with nothing to ask the user.
+fn say(kind: ReplyKind, text: impl Into<String>) -> Decision {
+    Decision { kind, text: text.into(), pending: None }
+}
+
+/// One question to FastGPT, from a message or from a click.
+pub(crate) struct Asking<'a> {
+    pub chat_id: String,
+    pub custom_uid: String,
+    pub text: String,
+    pub attachments: Vec<crate::attachments::ContentPart>,
+    /// Where the Typing reaction goes while FastGPT works.
+    pub typing_on: &'a str,
+    /// The conversation's subject token and who may answer a question card.
+    pub conversation: String,
+    pub asked_by: Option<String>,
+}
 
 impl Handler for Relay {
     async fn handle(&self, message: &Message, attempt: u32) -> Outcome {
@@ -87,6 +122,14 @@ impl Relay {
             }
         };
         tracing::Span::current().record("event_id", envelope.header.event_id.as_str());
+        if let Some(action) = CardAction::of(&envelope) {
+            return match action {
+                Ok(action) => self.handle_click(message, &channel, &envelope, action, attempt).await,
+                Err(e) => {
+                    self.dead(message, channel_id, &format!("card.action.trigger with an unexpected shape: {e}")).await
+                }
+            };
+        }
         let event = match envelope.message_event() {
             None => {
                 tracing::debug!(event_type = %envelope.header.event_type, "not a message event; acknowledged and dropped");
@@ -104,46 +147,109 @@ impl Relay {
             return Outcome::Done;
         }
         let source = dedup_key(&channel.id, &envelope, Some(&event));
-        let handled_key = common::topology::keys::handled(&channel.id, &source);
-        match self.handled.get(&handled_key).await {
-            Ok(Some(_)) => {
-                metrics::counter!("lark_bridge_relay_duplicates_total", "channel" => channel.id.clone()).increment(1);
-                tracing::info!(%source, "already answered (a re-push from Lark); not asked again");
-                return Outcome::Done;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the answered-events record; retrying");
-                return Outcome::Retry(Duration::from_secs(1));
-            }
-        }
+        let handled_key = match self.unanswered(&channel.id, &source).await {
+            Ok(key) => key,
+            Err(done_or_retry) => return done_or_retry,
+        };
         tracing::Span::current().record("message_id", event.message.message_id.as_str());
         let conversation = ConversationKey::of(&event);
         tracing::Span::current().record("conversation", conversation.describe().as_str());
 
-        let (kind, text) = match self.decide(&channel, &event, &conversation, attempt).await {
-            Ok(d) => d,
-            Err(retry) => return retry,
-        };
-        let command = ReplyCommand {
+        let mut command = ReplyCommand {
             channel: channel.id.clone(),
             source,
             reply_to: event.message.message_id.clone(),
             chat_id: event.message.chat_id.clone(),
             in_thread: event.message.thread_id.as_deref().is_some_and(|t| !t.is_empty()),
-            kind,
-            body: ReplyBody::Markdown { text },
+            kind: ReplyKind::Answer,
+            body: ReplyBody::Markdown { text: String::new(), question: None },
         };
-        if let Err(e) = self.publish_reply(&command).await {
+        let waiting = match self.questions.get(&channel.id, &conversation.token()).await {
+            Ok(w) => w.is_some(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the conversation's question card; retrying");
+                return Outcome::Retry(Duration::from_secs(1));
+            }
+        };
+        let mut decision = match self.decide(&channel, &event, &conversation, attempt, &command).await {
+            Ok(d) => d,
+            Err(retry) => return retry,
+        };
+        // FastGPT gives a message typed while its workflow waits for a
+        // choice to that node: matching no option, every branch is skipped
+        // and the answer is empty. Say why.
+        if waiting && decision.kind == ReplyKind::Answer && decision.text == text::EMPTY_ANSWER {
+            decision.text = text::NOT_A_CHOICE.into();
+        }
+        // The conversation moved on: its question card has expired (unless
+        // this answer asks a new one, which replaces it).
+        let token = conversation.token();
+        let closing = (waiting && decision.pending.is_none()).then_some(token.as_str());
+        self.conclude(&mut command, &handled_key, decision, closing).await
+    }
+
+    /// The answered-events key of `source`, unless it is answered already
+    /// (a re-push from Lark, a second click): then `Err(Done)`, or
+    /// `Err(Retry)` when the record cannot be read.
+    pub(crate) async fn unanswered(&self, channel: &str, source: &str) -> Result<String, Outcome> {
+        let handled_key = common::topology::keys::handled(channel, source);
+        match self.handled.get(&handled_key).await {
+            Ok(Some(_)) => {
+                metrics::counter!("lark_bridge_relay_duplicates_total", "channel" => channel.to_owned()).increment(1);
+                tracing::info!(%source, "already answered; not asked again");
+                Err(Outcome::Done)
+            }
+            Ok(None) => Ok(handled_key),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the answered-events record; retrying");
+                Err(Outcome::Retry(Duration::from_secs(1)))
+            }
+        }
+    }
+
+    /// Records a question card, publishes the reply, records the event as
+    /// answered, then closes the conversation's previous question card
+    /// (`closing`: its conversation token). Once FastGPT has answered, a
+    /// failure of our own bookkeeping never asks it again, except for the
+    /// reply itself not being stored.
+    pub(crate) async fn conclude(
+        &self,
+        command: &mut ReplyCommand,
+        handled_key: &str,
+        decision: Decision,
+        closing: Option<&str>,
+    ) -> Outcome {
+        let Decision { kind, text, mut pending } = decision;
+        if let Some(p) = &pending {
+            if let Err(e) = self.questions.put(&command.channel, p).await {
+                // The answer still goes; a click on a card that was never
+                // recorded would only say it expired, so no card is shown.
+                tracing::error!(error = %e, "cannot record the question card; the answer goes without it");
+                self.status.error(
+                    &command.channel,
+                    format!("cannot record a question card: {e}"),
+                    "check NATS and nats.bucket_max_bytes",
+                );
+                pending = None;
+            }
+        }
+        (command.kind, command.body) = (kind, ReplyBody::Markdown { text, question: pending.map(|p| p.question) });
+        if let Err(e) = self.publish_reply(command).await {
             tracing::warn!(error = %e, "cannot publish the reply command; retrying the event");
             return Outcome::Retry(Duration::from_secs(1));
         }
-        if let Err(e) = self.handled.put(&handled_key, kind.as_str().into()).await {
+        if let Err(e) = self.handled.put(handled_key, kind.as_str().into()).await {
             // The reply command is stored; its message id absorbs a second publish
             // within the duplicate window.
             tracing::warn!(error = %e, "cannot record the event as answered");
         }
-        metrics::counter!("lark_bridge_relay_replies_total", "channel" => channel.id.clone(), "kind" => kind.as_str())
+        if let Some(conversation) = closing {
+            if let Err(e) = self.questions.remove(&command.channel, conversation).await {
+                // It expires with the bucket's age limit; a click on it meanwhile resumes FastGPT's waiting node.
+                tracing::warn!(error = %e, "cannot close the conversation's question card");
+            }
+        }
+        metrics::counter!("lark_bridge_relay_replies_total", "channel" => command.channel.clone(), "kind" => kind.as_str())
             .increment(1);
         tracing::info!(kind = kind.as_str(), "reply command published");
         Outcome::Done
@@ -156,6 +262,7 @@ impl Relay {
         event: &MessageEvent,
         conversation: &ConversationKey,
         attempt: u32,
+        target: &ReplyCommand,
     ) -> Result<Decision, Outcome> {
         let lark = self.lark.get(&channel.id).cloned();
         let bot_open_id = match &lark {
@@ -173,20 +280,21 @@ impl Relay {
             Ok(q) => q,
             Err(e) => {
                 tracing::warn!(error = %e, message_type = %event.message.message_type, "unreadable message content");
-                return Ok((ReplyKind::Notice, text::NOT_TEXT.into()));
+                return Ok(say(ReplyKind::Notice, text::NOT_TEXT));
             }
         };
-        let text = match question {
+        let _in_memory;
+        let (text, attachments) = match question {
             Question::NotText(t) => {
-                tracing::info!(message_type = %t, "not a text message");
-                return Ok((ReplyKind::Notice, text::NOT_TEXT.into()));
+                tracing::info!(message_type = %t, "not a text, image or file message");
+                return Ok(say(ReplyKind::Notice, crate::attachments::notice::not_readable(&t)));
             }
-            Question::Empty => return Ok((ReplyKind::Notice, text::EMPTY.into())),
+            Question::Empty => return Ok(say(ReplyKind::Notice, text::EMPTY)),
             Question::Reset => {
                 return match self.sessions.reset(&channel.id, conversation).await {
                     Ok(generation) => {
                         tracing::info!(generation, "conversation reset");
-                        Ok((ReplyKind::Notice, text::RESET.into()))
+                        Ok(say(ReplyKind::Notice, text::RESET))
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot reset the conversation; retrying");
@@ -194,7 +302,17 @@ impl Relay {
                     }
                 };
             }
-            Question::Ask(text) => text,
+            Question::Ask(text) => (text, Vec::new()),
+            Question::WithResources { text, resources } => {
+                // Held until FastGPT has the question (the end of this function).
+                _in_memory = self.attachments.in_memory.clone().acquire_owned().await.ok();
+                let (lark, message_id) = (lark.as_deref(), &event.message.message_id);
+                match self.attachments.resolve(lark, &channel.id, message_id, &resources, attempt).await {
+                    Ok(parts) => (text, parts),
+                    Err(Declined::Notice(notice)) => return Ok(say(ReplyKind::Notice, notice)),
+                    Err(Declined::Retry(delay)) => return Err(Outcome::Retry(delay)),
+                }
+            }
         };
         let generation = self.sessions.generation(&channel.id, conversation).await.map_err(|e| {
             tracing::warn!(error = %e, "cannot read the conversation generation; retrying");
@@ -203,21 +321,55 @@ impl Relay {
         let chat_id = conversation.chat_id(&channel.id, generation);
         let custom_uid =
             format!("lark:{}:{}", channel.id, event.sender.sender_id.open_id.as_deref().unwrap_or("unknown"));
+        let asking = Asking {
+            chat_id,
+            custom_uid,
+            text,
+            attachments,
+            typing_on: &event.message.message_id,
+            conversation: conversation.token(),
+            asked_by: match conversation {
+                ConversationKey::Member { open_id, .. } => Some(open_id.clone()),
+                _ => None,
+            },
+        };
+        self.ask_fastgpt(channel, asking, attempt, target).await
+    }
+
+    /// Asks FastGPT (streamed or whole, as the channel says) and decides what
+    /// to say: the answer, what it asks the user, or an apology; `Err` when
+    /// the event must be retried.
+    pub(crate) async fn ask_fastgpt(
+        &self,
+        channel: &Arc<Channel>,
+        asking: Asking<'_>,
+        attempt: u32,
+        target: &ReplyCommand,
+    ) -> Result<Decision, Outcome> {
+        let Asking { chat_id, custom_uid, text, attachments, typing_on, conversation, asked_by } = asking;
+        let lark = self.lark.get(&channel.id).cloned();
         tracing::info!(fastgpt_chat_id = %chat_id, "asking FastGPT");
         tracing::debug!(question = %text, "question text");
 
-        let typing = lark.map(|l| Typing::start(l, &event.message.message_id, self.settings.typing_after()));
+        let typing = lark.map(|l| Typing::start(l, typing_on, self.settings.typing_after()));
         let started = std::time::Instant::now();
         let ask_span = tracing::info_span!("fastgpt.ask", fastgpt_chat_id = %chat_id, outcome = tracing::field::Empty);
-        let result = self
-            .fastgpt
-            .ask(channel, &Ask { chat_id: &chat_id, custom_uid: &custom_uid, text: &text })
-            .instrument(ask_span.clone())
-            .await;
+        let ask = Ask { chat_id: &chat_id, custom_uid: &custom_uid, text: &text, attachments: &attachments };
+        let (result, partial, interaction) = if channel.streaming {
+            let streamed =
+                crate::streaming::ask(self, channel, &ask, target, typing).instrument(ask_span.clone()).await;
+            (streamed.result, streamed.partial, streamed.interaction)
+        } else {
+            let result = self.fastgpt.ask(channel, &ask).instrument(ask_span.clone()).await;
+            if let Some(t) = typing {
+                t.finish().await;
+            }
+            match result {
+                Ok(answer) => (Ok(answer.text), String::new(), answer.interaction),
+                Err(e) => (Err(e), String::new(), None),
+            }
+        };
         let elapsed = started.elapsed();
-        if let Some(t) = typing {
-            t.finish().await;
-        }
         let outcome_label = match &result {
             Ok(_) => "ok",
             Err(e) => e.label(),
@@ -229,14 +381,29 @@ impl Relay {
         }
         metrics::histogram!("lark_bridge_fastgpt_seconds", "channel" => channel.id.clone(), "outcome" => outcome_label)
             .record(elapsed.as_secs_f64());
+        if let (Ok(answer), Some(interaction)) = (&result, interaction) {
+            tracing::info!(?elapsed, answer_len = answer.len(), "FastGPT answered and asks the user");
+            let question =
+                common::question::Question { id: short_hash(&[target.source.as_bytes()]), conversation, interaction };
+            let pending = Pending {
+                question,
+                chat_id,
+                custom_uid,
+                asked_by,
+                lark_chat_id: target.chat_id.clone(),
+                in_thread: target.in_thread,
+                answered_by: None,
+            };
+            return Ok(Decision { kind: ReplyKind::Answer, text: answer.clone(), pending: Some(pending) });
+        }
         match result {
             Ok(answer) if answer.trim().is_empty() => {
                 tracing::warn!(?elapsed, "FastGPT returned an empty answer");
-                Ok((ReplyKind::Answer, text::EMPTY_ANSWER.into()))
+                Ok(say(ReplyKind::Answer, text::EMPTY_ANSWER))
             }
             Ok(answer) => {
                 tracing::info!(?elapsed, answer_len = answer.len(), "FastGPT answered");
-                Ok((ReplyKind::Answer, answer))
+                Ok(say(ReplyKind::Answer, answer))
             }
             Err(FastGptError::Transient(detail)) if attempt < self.settings.max_attempts => {
                 let delay = backoff(attempt, Duration::from_secs(60));
@@ -244,14 +411,19 @@ impl Relay {
                 tracing::warn!(%detail, attempt, retry_in = ?delay, "FastGPT unavailable; will retry");
                 Err(Outcome::Retry(delay))
             }
-            Err(e) => {
+            Err(e) if partial.trim().is_empty() => {
                 tracing::error!(error = %e, attempt, "FastGPT gave no answer; apologising to the user");
-                Ok((ReplyKind::Apology, apology(&e, attempt)))
+                Ok(say(ReplyKind::Apology, apology(&e, attempt)))
+            }
+            Err(e) => {
+                // What the card shows must not pass for a whole answer.
+                tracing::error!(error = %e, attempt, shown = partial.len(), "FastGPT's answer stopped midway");
+                Ok(say(ReplyKind::Apology, interrupted(&partial, &apology(&e, attempt))))
             }
         }
     }
 
-    async fn publish_reply(&self, command: &ReplyCommand) -> Result<(), async_nats::Error> {
+    pub(crate) async fn publish_reply(&self, command: &ReplyCommand) -> Result<(), async_nats::Error> {
         let subject = self.topology.reply_subject(&command.channel, &short_hash(&[command.chat_id.as_bytes()]));
         let payload = serde_json::to_vec(command)?;
         let mut last = None;
@@ -273,7 +445,7 @@ impl Relay {
         Err(last.unwrap_or_else(|| "publish failed".into()))
     }
 
-    async fn dead(&self, message: &Message, channel_id: &str, reason: &str) -> Outcome {
+    pub(crate) async fn dead(&self, message: &Message, channel_id: &str, reason: &str) -> Outcome {
         tracing::error!(reason, "event cannot be handled; sent to the dead-letter stream");
         let channel = if channel_id.is_empty() { "unknown" } else { channel_id };
         match common::dead_letter::publish(&self.js, &self.topology, "relay", channel, message, reason).await {
@@ -284,6 +456,11 @@ impl Relay {
             }
         }
     }
+}
+
+/// A streamed answer that stopped midway: what was written, then why it stopped.
+pub fn interrupted(partial: &str, apology: &str) -> String {
+    format!("{}\n\n---\n{} {apology}", partial.trim_end(), text::INTERRUPTED)
 }
 
 /// The user's apology: short, naming the kind of failure.

@@ -1,20 +1,30 @@
 //! relay: turns Lark messages into FastGPT questions and FastGPT answers into
 //! reply commands.
 //!
+//! - [`attachments`]: a message's images and files → FastGPT content parts (download, sniff, store, sign).
 //! - [`question`]: a Lark message → a question (mentions, `post`, `Reset`, non-text).
 //! - [`sessions`]: the Reset generation of each conversation, in JetStream KV.
 //! - [`fastgpt`]: the FastGPT client and its error classes.
 //! - [`handler`]: one event, from NATS message to published reply command.
+//! - [`interactive`], [`questions`], [`clicks`]: FastGPT's nodes that ask the
+//!   user, the question card waiting per conversation, and the click that
+//!   resumes the workflow.
+//! - [`streaming`]: a streamed answer: the card start, then drafts as FastGPT writes.
 //! - [`typing`]: the "bot is working" reaction on slow answers.
 //! - [`check`]: `relay --check`.
 //! - [`app`]: build and run (the pull loop itself is `common::worker`).
 
 pub mod app;
+pub mod attachments;
 pub mod check;
+pub mod clicks;
 pub mod fastgpt;
 pub mod handler;
+pub mod interactive;
 pub mod question;
+pub mod questions;
 pub mod sessions;
+pub mod streaming;
 pub mod typing;
 
 pub use app::{Application, StartError};

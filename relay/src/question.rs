@@ -1,23 +1,30 @@
 //! What a Lark message asks: its text with mentions resolved, `Reset`, nothing
-//! (a bare @bot), or something that is not text.
+//! (a bare @bot), images and files to pass on, or something unreadable.
 //!
 //! The bot's own mention placeholder (`@_user_1`, recognised by the bot's
 //! open_id) is removed; other people's mentions become `@Name`. Rich text
 //! (`post`) contributes its title and every text run of every line, in order,
-//! links as their text, code blocks as their code.
+//! links as their text, code blocks as their code, and its images. An image
+//! or a file message is asked as it is, without text.
 
 use common::lark::event::{Content, Mention, Message, PostContent};
+use common::lark::resource::ResourceType;
+
+use crate::attachments::Resource;
 
 /// What the relay does with a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Question {
     /// Ask FastGPT this text.
     Ask(String),
+    /// Ask FastGPT this text (possibly empty) with these images or files,
+    /// once they are downloaded.
+    WithResources { text: String, resources: Vec<Resource> },
     /// Start a new history for this conversation.
     Reset,
     /// No text left (a bare @bot, an empty post): answer with a hint.
     Empty,
-    /// Not text (image, file, sticker...): say the bot reads text only.
+    /// Not text, image or file (audio, video, sticker...): its `message_type`.
     NotText(String),
 }
 
@@ -28,7 +35,30 @@ pub const RESET_COMMANDS: [&str; 2] = ["Reset", "/reset"];
 pub fn read(message: &Message, bot_open_id: Option<&str>) -> Result<Question, serde_json::Error> {
     let text = match message.content()? {
         Content::Text { text } => resolve_mentions(&text, &message.mentions, bot_open_id),
-        Content::Post(post) => post_text(&post, &message.mentions, bot_open_id),
+        Content::Post(post) => {
+            let text = post_text(&post, &message.mentions, bot_open_id);
+            let images: Vec<Resource> = post
+                .image_keys()
+                .into_iter()
+                .map(|key| Resource { key: key.to_owned(), kind: ResourceType::Image, file_name: None })
+                .collect();
+            if !images.is_empty() {
+                return Ok(Question::WithResources { text: text.trim().to_owned(), resources: images });
+            }
+            if text.trim().is_empty() && post.has_media() {
+                return Ok(Question::NotText("media".into()));
+            }
+            text
+        }
+        Content::Image { image_key } => {
+            let image = Resource { key: image_key, kind: ResourceType::Image, file_name: None };
+            return Ok(Question::WithResources { text: String::new(), resources: vec![image] });
+        }
+        Content::File { file_key, file_name } => {
+            let name = Some(file_name).filter(|n| !n.is_empty());
+            let file = Resource { key: file_key, kind: ResourceType::File, file_name: name };
+            return Ok(Question::WithResources { text: String::new(), resources: vec![file] });
+        }
         Content::Other { message_type } => return Ok(Question::NotText(message_type)),
     };
     let text = text.trim();
@@ -205,18 +235,50 @@ mod tests {
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/lark-samples/post_content.json"))
                 .expect("sample");
         let m = msg("post", &content, vec![mention("@_user_1", "ou_bot", "Bot")]);
+        let image = Resource {
+            key: "img_47354fbc-a159-40ed-86ab-2ad0f1acb42g".into(),
+            kind: ResourceType::Image,
+            file_name: None,
+        };
         assert_eq!(
             read(&m, BOT).expect("reads"),
-            Question::Ask("我是一个标题\n第一行 :超链接\n第二行:文本测试\nfunc main() int64 {\nreturn 0\n}".into())
+            Question::WithResources {
+                text: "我是一个标题\n第一行 :超链接\n第二行:文本测试\nfunc main() int64 {\nreturn 0\n}".into(),
+                resources: vec![image],
+            },
+            "the post's text is the question, its image (twice in the post) goes once"
         );
     }
 
     #[test]
-    fn non_text_is_not_text() {
+    fn images_and_files_are_asked_as_they_are() {
         let m = msg("image", r#"{"image_key":"img_1"}"#, vec![]);
-        assert_eq!(read(&m, BOT).expect("reads"), Question::NotText("image".into()));
+        let image = Resource { key: "img_1".into(), kind: ResourceType::Image, file_name: None };
+        assert_eq!(
+            read(&m, BOT).expect("reads"),
+            Question::WithResources { text: String::new(), resources: vec![image] }
+        );
+        let m = msg("file", r#"{"file_key":"file_1","file_name":"report.pdf"}"#, vec![]);
+        let file = Resource { key: "file_1".into(), kind: ResourceType::File, file_name: Some("report.pdf".into()) };
+        assert_eq!(
+            read(&m, BOT).expect("reads"),
+            Question::WithResources { text: String::new(), resources: vec![file] }
+        );
+        let post = r#"{"title":"","content":[[{"tag":"img","image_key":"img_2"}]]}"#;
+        let Question::WithResources { text, resources } = read(&msg("post", post, vec![]), BOT).expect("reads") else {
+            panic!("an image alone")
+        };
+        assert_eq!((text.as_str(), resources.len()), ("", 1));
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_named() {
         let m = msg("sticker", r#"{"file_key":"f"}"#, vec![]);
         assert_eq!(read(&m, BOT).expect("reads"), Question::NotText("sticker".into()));
+        let m = msg("audio", r#"{"file_key":"f","duration":2000}"#, vec![]);
+        assert_eq!(read(&m, BOT).expect("reads"), Question::NotText("audio".into()));
+        let video_only = r#"{"title":"","content":[[{"tag":"media","file_key":"f","image_key":"i"}]]}"#;
+        assert_eq!(read(&msg("post", video_only, vec![]), BOT).expect("reads"), Question::NotText("media".into()));
     }
 
     #[test]

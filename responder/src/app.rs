@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use common::service::StartError;
 
+use crate::card_state::Cards;
+use crate::drafts::Drafts;
 use crate::handler::Responder;
 use crate::pacing::Pacing;
 
@@ -28,6 +30,8 @@ pub struct Application {
     server: tokio::task::JoinHandle<()>,
     worker: Worker<Responder>,
     pacing: Pacing,
+    /// Draft updates of streaming cards, with their NATS client and names.
+    drafts: (Arc<Drafts>, async_nats::Client, common::topology::Topology),
 }
 
 impl Application {
@@ -52,6 +56,7 @@ impl Application {
         let leases =
             retry_until_ready("opening the leases bucket", shutdown, || topology.leases(js, LEASE_TTL)).await?;
         let attempts = retry_until_ready("opening the attempts bucket", shutdown, || topology.attempts(js)).await?;
+        let cards = Cards::new(retry_until_ready("opening the cards bucket", shutdown, || topology.cards(js)).await?);
 
         let channels = Channels::new(&settings.channels);
         let r = &settings.responder;
@@ -63,14 +68,17 @@ impl Application {
         );
         // Nothing held yet: the smallest share, until the leases say more.
         pacing.set_share(0, PARTITIONS);
+        let lark = LarkClients::new(http_client(r.lark_timeout())?, &channels);
+        let drafts = Drafts::new(lark.clone(), cards.clone(), r.stream_update());
         let responder = Responder {
-            lark: LarkClients::new(http_client(r.lark_timeout())?, &channels),
+            lark,
             pacing: pacing.clone(),
             js: js.clone(),
             topology: topology.clone(),
             max_attempts: r.max_attempts,
             status: base.status.clone(),
             shown: Default::default(),
+            cards,
         };
         let worker = Worker {
             name: "responder",
@@ -85,7 +93,8 @@ impl Application {
         };
         tracing::info!(addr = %base.addr, "responder ready");
         let (addr, health) = (base.addr, base.health);
-        Ok(Self { addr, health, health_stop, server, worker, pacing })
+        let drafts = (drafts, base.client.clone(), topology.clone());
+        Ok(Self { addr, health, health_stop, server, worker, pacing, drafts })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -114,7 +123,10 @@ impl Application {
                 tracing::info!(partitions = share.held, of = share.of, "per-app pacing follows the partitions held");
             }
         });
+        let (drafts, client, topology) = self.drafts;
+        let drafts = tokio::spawn(drafts.run(client, topology, shutdown.clone()));
         self.worker.run(shutdown, bound).await;
+        let _ = drafts.await;
         janitor.abort();
         follow.abort();
         self.health_stop.cancel();

@@ -1,6 +1,8 @@
 //! `responder --check`: each channel's Lark credentials yield a tenant token
 //! and the bot info endpoint answers (Lark names a missing permission when it
-//! says so); NATS works; dead letters waiting are counted.
+//! says so); a streaming channel may create cards (scope
+//! `cardkit:card:write`: a card nobody is sent is created to find out); NATS
+//! works; dead letters waiting are counted.
 
 use std::sync::Arc;
 
@@ -8,6 +10,7 @@ use common::channel::Channels;
 use common::check::Checklist;
 use common::config::Settings;
 use common::lark::api::{LarkClient, LarkError};
+use common::lark::cardkit::CardFailure;
 use common::lark::errors::ErrorClass;
 use common::service::http_client;
 use common::topology::Topology;
@@ -74,6 +77,9 @@ pub async fn run(settings: &Settings) -> Checklist {
             ),
             Err(e) => list.fail(format!("bot of {}", c.id), e.to_string(), fix(&e)),
         }
+        if c.streaming {
+            streaming_cards(&mut list, &lark, &c.id).await;
+        }
     }
     if let Some(js) = common::check::nats(&mut list, settings).await {
         let topology = Topology::new(&settings.nats);
@@ -90,6 +96,24 @@ pub async fn run(settings: &Settings) -> Checklist {
         }
     }
     list
+}
+
+/// Can the app create CardKit cards? Without the scope, answers still go
+/// out, whole: a warning, not a failure.
+async fn streaming_cards(list: &mut Checklist, lark: &LarkClient, channel: &str) {
+    let name = format!("streaming cards of {channel}");
+    let probe = crate::render::streaming_card("lark-bridge --check", false);
+    match lark.create_card(&probe).await {
+        Ok(_) => list.pass(name, "CardKit creates cards (scope cardkit:card:write): answers stream"),
+        Err(e) => match CardFailure::of(&e) {
+            CardFailure::Refused => list.warn(
+                name,
+                format!("{e}: answers go out whole, without streaming"),
+                common::lark::cardkit::CARDKIT_FIX,
+            ),
+            _ => list.warn(name, format!("cannot tell: {e}"), fix(&e)),
+        },
+    }
 }
 
 #[cfg(test)]

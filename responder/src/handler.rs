@@ -20,10 +20,12 @@ use async_nats::jetstream::{self, Message};
 use common::envelope::{ReplyBody, ReplyCommand};
 use common::lark::api::{LarkClient, LarkClients, LarkError};
 use common::lark::errors::ErrorClass;
+use common::topology::keys;
 use common::topology::Topology;
 use common::worker::{backoff, Handler, Outcome};
 use tracing::Instrument;
 
+use crate::card_state::{Cards, Phase};
 use crate::pacing::Pacing;
 use crate::progress::ShownParts;
 use crate::render::{render, Part};
@@ -39,6 +41,8 @@ pub struct Responder {
     pub max_attempts: u32,
     pub status: common::status::StatusBoard,
     pub shown: ShownParts,
+    /// Streaming cards, shared with the other replicas.
+    pub cards: Cards,
 }
 
 /// Withdrawn or deleted: the reply can still go into the chat.
@@ -69,8 +73,40 @@ impl Responder {
         let Some(lark) = self.lark.get(&command.channel) else {
             return self.dead(message, &command.channel, "no such channel in this responder's configuration").await;
         };
-        let ReplyBody::Markdown { text } = &command.body;
-        let parts = render(text);
+        let (text, question) = match &command.body {
+            ReplyBody::CardStart { .. } => return self.start_card(message, lark, command, attempt).await,
+            ReplyBody::Markdown { text, question } => (text, question.as_ref()),
+        };
+        // A streamed answer ends in its card; anything else goes out whole.
+        // (Read whatever this replica's `streaming` says: the relay's decided.)
+        let key = keys::card(&command.channel, &command.source);
+        let whole_after_card;
+        let command = match self.cards.read(&key).await {
+            Ok(Some((state, _))) => match state.phase {
+                Phase::Streaming | Phase::Final => {
+                    return self.finish_card(message, lark, command, text, question, attempt).await
+                }
+                Phase::Done => {
+                    tracing::info!("the card already shows this answer (a redelivery)");
+                    return Outcome::Done;
+                }
+                // The card's message took the first part's uuid: the whole
+                // answer after it needs uuids of its own.
+                Phase::Plain if state.sent => {
+                    whole_after_card = ReplyCommand { source: format!("{}#whole", command.source), ..command.clone() };
+                    &whole_after_card
+                }
+                Phase::Plain => command,
+            },
+            Ok(None) => command,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the answer's card; retrying");
+                return Outcome::Retry(Duration::from_secs(1));
+            }
+        };
+        // The answer (none when FastGPT went straight to its question), then the question's card.
+        let mut parts = if text.trim().is_empty() && question.is_some() { Vec::new() } else { render(text) };
+        parts.extend(question.map(crate::render::question_card));
         let first = self.shown.resume_from(&command.source);
         if first > 0 {
             tracing::info!(shown = first, parts = parts.len(), "resuming after the parts already shown");
@@ -91,34 +127,11 @@ impl Responder {
                 self.shown.shown(&command.source, i + 1);
                 continue;
             };
-            return match e.class() {
-                ErrorClass::Transient { retry_after } if attempt < self.max_attempts => {
-                    // At most MAX_RETRY_DELAY, whatever Lark's reset header says: a
-                    // chat's younger replies wait behind this one, and a
-                    // partition's new owner waits at most 300 s for it.
-                    let delay = backoff(attempt, Duration::from_secs(60))
-                        .max(retry_after.unwrap_or_default())
-                        .min(MAX_RETRY_DELAY);
-                    metrics::counter!("lark_bridge_lark_retries_total", "channel" => command.channel.clone())
-                        .increment(1);
-                    tracing::warn!(error = %e, part = i, retry_in = ?delay, "Lark send failed; will retry");
-                    Outcome::Retry(delay)
-                }
-                ErrorClass::TokenInvalid if attempt < self.max_attempts => {
-                    tracing::warn!(error = %e, "Lark still says the token is invalid; will retry");
-                    Outcome::Retry(Duration::from_secs(1))
-                }
-                ErrorClass::Permanent { fix } => {
-                    tracing::error!(error = %e, fix, "Lark refused the reply; not retrying");
-                    self.shown.forget(&command.source);
-                    self.dead(message, &command.channel, &format!("{e}. Fix: {fix}")).await
-                }
-                _ => {
-                    tracing::error!(error = %e, attempt, "Lark send failed on the last attempt");
-                    self.shown.forget(&command.source);
-                    self.dead(message, &command.channel, &format!("{e} (after {attempt} attempts)")).await
-                }
-            };
+            let outcome = self.failed(message, command, attempt, &e, i).await;
+            if !matches!(outcome, Outcome::Retry(_)) {
+                self.shown.forget(&command.source);
+            }
+            return outcome;
         }
         metrics::counter!("lark_bridge_replies_sent_total", "channel" => command.channel.clone(), "kind" => command.kind.as_str())
             .increment(1);
@@ -128,7 +141,42 @@ impl Responder {
         Outcome::Done
     }
 
-    async fn dead(&self, message: &Message, channel: &str, reason: &str) -> Outcome {
+    /// What a failed send of part `part` means: a retry later, or a dead letter.
+    pub(crate) async fn failed(
+        &self,
+        message: &Message,
+        command: &ReplyCommand,
+        attempt: u32,
+        e: &LarkError,
+        part: usize,
+    ) -> Outcome {
+        match e.class() {
+            ErrorClass::Transient { retry_after } if attempt < self.max_attempts => {
+                // At most MAX_RETRY_DELAY, whatever Lark's reset header says: a
+                // chat's younger replies wait behind this one, and a
+                // partition's new owner waits at most 300 s for it.
+                let delay =
+                    backoff(attempt, Duration::from_secs(60)).max(retry_after.unwrap_or_default()).min(MAX_RETRY_DELAY);
+                metrics::counter!("lark_bridge_lark_retries_total", "channel" => command.channel.clone()).increment(1);
+                tracing::warn!(error = %e, part, retry_in = ?delay, "Lark send failed; will retry");
+                Outcome::Retry(delay)
+            }
+            ErrorClass::TokenInvalid if attempt < self.max_attempts => {
+                tracing::warn!(error = %e, "Lark still says the token is invalid; will retry");
+                Outcome::Retry(Duration::from_secs(1))
+            }
+            ErrorClass::Permanent { fix } => {
+                tracing::error!(error = %e, fix, "Lark refused the reply; not retrying");
+                self.dead(message, &command.channel, &format!("{e}. Fix: {fix}")).await
+            }
+            _ => {
+                tracing::error!(error = %e, attempt, "Lark send failed on the last attempt");
+                self.dead(message, &command.channel, &format!("{e} (after {attempt} attempts)")).await
+            }
+        }
+    }
+
+    pub(crate) async fn dead(&self, message: &Message, channel: &str, reason: &str) -> Outcome {
         match common::dead_letter::publish(&self.js, &self.topology, "responder", channel, message, reason).await {
             Ok(()) => {
                 self.status.error(channel, reason, "fix the cause, then `responder --dead-letters` and `--redrive`");
@@ -145,7 +193,12 @@ impl Responder {
 
 /// Sends part `i`: a reply to the user's message (into its topic when it was in
 /// one); when that message was withdrawn, into the chat instead.
-async fn send_part(lark: &LarkClient, command: &ReplyCommand, i: usize, part: &Part) -> Result<(), LarkError> {
+pub(crate) async fn send_part(
+    lark: &LarkClient,
+    command: &ReplyCommand,
+    i: usize,
+    part: &Part,
+) -> Result<(), LarkError> {
     let uuid = command.lark_uuid(i);
     match lark.reply(&command.reply_to, part.msg_type, &part.content, command.in_thread, &uuid).await {
         Ok(_) => Ok(()),

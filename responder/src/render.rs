@@ -47,6 +47,47 @@ pub fn card(markdown: &str) -> String {
     .to_string()
 }
 
+/// The card of a question FastGPT asks the user: its description, then one
+/// button per option or a form (`common::question`).
+pub fn question_card(question: &common::question::Question) -> Part {
+    let card = common::question::card(question, &common::question::CardState::Open, |s| {
+        crate::neutralize::neutralize(s).into_owned()
+    });
+    Part { msg_type: "interactive", content: card.to_string() }
+}
+
+/// The `element_id` of a streaming card's markdown element.
+pub const ANSWER_ELEMENT: &str = "answer";
+
+/// An answer as card-sized markdown chunks, for a streamed answer: the first
+/// goes into the streaming card, the rest follow as further cards.
+pub fn card_chunks(markdown: &str) -> Vec<String> {
+    let text = crate::neutralize::neutralize(markdown.trim());
+    let mut chunks = split(text.as_ref(), CARD_CONTENT_BUDGET - CARD_OVERHEAD);
+    if chunks.is_empty() {
+        chunks.push(String::new());
+    }
+    chunks
+}
+
+/// A card JSON 2.0 whose markdown element (`ANSWER_ELEMENT`) CardKit can
+/// stream into; `streaming` false is the finished card.
+pub fn streaming_card(markdown: &str, streaming: bool) -> String {
+    let mut config = json!({ "update_multi": true, "streaming_mode": streaming });
+    if streaming {
+        // The chat list shows this instead of the partial text; Lark types
+        // out each update quickly.
+        config["summary"] = json!({ "content": "Answering..." });
+        config["streaming_config"] = json!({ "print_frequency_ms": { "default": 30 }, "print_step": { "default": 2 }, "print_strategy": "fast" });
+    }
+    json!({
+        "schema": "2.0",
+        "config": config,
+        "body": { "elements": [ { "tag": "markdown", "element_id": ANSWER_ELEMENT, "content": markdown } ] },
+    })
+    .to_string()
+}
+
 /// Bytes the card adds around the markdown (measured on an empty card).
 const CARD_OVERHEAD: usize = 128;
 

@@ -91,7 +91,7 @@ struct CachedToken {
 
 /// One Lark app's client.
 pub struct LarkClient {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     channel: Arc<Channel>,
     token: Mutex<Option<CachedToken>>,
     bot: OnceCell<BotInfo>,
@@ -105,7 +105,7 @@ pub struct LarkClient {
 const BOT_INFO_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Deserialize)]
-struct Envelope {
+pub(super) struct Envelope {
     #[serde(default)]
     code: Option<i64>,
     #[serde(default)]
@@ -145,7 +145,7 @@ impl LarkClient {
 
     /// Drops the cached token if it is still `stale` (another task may already
     /// have replaced it).
-    async fn invalidate(&self, stale: &SecretString) {
+    pub(super) async fn invalidate(&self, stale: &SecretString) {
         let mut cached = self.token.lock().await;
         if cached.as_ref().is_some_and(|t| t.value.expose_secret() == stale.expose_secret()) {
             *cached = None;
@@ -208,7 +208,7 @@ impl LarkClient {
     }
 
     /// An authenticated call; on an invalid token, fetches a new one and retries once.
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Envelope, LarkError> {
+    pub(super) async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Envelope, LarkError> {
         let token = self.tenant_token().await?;
         match self.send_raw(method.clone(), path, Some(&token), body).await {
             Err(e) if e.class() == ErrorClass::TokenInvalid => {
@@ -221,7 +221,7 @@ impl LarkClient {
         }
     }
 
-    fn data<T: DeserializeOwned>(env: Envelope) -> Result<T, LarkError> {
+    pub(super) fn data<T: DeserializeOwned>(env: Envelope) -> Result<T, LarkError> {
         serde_json::from_value(env.data.unwrap_or(Value::Null)).map_err(|e| LarkError::Api {
             http_status: 200,
             code: Some(0),

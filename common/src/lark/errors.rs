@@ -17,6 +17,9 @@ pub enum ErrorClass {
     Permanent { fix: &'static str },
 }
 
+/// Codes that mean "the app lacks a scope" (its name is in the message).
+pub const MISSING_SCOPE: [i64; 2] = [99991672, 99991679];
+
 /// Codes that mean "this token is no longer good".
 pub const TOKEN_INVALID_CODES: [i64; 4] = [99991661, 99991663, 99991664, 99991668];
 

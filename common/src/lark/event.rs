@@ -232,7 +232,17 @@ pub enum Content {
         text: String,
     },
     Post(PostContent),
-    /// Images, files, audio, stickers, cards...: the bridge reads text only.
+    /// An image message: the image is downloaded with its key
+    /// (`GET .../messages/{message_id}/resources/{image_key}?type=image`).
+    Image {
+        image_key: String,
+    },
+    /// A file message (`type=file`); `file_name` is the user's, for display only.
+    File {
+        file_key: String,
+        file_name: String,
+    },
+    /// Audio, video, stickers, cards, merged forwards...: not read.
     Other {
         message_type: String,
     },
@@ -259,11 +269,49 @@ pub struct PostElement {
     pub user_id: Option<String>,
     #[serde(default)]
     pub user_name: Option<String>,
+    /// `img` (an image in the post) and `media` (a video's cover).
+    #[serde(default)]
+    pub image_key: Option<String>,
+    /// `media`: the video itself.
+    #[serde(default)]
+    pub file_key: Option<String>,
+}
+
+impl PostContent {
+    /// The keys of the post's images (`img` runs), in order, each once.
+    pub fn image_keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = Vec::new();
+        for run in self.content.iter().flatten().filter(|r| r.tag == "img") {
+            if let Some(key) = run.image_key.as_deref().filter(|k| !k.is_empty()) {
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        keys
+    }
+
+    /// Whether the post holds a video (`media`), which the bridge does not read.
+    pub fn has_media(&self) -> bool {
+        self.content.iter().flatten().any(|r| r.tag == "media")
+    }
 }
 
 #[derive(Deserialize)]
 struct TextContent {
     text: String,
+}
+
+#[derive(Deserialize)]
+struct ImageContent {
+    image_key: String,
+}
+
+#[derive(Deserialize)]
+struct FileContent {
+    file_key: String,
+    #[serde(default)]
+    file_name: String,
 }
 
 impl Message {
@@ -272,6 +320,11 @@ impl Message {
         match self.message_type.as_str() {
             "text" => serde_json::from_str::<TextContent>(&self.content).map(|t| Content::Text { text: t.text }),
             "post" => serde_json::from_str::<PostContent>(&self.content).map(Content::Post),
+            "image" => {
+                serde_json::from_str::<ImageContent>(&self.content).map(|c| Content::Image { image_key: c.image_key })
+            }
+            "file" => serde_json::from_str::<FileContent>(&self.content)
+                .map(|c| Content::File { file_key: c.file_key, file_name: c.file_name }),
             other => Ok(Content::Other { message_type: other.to_owned() }),
         }
     }
@@ -356,14 +409,21 @@ mod tests {
         assert_eq!(post.content.len(), 8);
         assert_eq!(post.content[0][1].tag, "a");
         assert_eq!(post.content[0][1].href.as_deref(), Some("http://www.feishu.cn"));
+        assert_eq!(post.image_keys(), ["img_47354fbc-a159-40ed-86ab-2ad0f1acb42g"], "two runs of one image: once");
+        assert!(post.has_media());
         assert_eq!(
             msg("image", "image_content.json").content().expect("image"),
-            Content::Other { message_type: "image".into() }
+            Content::Image { image_key: "img_4adb3cc3-902b-4187-b0f1-842f67fd017g".into() }
         );
         assert_eq!(
             msg("file", "file_content.json").content().expect("file"),
-            Content::Other { message_type: "file".into() }
+            Content::File { file_key: "75235e0c-4f92-430a-a99b-8446610223cg".into(), file_name: "test.txt".into() }
         );
+        assert_eq!(
+            msg("audio", "file_content.json").content().expect("audio"),
+            Content::Other { message_type: "audio".into() }
+        );
+        assert!(msg("image", "text_content.json").content().is_err(), "an image without its key");
     }
 
     #[test]

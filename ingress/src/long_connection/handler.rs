@@ -10,11 +10,14 @@
 //! | refused (not JSON, not schema 2.0, another app, bad ids, too large) | 200 | retrying cannot help: logged, counted, on `/status`, nothing published |
 //!
 //! Card actions may come as `type=card` frames or as `type=event`; both go
-//! this way (the payload's `header.event_type` says what it is) and are
-//! acknowledged with `{"code": 200}`: never left unanswered (the SDKs drop
-//! `card` frames, and the user sees error 200340).
+//! this way (the payload's `header.event_type` says what it is). A click on
+//! a question card is answered like on the Request URL
+//! ([`crate::card_action`]): `{"code": 200, "data": <base64 of the toast
+//! and card>}`; any card action is answered, never left for Lark to time
+//! out (the user would see error 200340).
 
 use common::channel::Channel;
+use common::lark::card_action::CARD_ACTION;
 use common::lark::long_connection::frame::Answer;
 use tracing::Instrument;
 
@@ -48,6 +51,21 @@ pub async fn handle(channel: &Channel, deps: &Deps, payload: Vec<u8>, message_id
         frame_message_id = %message_id
     );
     common::telemetry::record_trace_id(&span);
+    if event.envelope.header.event_type == CARD_ACTION {
+        // The answer (toast, card) travels in the acknowledgement's data.
+        let answer = crate::card_action::answer(
+            &deps.clicks,
+            &deps.publisher,
+            &deps.status,
+            channel,
+            &event,
+            Via::LongConnection,
+        )
+        .instrument(span)
+        .await;
+        deps.board.event(&channel.id);
+        return Answer { code: 200, data: Some(answer.to_string().into_bytes()) };
+    }
     let stored = crate::accept::store(&deps.publisher, &deps.status, channel, &event, Via::LongConnection)
         .instrument(span)
         .await;

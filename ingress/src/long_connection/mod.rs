@@ -52,6 +52,8 @@ pub struct Deps {
     /// How long frames in flight may still be stored and acknowledged at
     /// shutdown before the connection closes (Lark pushes the rest again).
     pub drain_timeout: Duration,
+    /// Clicks on question cards.
+    pub clicks: std::sync::Arc<crate::card_action::Clicks>,
 }
 
 /// The long-connection channels of a configuration, and how many

@@ -1,0 +1,156 @@
+//! Asking FastGPT with a streamed answer (channel `streaming = true`).
+//!
+//! The answer is read as FastGPT writes it. At its first words the relay
+//! publishes a card start (durable, on the replies queue: the responder that
+//! owns the chat creates the card and shows it, in the chat's order); then,
+//! at most every [`DRAFT_EVERY`], a draft with the whole text so far (core
+//! NATS: a lost one costs nothing). The text is appended to as it arrives and
+//! each draft copies at most `DRAFT_MAX_TEXT` bytes of it, so the cost stays
+//! linear in the answer's length. The final answer is published by the
+//! handler as for any answer; it is what ends up in the card.
+
+use std::time::Duration;
+
+use common::channel::Channel;
+use common::conversation::short_hash;
+use common::envelope::{unix_ms, ReplyBody, ReplyCommand, DRAFT_MAX_TEXT};
+use tokio::time::MissedTickBehavior;
+
+use common::question::Interaction;
+
+use crate::fastgpt::{Ask, FastGptError, Piece};
+use crate::handler::Relay;
+use crate::typing::Typing;
+
+/// How often the text so far goes to the responder. The responder paces the
+/// card itself (`responder.stream_update_ms`); this only bounds the traffic.
+pub const DRAFT_EVERY: Duration = Duration::from_millis(100);
+
+/// What a streamed ask ended with.
+pub struct Streamed {
+    /// The whole answer, or why it stopped.
+    pub result: Result<String, FastGptError>,
+    /// The text received before it stopped (the whole answer on success).
+    pub partial: String,
+    /// FastGPT stopped at a node that asks the user (buttons or a form).
+    pub interaction: Option<Interaction>,
+}
+
+/// Asks FastGPT for a streamed answer on behalf of `target` (the reply
+/// command the answer will end in; its body is ignored).
+pub async fn ask(
+    relay: &Relay,
+    channel: &Channel,
+    ask: &Ask<'_>,
+    target: &ReplyCommand,
+    mut typing: Option<Typing>,
+) -> Streamed {
+    let mut stream = match relay.fastgpt.ask_streaming(channel, ask).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(t) = typing.take() {
+                t.finish().await;
+            }
+            return Streamed { result: Err(e), partial: String::new(), interaction: None };
+        }
+    };
+    let mut drafts = Drafts::new(relay, target);
+    let mut text = String::new();
+    let mut interaction = None;
+    let mut tick = tokio::time::interval(DRAFT_EVERY);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let end = loop {
+        tokio::select! {
+            piece = stream.next() => match piece {
+                None => break Ok(()),
+                Some(Err(e)) => break Err(e),
+                Some(Ok(Piece::Text(delta))) if delta.is_empty() => {}
+                Some(Ok(Piece::Text(delta))) => {
+                    text.push_str(&delta);
+                    // Lark refuses a card without text: start at the first visible words.
+                    if !drafts.started() && !text.trim().is_empty() {
+                        // The card replaces the Typing reaction.
+                        if let Some(t) = typing.take() {
+                            tokio::spawn(t.finish());
+                        }
+                        drafts.start(&text).await;
+                    }
+                }
+                Some(Ok(Piece::Interactive(node))) => {
+                    interaction = crate::interactive::read(&node);
+                    match &interaction {
+                        Some(_) => tracing::info!("FastGPT stopped at a node that asks the user"),
+                        None => tracing::warn!("FastGPT sent an interactive node of a kind the bridge does not show"),
+                    }
+                }
+            },
+            _ = tick.tick(), if drafts.behind(&text) => drafts.send(&text).await,
+        }
+    };
+    if let Some(t) = typing.take() {
+        t.finish().await;
+    }
+    Streamed { result: end.map(|()| text.clone()), partial: text, interaction }
+}
+
+/// The drafts of one answer.
+struct Drafts<'a> {
+    relay: &'a Relay,
+    target: &'a ReplyCommand,
+    subject: String,
+    /// This attempt's start (Unix ms): orders its drafts after an earlier attempt's.
+    run: u64,
+    n: u64,
+    /// When the first words came (Unix ms), 0 before.
+    first_text_at: u64,
+    /// Bytes of the text the last draft carried.
+    sent_len: usize,
+}
+
+impl<'a> Drafts<'a> {
+    fn new(relay: &'a Relay, target: &'a ReplyCommand) -> Self {
+        let subject = relay.topology.draft_subject(&target.channel, &short_hash(&[target.chat_id.as_bytes()]));
+        Self { relay, target, subject, run: unix_ms(), n: 0, first_text_at: 0, sent_len: 0 }
+    }
+
+    fn started(&self) -> bool {
+        self.first_text_at != 0
+    }
+
+    /// Text the responder has not seen, within what a card shows.
+    fn behind(&self, text: &str) -> bool {
+        self.started() && text.len().min(DRAFT_MAX_TEXT) > self.sent_len
+    }
+
+    /// The card start: durable, so the card appears even if no draft arrives.
+    async fn start(&mut self, text: &str) {
+        self.first_text_at = unix_ms();
+        let draft = self.target.draft((self.run, 0), self.first_text_at, text);
+        self.sent_len = text.len().min(DRAFT_MAX_TEXT);
+        let command = ReplyCommand {
+            body: ReplyBody::CardStart { text: draft.text, run: self.run, first_text_at: self.first_text_at },
+            ..self.target.clone()
+        };
+        match self.relay.publish_reply(&command).await {
+            Ok(()) => tracing::info!("streaming card requested"),
+            Err(e) => tracing::warn!(error = %e, "cannot publish the card start; the answer will come whole"),
+        }
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.n += 1;
+        let draft = self.target.draft((self.run, self.n), self.first_text_at, text);
+        // Compared with the same measure in `behind` (the draft itself may be
+        // a few bytes shorter, cut on a character boundary).
+        self.sent_len = text.len().min(DRAFT_MAX_TEXT);
+        let payload = match serde_json::to_vec(&draft) {
+            Ok(p) => p,
+            Err(e) => return tracing::warn!(error = %e, "cannot encode a draft"),
+        };
+        let mut headers = draft.headers();
+        common::telemetry::inject_nats(&mut headers);
+        if let Err(e) = self.relay.nats.publish_with_headers(self.subject.clone(), headers, payload.into()).await {
+            tracing::debug!(error = %e, "cannot publish a draft (the next one carries the whole text)");
+        }
+    }
+}

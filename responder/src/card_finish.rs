@@ -1,0 +1,223 @@
+//! The final answer of a streamed answer, into its card: exactly FastGPT's
+//! full text, streaming closed, and the rest of a long answer as further
+//! cards, in order.
+//!
+//! The final answer first takes the card over (phase `Final`, its
+//! operations' sequences reserved in one compare-and-set): from then on no
+//! draft writes, and a draft already on its way to Lark carries a lower
+//! sequence, so Lark refuses it (300317) or the final text overwrites it.
+//! Within the 10-minute streaming window the card's text is set and
+//! streaming closed; after it (or when Lark says it has closed), the whole
+//! card is replaced, which works at any time.
+
+use std::time::Duration;
+
+use async_nats::jetstream::Message;
+use common::envelope::ReplyCommand;
+use common::lark::api::{LarkClient, LarkError};
+use common::lark::cardkit::{card_message_content, CardFailure, CARDKIT_FIX};
+use common::topology::keys;
+use common::worker::Outcome;
+
+use crate::card_state::{now_ms, CardState, Phase};
+use crate::handler::{send_part, Responder};
+use crate::render::{card, card_chunks, streaming_card, Part, ANSWER_ELEMENT};
+
+/// Lark closes streaming mode 10 minutes after it was turned on; past this,
+/// the final answer replaces the card rather than race the deadline.
+pub const STREAMING_WINDOW_MS: u64 = 9 * 60 * 1000 + 30 * 1000;
+
+/// Operations the final answer reserves: text, close, and a full update.
+const FINAL_OPERATIONS: u64 = 3;
+
+impl Responder {
+    pub(crate) async fn finish_card(
+        &self,
+        message: &Message,
+        lark: &LarkClient,
+        command: &ReplyCommand,
+        text: &str,
+        question: Option<&common::question::Question>,
+        attempt: u32,
+    ) -> Outcome {
+        let key = &keys::card(&command.channel, &command.source);
+        // 1. Take the card over and reserve the final operations.
+        let taken = self
+            .cards
+            .modify(key, |s| {
+                if !matches!(s.phase, Phase::Streaming | Phase::Final) {
+                    return false;
+                }
+                s.phase = Phase::Final;
+                s.reserve(FINAL_OPERATIONS);
+                true
+            })
+            .await;
+        let (mut state, mut revision) = match taken {
+            Ok(Some(taken)) => taken,
+            // It changed phase meanwhile (done, or plain): the handler looks again.
+            Ok(None) => return self.again(message, command, attempt, "the card changed phase").await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the card over; retrying");
+                return self.again(message, command, attempt, "the cards bucket does not answer").await;
+            }
+        };
+        let Some(card_id) = state.card_id.clone() else {
+            return self.again(message, command, attempt, "the card has no id").await;
+        };
+        let first_sequence = state.sequence + 1 - FINAL_OPERATIONS;
+        let chunks = card_chunks(text);
+
+        if state.parts_shown == 0 {
+            // 2. The card's final content, streaming closed. (Lark refuses an
+            // empty text: an answer that is only a question shows an ellipsis.)
+            let first = if chunks[0].is_empty() { "…" } else { chunks[0].as_str() };
+            let summary = summary_of(first);
+            if let Err(e) =
+                self.final_card_content(lark, command, &card_id, first, &summary, &state, first_sequence).await
+            {
+                return match CardFailure::of(&e) {
+                    CardFailure::SequenceTaken => {
+                        self.again(message, command, attempt, "another operation went first").await
+                    }
+                    CardFailure::Refused => {
+                        // The answer goes out whole instead, once (under uuids of
+                        // its own: the card's message took the first part's).
+                        tracing::error!(error = %e, fix = CARDKIT_FIX, "CardKit refused the final card; sending the answer whole");
+                        self.status.error(&command.channel, format!("CardKit refused a final card: {e}"), CARDKIT_FIX);
+                        match self
+                            .cards
+                            .modify(key, |s| std::mem::replace(&mut s.phase, Phase::Plain) != Phase::Plain)
+                            .await
+                        {
+                            Ok(_) => Outcome::Retry(Duration::ZERO),
+                            Err(_) => Outcome::Retry(Duration::from_secs(1)),
+                        }
+                    }
+                    _ => self.failed(message, command, attempt, &e, 0).await,
+                };
+            }
+            // 3. Show the card, if its start could not.
+            if !state.sent {
+                self.pacing.wait(&lark.channel().app_id, &command.chat_id).await;
+                let part = Part { msg_type: "interactive", content: card_message_content(&card_id) };
+                let sent = send_part(lark, command, 0, &part).await;
+                self.count_card_op(command, "send", &sent);
+                if let Err(e) = sent {
+                    return self.failed(message, command, attempt, &e, 0).await;
+                }
+                state.sent = true;
+            }
+            state.parts_shown = 1;
+            revision = self.save(key, &state, revision).await;
+        }
+        // 4. The rest of a long answer, in order; then the question FastGPT asks.
+        // Part 0 is the card itself.
+        let rest: Vec<Part> = chunks
+            .iter()
+            .skip(1)
+            .map(|chunk| Part { msg_type: "interactive", content: card(chunk) })
+            .chain(question.map(crate::render::question_card))
+            .collect();
+        for (i, part) in (1..).zip(&rest).skip(state.parts_shown.saturating_sub(1)) {
+            self.pacing.wait(&lark.channel().app_id, &command.chat_id).await;
+            if let Err(e) = send_part(lark, command, i, part).await {
+                return self.failed(message, command, attempt, &e, i).await;
+            }
+            state.parts_shown = i + 1;
+            revision = self.save(key, &state, revision).await;
+        }
+        state.phase = Phase::Done;
+        self.save(key, &state, revision).await;
+        metrics::counter!("lark_bridge_replies_sent_total", "channel" => command.channel.clone(), "kind" => command.kind.as_str())
+            .increment(1);
+        self.status.ok(&command.channel);
+        tracing::info!(%card_id, parts = 1 + rest.len(), "streamed answer finished");
+        Outcome::Done
+    }
+
+    /// Tries the final answer again soon, up to the last attempt; then
+    /// dead-letters it with the reason.
+    async fn again(&self, message: &Message, command: &ReplyCommand, attempt: u32, why: &str) -> Outcome {
+        if attempt < self.max_attempts {
+            tracing::info!(why, "finishing the card again shortly");
+            return Outcome::Retry(Duration::from_millis(200));
+        }
+        self.dead(message, &command.channel, &format!("cannot finish the streaming card: {why}")).await
+    }
+
+    /// Sets the card's text and closes streaming, or replaces the whole card
+    /// when streaming has closed.
+    #[allow(clippy::too_many_arguments)]
+    async fn final_card_content(
+        &self,
+        lark: &LarkClient,
+        command: &ReplyCommand,
+        card_id: &str,
+        text: &str,
+        summary: &str,
+        state: &CardState,
+        sequence: u64,
+    ) -> Result<(), LarkError> {
+        if now_ms().saturating_sub(state.opened_at) < STREAMING_WINDOW_MS {
+            let set = lark.set_card_text(card_id, ANSWER_ELEMENT, text, sequence).await;
+            self.count_card_op(command, "update", &set);
+            let closed = match set {
+                Ok(()) => {
+                    let closed = lark.close_streaming(card_id, summary, sequence + 1).await;
+                    self.count_card_op(command, "close", &closed);
+                    closed
+                }
+                Err(e) => Err(e),
+            };
+            match closed {
+                Err(e) if CardFailure::of(&e) == CardFailure::StreamingClosed => {
+                    tracing::info!("streaming mode has closed; replacing the whole card");
+                }
+                other => return other,
+            }
+        }
+        let replaced = lark.replace_card(card_id, &streaming_card(text, false), sequence + 2).await;
+        self.count_card_op(command, "replace", &replaced);
+        replaced
+    }
+
+    /// Writes the state; a failure is logged (at worst a retry repeats a step,
+    /// with the same uuids and new sequences).
+    async fn save(&self, key: &str, state: &CardState, revision: u64) -> u64 {
+        match self.cards.update(key, state, revision).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                tracing::warn!("the card's state changed under the final answer");
+                revision
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record the card's progress");
+                revision
+            }
+        }
+    }
+}
+
+/// What the chat list shows for the finished card: its first words (while
+/// streaming it said "Answering...").
+fn summary_of(text: &str) -> String {
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("…");
+    let line = line.trim_start_matches(['#', '*', '>', '-', ' ']);
+    match line.char_indices().nth(60) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary_of;
+
+    #[test]
+    fn the_summary_is_the_first_words() {
+        assert_eq!(summary_of("\n## Title\nbody"), "Title");
+        assert_eq!(summary_of(&"x".repeat(100)).chars().count(), 61);
+        assert_eq!(summary_of(""), "…");
+    }
+}

@@ -1,0 +1,179 @@
+//! The first words of a streamed answer: create the answer's card and show
+//! it, exactly once whichever replica or attempt does it.
+//!
+//! The card start travels the durable replies queue, so it is sent by the
+//! replica that owns the chat's partition, in the chat's order, within
+//! Lark's message limits. The card is created before its state is written:
+//! a crash in between leaves an unsent card nobody sees, and the state's
+//! compare-and-set makes every replica use the same card. The message that
+//! shows it carries the answer's first-part `uuid`, so a retry never shows it
+//! twice.
+
+use std::time::Duration;
+
+use async_nats::jetstream::Message;
+use common::envelope::{ReplyBody, ReplyCommand};
+use common::lark::api::{LarkClient, LarkError};
+use common::lark::cardkit::{card_message_content, CardFailure, CARDKIT_FIX, CARD_CONTENT_FAILED};
+use common::topology::keys;
+use common::worker::{backoff, Outcome};
+
+use crate::card_state::{now_ms, CardState, Phase};
+use crate::handler::{send_part, Responder};
+use crate::render::{card_chunks, streaming_card, Part};
+
+impl Responder {
+    pub(crate) async fn start_card(
+        &self,
+        _message: &Message,
+        lark: &LarkClient,
+        command: &ReplyCommand,
+        attempt: u32,
+    ) -> Outcome {
+        let ReplyBody::CardStart { text, run, first_text_at } = &command.body else { return Outcome::Done };
+        let key = keys::card(&command.channel, &command.source);
+        let state = match self.cards.read(&key).await {
+            Ok(Some((state, _))) => state,
+            Ok(None) => match self.create_card(lark, command, &key, text, *run, attempt).await {
+                Ok(Some(state)) => state,
+                Ok(None) => return Outcome::Done,
+                Err(outcome) => return outcome,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the answer's card; retrying");
+                return Outcome::Retry(Duration::from_secs(1));
+            }
+        };
+        let Some(card_id) = state.card_id.as_deref().filter(|_| state.phase == Phase::Streaming && !state.sent) else {
+            return Outcome::Done;
+        };
+        self.pacing.wait(&lark.channel().app_id, &command.chat_id).await;
+        let part = Part { msg_type: "interactive", content: card_message_content(card_id) };
+        let sent = send_part(lark, command, 0, &part).await;
+        self.count_card_op(command, "send", &sent);
+        match sent {
+            Ok(()) => {
+                if let Err(e) = self.cards.modify(&key, |s| !std::mem::replace(&mut s.sent, true)).await {
+                    tracing::warn!(error = %e, "cannot record the card as shown (the final answer shows it again, once)");
+                }
+                let waited = now_ms().saturating_sub(*first_text_at);
+                metrics::histogram!("lark_bridge_stream_first_text_seconds", "channel" => command.channel.clone())
+                    .record(waited as f64 / 1000.0);
+                tracing::info!(card_id, first_text_ms = waited, "streaming card shown");
+                Outcome::Done
+            }
+            // Not about the card (the bot left the chat...): the final
+            // answer meets the same refusal and dead-letters it with its fix.
+            Err(e) if CardFailure::of(&e) == CardFailure::Refused && !is_card_error(&e) => {
+                tracing::warn!(error = %e, "cannot show the streaming card; the final answer will try again");
+                Outcome::Done
+            }
+            Err(e) => self.card_start_failed(command, &key, &e, attempt).await,
+        }
+    }
+
+    /// Creates the card and records it: the state (this replica's or one
+    /// written first by another), or `None` when CardKit refused.
+    async fn create_card(
+        &self,
+        lark: &LarkClient,
+        command: &ReplyCommand,
+        key: &str,
+        text: &str,
+        run: u64,
+        attempt: u32,
+    ) -> Result<Option<CardState>, Outcome> {
+        let first = card_chunks(text).swap_remove(0);
+        let created = lark.create_card(&streaming_card(&first, true)).await;
+        self.count_card_op(command, "create", &created);
+        let card_id = match created {
+            Ok(id) => id,
+            Err(e) => return Err(self.card_start_failed(command, key, &e, attempt).await),
+        };
+        let state = CardState::streaming(card_id, (run, 0));
+        match self.cards.create(key, &state).await {
+            Ok(Some(_)) => Ok(Some(state)),
+            // Another replica created one first: use theirs (ours is never shown).
+            Ok(None) => match self.cards.read(key).await {
+                Ok(Some((theirs, _))) => Ok(Some(theirs)),
+                Ok(None) => Err(self.start_later(attempt, "the card's state vanished")),
+                Err(e) => Err(self.start_later(attempt, &e.to_string())),
+            },
+            // Each try creates a card nobody sees: a few at most.
+            Err(e) => Err(self.start_later(attempt, &e.to_string())),
+        }
+    }
+
+    /// The card start again in a second, up to the last attempt; then the
+    /// answer comes whole (no dead letter: the final answer still comes).
+    fn start_later(&self, attempt: u32, why: &str) -> Outcome {
+        if attempt < self.max_attempts {
+            tracing::warn!(why, "cannot record the answer's card; retrying");
+            Outcome::Retry(Duration::from_secs(1))
+        } else {
+            tracing::warn!(why, "cannot record the answer's card; the answer will come whole");
+            Outcome::Done
+        }
+    }
+
+    /// A card start that failed: retried while it may still work; else the
+    /// answer goes out whole (the card is marked plain when CardKit refused,
+    /// so no draft shows a card either). Never a dead letter: the final
+    /// answer still comes.
+    async fn card_start_failed(&self, command: &ReplyCommand, key: &str, e: &LarkError, attempt: u32) -> Outcome {
+        match CardFailure::of(e) {
+            CardFailure::Transient if attempt < self.max_attempts => {
+                let delay = backoff(attempt, Duration::from_secs(10));
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot start the streaming card; will retry");
+                Outcome::Retry(delay)
+            }
+            CardFailure::Transient => {
+                tracing::warn!(error = %e, "cannot start the streaming card; the final answer will show it");
+                Outcome::Done
+            }
+            _ => {
+                tracing::error!(error = %e, fix = CARDKIT_FIX, "CardKit refused the card; this answer goes out whole");
+                self.status.error(&command.channel, format!("CardKit refused a streaming card: {e}"), CARDKIT_FIX);
+                let plain = CardState::plain();
+                let marked = match self.cards.create(key, &plain).await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => self
+                        .cards
+                        .modify(key, |s| {
+                            // A card already shown stays: the final answer finishes it.
+                            if s.phase != Phase::Streaming || s.sent {
+                                return false;
+                            }
+                            s.phase = Phase::Plain;
+                            true
+                        })
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                match marked {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot mark the answer as not streamed; retrying");
+                        Outcome::Retry(Duration::from_secs(1))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts one CardKit operation (or the message showing the card) by its result.
+    pub(crate) fn count_card_op<T>(&self, command: &ReplyCommand, op: &'static str, result: &Result<T, LarkError>) {
+        let code = match result {
+            Ok(_) => "0".to_owned(),
+            Err(e) => e.code_label(),
+        };
+        metrics::counter!("lark_bridge_card_operations_total", "channel" => command.channel.clone(), "op" => op, "code" => code)
+            .increment(1);
+    }
+}
+
+/// Lark could not build the message from the card (230099).
+fn is_card_error(e: &LarkError) -> bool {
+    matches!(e, LarkError::Api { code: Some(CARD_CONTENT_FAILED), .. })
+}

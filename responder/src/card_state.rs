@@ -1,0 +1,183 @@
+//! The streaming card of one answer, shared by every responder replica in
+//! the `{ns}_cards` bucket (key `common::topology::keys::card`).
+//!
+//! Every change is a compare-and-set on the key's revision, so replicas agree
+//! on one card per answer and on its sequence: an operation reserves its
+//! `sequence` in the bucket before it calls Lark, which makes the sequences
+//! of one card strictly rising whoever sends them. The phase is what keeps a
+//! late draft from overwriting the final answer: once the final answer has
+//! reserved its operations, drafts find the phase changed and stop.
+
+use async_nats::jetstream::kv;
+use serde::{Deserialize, Serialize};
+
+/// Where an answer's card stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Drafts update the card.
+    Streaming,
+    /// The final answer has taken over the card; drafts are ignored.
+    Final,
+    /// Everything of the answer is shown.
+    Done,
+    /// No card: the answer goes (or went) out whole, as a non-streamed reply
+    /// (CardKit refused, or the final answer came before any draft).
+    Plain,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardState {
+    pub phase: Phase,
+    #[serde(default)]
+    pub card_id: Option<String>,
+    /// The last sequence reserved on the card.
+    #[serde(default)]
+    pub sequence: u64,
+    /// The last draft shown ([`common::envelope::Draft::version`]).
+    #[serde(default)]
+    pub version: (u64, u64),
+    /// The message showing the card has been sent.
+    #[serde(default)]
+    pub sent: bool,
+    /// When streaming mode was turned on (Unix ms): it closes 10 minutes later.
+    #[serde(default)]
+    pub opened_at: u64,
+    /// When the last operation was reserved (Unix ms): paces the card.
+    #[serde(default)]
+    pub last_op_at: u64,
+    /// Parts of the final answer shown: the card, then further messages.
+    #[serde(default)]
+    pub parts_shown: usize,
+}
+
+impl CardState {
+    pub fn plain() -> Self {
+        Self {
+            phase: Phase::Plain,
+            card_id: None,
+            sequence: 0,
+            version: (0, 0),
+            sent: false,
+            opened_at: 0,
+            last_op_at: 0,
+            parts_shown: 0,
+        }
+    }
+
+    pub fn streaming(card_id: String, version: (u64, u64)) -> Self {
+        let now = now_ms();
+        Self {
+            phase: Phase::Streaming,
+            card_id: Some(card_id),
+            sequence: 0,
+            version,
+            sent: false,
+            opened_at: now,
+            last_op_at: now,
+            parts_shown: 0,
+        }
+    }
+
+    /// Reserves the next `n` sequences; returns the first.
+    pub fn reserve(&mut self, n: u64) -> u64 {
+        let first = self.sequence + 1;
+        self.sequence += n;
+        self.last_op_at = now_ms();
+        first
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the streaming-cards bucket: {0}")]
+pub struct StoreError(String);
+
+/// The bucket, with compare-and-set helpers.
+#[derive(Clone)]
+pub struct Cards {
+    kv: kv::Store,
+}
+
+/// A state read at a revision.
+pub type Read = Option<(CardState, u64)>;
+
+impl Cards {
+    pub fn new(kv: kv::Store) -> Self {
+        Self { kv }
+    }
+
+    pub async fn read(&self, key: &str) -> Result<Read, StoreError> {
+        let entry = self.kv.entry(key).await.map_err(|e| StoreError(e.to_string()))?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else { return Ok(None) };
+        let state = serde_json::from_slice(&entry.value)
+            .map_err(|e| StoreError(format!("key {key} holds no card state: {e}")))?;
+        Ok(Some((state, entry.revision)))
+    }
+
+    /// Writes a first state: its revision, or `None` when another replica
+    /// wrote one first.
+    pub async fn create(&self, key: &str, state: &CardState) -> Result<Option<u64>, StoreError> {
+        match self.kv.create(key, to_bytes(state)?).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(StoreError(e.to_string())),
+        }
+    }
+
+    /// Replaces the state read at `revision`: the new revision, or `None`
+    /// when it changed since.
+    pub async fn update(&self, key: &str, state: &CardState, revision: u64) -> Result<Option<u64>, StoreError> {
+        match self.kv.update(key, to_bytes(state)?, revision).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(StoreError(e.to_string())),
+        }
+    }
+
+    /// Applies `change` to the current state until a compare-and-set wins
+    /// (a few tries): the state written and its revision, or `None` when
+    /// there is no state or `change` declines (returns `false`).
+    pub async fn modify(
+        &self,
+        key: &str,
+        mut change: impl FnMut(&mut CardState) -> bool,
+    ) -> Result<Option<(CardState, u64)>, StoreError> {
+        for _ in 0..5 {
+            let Some((mut state, revision)) = self.read(key).await? else { return Ok(None) };
+            if !change(&mut state) {
+                return Ok(None);
+            }
+            if let Some(revision) = self.update(key, &state, revision).await? {
+                return Ok(Some((state, revision)));
+            }
+        }
+        Err(StoreError(format!("key {key} keeps changing under this replica")))
+    }
+}
+
+fn to_bytes(state: &CardState) -> Result<bytes::Bytes, StoreError> {
+    serde_json::to_vec(state).map(Into::into).map_err(|e| StoreError(e.to_string()))
+}
+
+pub use common::envelope::unix_ms as now_ms;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_rise() {
+        let mut s = CardState::streaming("c".into(), (1, 1));
+        assert_eq!(s.reserve(1), 1);
+        assert_eq!(s.reserve(3), 2);
+        assert_eq!(s.reserve(1), 5);
+        assert_eq!(s.sequence, 5);
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let s = CardState::streaming("7355".into(), (9, 2));
+        let back: CardState = serde_json::from_slice(&to_bytes(&s).expect("bytes")).expect("parses");
+        assert_eq!(back, s);
+    }
+}
