@@ -12,10 +12,22 @@
 //! Shapes and codes follow Lark's documentation (tenant_access_token/internal,
 //! the rate-limit guide, the 99991672 troubleshooting page) and the official Go
 //! SDK (token-invalid codes 99991663/99991664/99991671).
+//!
+//! CardKit (card entities created, sent by reference and updated while an
+//! answer streams) is in [`cardkit`]: its rules and codes, and what a test
+//! reads ([`FakeLark::cards`], [`FakeLark::card_operations`],
+//! [`FakeLark::wait_for_card`], [`FakeLark::visible_text_history`]).
+//!
+//! A user's clicks on cards' buttons and form submits, as `card.action.trigger`
+//! callbacks to the bridge, are in [`card_actions`] ([`FakeLark::click`],
+//! [`FakeLark::submit_form`], [`FakeLark::deliver_card_action`]).
 
 mod api;
+pub mod card_actions;
+pub mod cardkit;
 mod content;
 pub mod long_connection;
+pub mod resources;
 pub(crate) mod server;
 #[cfg(test)]
 mod tests;
@@ -32,6 +44,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::lark_events::SignedRequest;
 pub use api::SandboxRegistration;
+pub use card_actions::{
+    ButtonRef, CardActionBuilder, CardButton, CardControls, CardForm, ClickError, ClickOutcome, FormComponent,
+    FrameType, Toast,
+};
+pub use cardkit::{Card, CardOpKind, CardOperation};
 pub use content::content_text;
 use server::ServerHandle;
 
@@ -51,6 +68,9 @@ pub struct FakeApp {
     pub app_secret: String,
     pub bot_open_id: String,
     pub app_name: String,
+    /// The app's Verification Token, put in the `header.token` of the card
+    /// callbacks the fake sends ([`FakeLark::click`]).
+    pub verification_token: Option<String>,
 }
 
 impl FakeApp {
@@ -60,7 +80,14 @@ impl FakeApp {
             app_secret: app_secret.into(),
             bot_open_id: bot_open_id.into(),
             app_name: "FastGPT bot".to_owned(),
+            verification_token: None,
         }
+    }
+
+    /// The app's Verification Token (the card callbacks carry it).
+    pub fn with_verification_token(mut self, token: impl Into<String>) -> Self {
+        self.verification_token = Some(token.into());
+        self
     }
 }
 
@@ -82,6 +109,16 @@ pub enum Endpoint {
     DeleteReaction,
     /// `GET /open-apis/bot/v3/info`
     BotInfo,
+    /// `POST /open-apis/cardkit/v1/cards`
+    CardCreate,
+    /// `PUT /open-apis/cardkit/v1/cards/{card_id}/elements/{element_id}/content`
+    CardContent,
+    /// `PATCH /open-apis/cardkit/v1/cards/{card_id}/settings`
+    CardSettings,
+    /// `PUT /open-apis/cardkit/v1/cards/{card_id}`
+    CardUpdate,
+    /// `GET /open-apis/im/v1/messages/{message_id}/resources/{file_key}` ([`resources`])
+    Resource,
 }
 
 impl Endpoint {
@@ -91,6 +128,10 @@ impl Endpoint {
             Endpoint::Reply | Endpoint::Send | Endpoint::Update => &["im:message", "im:message:send_as_bot"],
             Endpoint::AddReaction | Endpoint::DeleteReaction => &["im:message", "im:message.reactions:write_only"],
             Endpoint::TenantToken | Endpoint::BotInfo => &[],
+            Endpoint::Resource => &["im:message", "im:message:readonly"],
+            Endpoint::CardCreate | Endpoint::CardContent | Endpoint::CardSettings | Endpoint::CardUpdate => {
+                &["cardkit:card:write"]
+            }
         }
     }
 }
@@ -201,12 +242,25 @@ pub struct SentMessage {
     pub updates: usize,
     pub create_time_ms: i64,
     pub received_at: Instant,
+    /// For a card sent by reference (`{"type": "card", "data": {"card_id"}}`):
+    /// the card as it was when this copy was taken ([`FakeLark::visible_messages`]
+    /// and the others fill it in).
+    pub card: Option<Card>,
 }
 
 impl SentMessage {
-    /// The readable text of the content: see [`content_text`].
+    /// The readable text of the content: see [`content_text`]; for a card sent
+    /// by reference, the card's text (as of this copy).
     pub fn text(&self) -> String {
-        content_text(&self.msg_type, &self.content)
+        match &self.card {
+            Some(card) => card.text.clone(),
+            None => content_text(&self.msg_type, &self.content),
+        }
+    }
+
+    /// The CardKit card it shows by reference, if any.
+    pub fn card_id(&self) -> Option<&str> {
+        cardkit::card_id_of(&self.msg_type, &self.content)
     }
 
     /// The message replied to, for replies.
@@ -260,14 +314,36 @@ pub struct SandboxMessage {
     pub uuid: Option<String>,
     pub reply_in_thread: bool,
     pub updates: usize,
+    /// The CardKit card it shows by reference (`text` is then the card's text now).
+    #[serde(default)]
+    pub card_id: Option<String>,
+    /// Rises with every change a user sees: an edit of the message, an
+    /// operation on its card (those before it was sent included).
+    #[serde(default)]
+    pub version: u64,
+    /// Its card is still streaming (the text may still grow).
+    #[serde(default)]
+    pub streaming: bool,
+    /// The card it shows now (its content, or its CardKit card), for cards.
+    #[serde(default)]
+    pub card: Option<Value>,
 }
 
-/// The answer of `GET /_sandbox/messages?after=N[&wait_ms=M]`: messages
-/// `N..next`, once there is at least one or after `M` ms (at most 5 s).
+/// The answer of `GET /_sandbox/messages?after=N[&wait_ms=M][&changes_since=S]`:
+/// messages `N..next`, once there is at least one or after `M` ms (at most
+/// 5 s). With `changes_since`, the answer also comes when a message before
+/// `N` changed after the change stamp `S`, and lists those in `changed`;
+/// `stamp` is the stamp to pass next time.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SandboxPage {
     pub messages: Vec<SandboxMessage>,
     pub next: usize,
+    /// Messages before `after` that changed since `changes_since` (as they are now).
+    #[serde(default)]
+    pub changed: Vec<SandboxMessage>,
+    /// The latest change stamp.
+    #[serde(default)]
+    pub stamp: u64,
 }
 struct AppState {
     app: FakeApp,
@@ -311,11 +387,19 @@ struct Inner {
     reactions: Vec<Reaction>,
     messages: HashMap<String, MessageInfo>,
     chat_rate_limit: Option<usize>,
+    cardkit: cardkit::CardKit,
+    /// Rises with every change a user can see (for the sandbox's long poll).
+    stamp: u64,
+    /// The stamp of the last change of each visible message.
+    visible_stamps: Vec<u64>,
+    /// Every card callback sent, and what came of it.
+    card_actions: Vec<card_actions::ClickOutcome>,
 }
 
 struct Shared {
     inner: Mutex<Inner>,
     cancel: CancellationToken,
+    resources: resources::Resources,
 }
 
 impl Shared {
@@ -341,7 +425,8 @@ impl FakeLark {
 
     /// Starts on a given address (the sandbox's fixed port).
     pub async fn start_on(addr: SocketAddr, apps: Vec<FakeApp>) -> std::io::Result<Self> {
-        let default_scopes = ["im:message:send_as_bot", "im:message.reactions:write_only"];
+        let default_scopes =
+            ["im:message:send_as_bot", "im:message.reactions:write_only", "cardkit:card:write", "im:message:readonly"];
         let apps = apps
             .into_iter()
             .map(|app| {
@@ -364,12 +449,18 @@ impl FakeLark {
                 reactions: Vec::new(),
                 messages: HashMap::new(),
                 chat_rate_limit: Some(5),
+                cardkit: cardkit::CardKit::default(),
+                stamp: 0,
+                visible_stamps: Vec::new(),
+                card_actions: Vec::new(),
             }),
             cancel: cancel.clone(),
+            resources: Default::default(),
         });
         let (long_connection, lc_routes) =
             long_connection::LongConnection::start(shared.clone(), cancel.clone()).await?;
-        let router = api::router(shared.clone()).merge(lc_routes);
+        let clicks = card_actions::Clicks::new(shared.clone(), long_connection.clone());
+        let router = api::router(shared.clone()).merge(lc_routes).merge(card_actions::routes(clicks));
         let server = ServerHandle::spawn(addr, router, cancel).await?;
         Ok(Self { shared, server, client: reqwest::Client::new(), long_connection })
     }
@@ -484,14 +575,21 @@ impl FakeLark {
         self.long_connection.push(app_id, event.to_string().into_bytes(), "event", fragments)
     }
 
-    /// What Lark users see: one message per `uuid`, in arrival order.
+    /// What Lark users see: one message per `uuid`, in arrival order (a card
+    /// sent by reference with the card as it is now).
     pub fn visible_messages(&self) -> Vec<SentMessage> {
-        self.shared.lock().visible.clone()
+        let inner = self.shared.lock();
+        inner.visible.iter().map(|m| inner.with_card(m)).collect()
     }
 
     /// Every API request except token fetches, in arrival order.
     pub fn all_attempts(&self) -> Vec<Attempt> {
-        self.shared.lock().attempts.clone()
+        let inner = self.shared.lock();
+        let mut attempts = inner.attempts.clone();
+        for attempt in &mut attempts {
+            attempt.message = attempt.message.as_ref().map(|m| inner.with_card(m));
+        }
+        attempts
     }
 
     /// Requests to the token endpoint, successful or not.

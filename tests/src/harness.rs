@@ -58,6 +58,8 @@ pub struct Options {
     /// The channel receives its events over the long connection (no encrypt
     /// key, no verification token): push them with `lark.push_event`.
     pub long_connection: bool,
+    /// Answers stream into a CardKit card (the channel's `streaming`).
+    pub streaming: bool,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
             ack_wait: None,
             lease_ttl: None,
             long_connection: false,
+            streaming: false,
         }
     }
 }
@@ -98,11 +101,15 @@ impl Bridge {
         init_test_logs();
         remove_stale_test_namespaces().await;
         let ns = format!("t{}", random_hex(10));
-        let lark = FakeLark::start(vec![FakeApp::new(APP_ID, APP_SECRET, BOT_OPEN_ID)]).await;
+        let app = FakeApp::new(APP_ID, APP_SECRET, BOT_OPEN_ID).with_verification_token(VERIFICATION_TOKEN);
+        let lark = FakeLark::start(vec![app]).await;
         let fastgpt = FakeFastGpt::start(FASTGPT_KEY).await;
         let mut toml = config_toml(&nats_url(), &ns, &lark.base_url(), &fastgpt.base_url(), opts.encrypt);
         if opts.long_connection {
             toml = long_connection_toml(&toml);
+        }
+        if opts.streaming {
+            toml = toml.replace("streaming = false", "streaming = true");
         }
         let env = opts.env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         let settings = Settings::from_toml_with_env(&toml, &env).expect("test configuration is valid");
@@ -333,6 +340,9 @@ app_secret = "{APP_SECRET}"
 lark_base_url = "{lark}"
 fastgpt_base_url = "{fastgpt}"
 fastgpt_api_key = "{FASTGPT_KEY}"
+# Whole answers, as most suites expect; the streaming suite turns it on
+# (`Options::streaming`).
+streaming = false
 "#,
     )
 }

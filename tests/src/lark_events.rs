@@ -379,8 +379,8 @@ impl SignedRequest {
 }
 
 /// A stable pseudo-id derived from another id, so one user always has the same
-/// `union_id` across events.
-fn hash_hex(s: &str) -> String {
+/// `union_id` across events (and card callbacks).
+pub(crate) fn hash_hex(s: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(&Sha256::digest(s.as_bytes())[..16])
 }

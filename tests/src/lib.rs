@@ -3,9 +3,11 @@
 //!
 //! - [`fake_lark`]: Lark's Open API (tenant token, reply / send / update
 //!   messages, reactions, bot info) with Lark's real shapes and error codes,
-//!   scriptable failures, and a record of what users would see.
+//!   scriptable failures, and a record of what users would see; a user's
+//!   clicks on cards' buttons and forms (`card.action.trigger` callbacks).
 //! - [`fake_fastgpt`]: FastGPT's `/api/v1/chat/completions`, echoing per
-//!   chatId by default, with scriptable answers and FastGPT's error bodies.
+//!   chatId by default, with scriptable answers and FastGPT's error bodies;
+//!   user-select and form apps that stop to ask and resume on the answer.
 //! - [`lark_events`]: `im.message.receive_v1` events, the URL-verification
 //!   challenge, and the encrypted, signed request Lark wraps them in.
 //! - [`harness`]: the whole bridge in one test (its own NATS namespace, the

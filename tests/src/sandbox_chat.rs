@@ -14,12 +14,34 @@
 //! topic group (shared by everyone in it). The chat starts nothing and stops
 //! nothing: it talks to what `deploy/run-local` (or a test's harness) runs.
 //!
+//! A streamed answer is a CardKit card that grows while FastGPT writes. On a
+//! terminal (a line editor) the chat shows it growing: the card's header and
+//! the text so far, then each newly added piece as it arrives, and `(card
+//! complete)` when streaming closes (a text that is rewritten rather than
+//! extended is printed again whole). Elsewhere (a pipe, a test, `sandbox
+//! say`) a streaming card is printed once, complete, as any card.
+//!
+//! A question card (a FastGPT user-select or form node, as the bridge shows
+//! it) is answered as in Lark: its choices are numbered under it, and typing
+//! the number (or `/choose N`) clicks that button; a form is filled in field
+//! by field, then submitted. The click goes to the bridge as Lark's
+//! `card.action.trigger` callback, the way the chat's messages go (the
+//! Request URL, or the long connection); the chat shows the toast the bridge
+//! answered, the card as it is then, and the replies that follow: see [`cards`].
+//!
+//! `/image PATH` and `/file PATH` send an image or a file from the local
+//! disk as a Lark user does: the bytes go to the fake Lark as the resource of
+//! a new message, and the message to the bridge as any other (see
+//! [`attachments`]); the fake FastGPT's echo then says what reached it.
+//!
 //! [`LarkUser`] is the part that sends one message and waits for its replies;
 //! `sandbox say` uses it on its own.
 
+pub mod attachments;
+pub mod cards;
 mod line_editor;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -31,7 +53,8 @@ use serde_json::json;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
 
 use crate::fake_lark::{content_text, SandboxMessage, SandboxPage, SandboxRegistration, Via};
-use crate::lark_events::{message_id_of, random_hex, ChatRef, EventBuilder, Mention};
+use crate::lark_events::{message_id_of, new_message_id, random_hex, ChatRef, EventBuilder, Mention};
+pub use attachments::{Attachment, AttachmentKind};
 pub use line_editor::LineEditor;
 
 /// The sandbox channel's Request URL on the ingress `deploy/run-local` starts.
@@ -85,11 +108,14 @@ impl Default for Target {
 /// How long to wait for a reply.
 ///
 /// A text reply is always whole (the bridge sends an answer as text only when
-/// it fits in one message), so the wait ends the moment it arrives. A card may
-/// be the first of several parts, and nothing in it says how many: after a
-/// card, the chat waits `quiet` for the next part (the bridge sends the parts
-/// of one answer about 200 ms apart) before it takes the reply as complete.
-/// Every part is printed when it arrives, not after that wait.
+/// it fits in one message), so the wait ends soon after it arrives: only a
+/// question card may follow it (an answer that ends with a FastGPT question
+/// is its text, then the card), and the chat waits [`TEXT_GRACE`] (or
+/// `quiet`, when shorter) for one. A card may be the first of several parts,
+/// and nothing in it says how many: after a card, the chat waits `quiet` for
+/// the next part (the bridge sends the parts of one answer about 200 ms
+/// apart) before it takes the reply as complete. Every part is printed when
+/// it arrives, not after that wait.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
     /// Give up when no reply came within this.
@@ -125,6 +151,10 @@ pub enum Arrival {
     /// Part `part` of the reply to the earlier message `to`, which came after
     /// that message's wait ended.
     Late { message: SandboxMessage, part: usize, to: String },
+    /// With live cards ([`LarkUser::set_live_cards`]): part `part`, a card
+    /// already given as a `Reply` while it streamed, changed; `previous` is the
+    /// text it had. `message.streaming` is false once it is complete.
+    Update { message: SandboxMessage, part: usize, previous: String },
 }
 
 /// What the bot answered to one message.
@@ -142,6 +172,8 @@ pub struct ReplyWait {
     message_id: String,
     chat_id: String,
     deadline: Instant,
+    /// The wait for a reply; a streaming card's every change gives it anew.
+    timeout: Duration,
     quiet: Duration,
     poll: Duration,
     /// After a card: the reply is complete unless another part comes by then.
@@ -163,6 +195,24 @@ struct SentInfo {
     parts_seen: usize,
 }
 
+/// A card seen while it was still streaming.
+struct OpenCard {
+    /// As last seen.
+    message: SandboxMessage,
+    /// Its part number in the reply it belongs to.
+    part: usize,
+    /// Given to the caller already (live cards): its changes come as updates.
+    shown: bool,
+}
+
+/// Is `m` a reply to the message `wait` waits for?
+fn belongs(m: &SandboxMessage, wait: &ReplyWait) -> bool {
+    match &m.via {
+        Via::Reply { message_id } => *message_id == wait.message_id,
+        Via::Chat { receive_id } => *receive_id == wait.chat_id,
+    }
+}
+
 /// Why a message cannot be sent as it is, or `None`. Lark sends no empty
 /// message in a private chat (a group's bare @mention of the bot is a message,
 /// and gets the bot's hint about writing the question with the mention).
@@ -174,11 +224,16 @@ pub fn refusal(chat: &ChatRef, text: &str) -> Option<String> {
     })
 }
 
-/// Does this message end its reply? The bridge sends an answer as text only
-/// when the whole answer fits in one message; a card may have more parts.
+/// Does this message end its reply (but for a question card)? The bridge
+/// sends an answer as text only when the whole answer fits in one message; a
+/// card may have more parts.
 fn ends_reply(m: &SandboxMessage) -> bool {
     m.msg_type == "text"
 }
+
+/// After a text reply, how long the chat waits for a question card that may
+/// follow it (at most `quiet`).
+pub const TEXT_GRACE: Duration = Duration::from_millis(800);
 
 /// A Lark user's side of the sandbox: sends messages to the ingress as Lark
 /// pushes them, and reads the bot's replies from the fake Lark.
@@ -190,6 +245,15 @@ pub struct LarkUser {
     cursor: usize,
     /// Fetched, not looked at yet.
     pending: VecDeque<SandboxMessage>,
+    /// Messages seen before that changed since (cards growing), not looked at yet.
+    changes: VecDeque<SandboxMessage>,
+    /// The change stamp of the last look.
+    stamp: u64,
+    /// Cards still streaming, by message index.
+    open: BTreeMap<usize, OpenCard>,
+    /// Give a streaming card at once and then its changes ([`Arrival::Update`]),
+    /// rather than once complete.
+    live_cards: bool,
     sent: HashMap<String, SentInfo>,
 }
 
@@ -198,12 +262,31 @@ impl LarkUser {
     pub async fn connect(target: Target) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         let key = target.encrypt_key.clone().map(|k| EncryptKey::new(SecretString::from(k)));
-        let mut user = Self { http, target, key, cursor: 0, pending: VecDeque::new(), sent: HashMap::new() };
+        let mut user = Self {
+            http,
+            target,
+            key,
+            cursor: 0,
+            pending: VecDeque::new(),
+            changes: VecDeque::new(),
+            stamp: 0,
+            open: BTreeMap::new(),
+            live_cards: false,
+            sent: HashMap::new(),
+        };
         user.target.lark = user.target.lark.trim_end_matches('/').to_owned();
-        user.cursor = user.fetch(usize::MAX / 2, Duration::ZERO).await.map(|p| p.next).with_context(|| {
+        let page = user.fetch(usize::MAX / 2, Duration::ZERO).await.with_context(|| {
             format!("cannot reach the fake Lark at {}: is deploy/run-local (sandbox mode) running?", user.target.lark)
         })?;
+        (user.cursor, user.stamp) = (page.next, page.stamp);
         Ok(user)
+    }
+
+    /// Live cards: a streaming card is given at once ([`Arrival::Reply`] with
+    /// `streaming` true) and then each change ([`Arrival::Update`]); without
+    /// (the default), it is given once, when it is complete.
+    pub fn set_live_cards(&mut self, live: bool) {
+        self.live_cards = live;
     }
 
     pub fn target(&self) -> &Target {
@@ -222,11 +305,62 @@ impl LarkUser {
                 (format!("@_user_1 {text}"), vec![Mention::bot_at(1, &self.target.bot_open_id, BOT_NAME)])
             }
         };
-        let mut builder = EventBuilder::new(&self.target.app_id);
+        let content = json!({ "text": text });
+        self.send_message(chat, sender_open_id, new_message_id(), "text", &content, &mentions).await
+    }
+
+    /// Sends an image or a file as `sender_open_id` into `chat`: uploads its
+    /// bytes to the fake Lark under a fresh key of a fresh message, then sends
+    /// that `image` or `file` message as [`LarkUser::send`] sends text (an
+    /// image or file message carries no @mention, in a group too). Returns
+    /// the message_id and the key.
+    pub async fn send_attachment(
+        &mut self,
+        chat: &ChatRef,
+        sender_open_id: &str,
+        attachment: &Attachment,
+    ) -> anyhow::Result<(String, String)> {
+        let message_id = new_message_id();
+        let key = attachment.new_key();
+        let lark = &self.target.lark;
+        let kind = attachment.kind.as_str();
+        let url = format!("{lark}/_sandbox/resources/{message_id}/{key}?type={kind}");
+        let response = self
+            .http
+            .post(url)
+            .timeout(Duration::from_secs(120))
+            .body(attachment.bytes.clone())
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the fake Lark at {lark}: is deploy/run-local still running?"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            bail!("the fake Lark at {lark} did not take the {kind} ({status}): {}", body.trim());
+        }
+        let content = attachment.content(&key);
+        let message_id = self.send_message(chat, sender_open_id, message_id, kind, &content, &[]).await?;
+        Ok((message_id, key))
+    }
+
+    /// Sends one message event (`message_id`, `message_type`, decoded
+    /// `content`) as Lark pushes it: registered with the fake Lark first, then
+    /// to the Request URL, encrypted and signed, or over the long connection
+    /// when the channel uses it.
+    async fn send_message(
+        &mut self,
+        chat: &ChatRef,
+        sender_open_id: &str,
+        message_id: String,
+        message_type: &str,
+        content: &serde_json::Value,
+        mentions: &[Mention],
+    ) -> anyhow::Result<String> {
+        let mut builder = EventBuilder::new(&self.target.app_id).message_id(message_id);
         if let Some(token) = &self.target.verification_token {
             builder = builder.token(token);
         }
-        let event = builder.message(chat, sender_open_id, "text", &json!({ "text": text }), &mentions);
+        let event = builder.message(chat, sender_open_id, message_type, content, mentions);
         let message_id = message_id_of(&event).context("the built event has a message_id")?.to_owned();
 
         let registration = SandboxRegistration {
@@ -287,6 +421,7 @@ impl LarkUser {
             message_id: message_id.to_owned(),
             chat_id: self.sent.get(message_id).map(|s| s.chat_id.clone()).unwrap_or_default(),
             deadline: Instant::now() + timing.timeout,
+            timeout: timing.timeout,
             quiet: timing.quiet,
             poll: timing.poll,
             more_until: None,
@@ -297,35 +432,34 @@ impl LarkUser {
 
     /// The next message of the bot for this wait, as soon as the fake Lark
     /// has it: a part of the reply, or a late reply to an earlier message.
-    /// `None` once the reply is complete: at once after a text, `quiet` after
-    /// the last card; or at the timeout when none came.
+    /// `None` once the reply is complete: [`TEXT_GRACE`] (at most `quiet`)
+    /// after a text, `quiet` after the last card; or at the timeout when none came. A card that is still
+    /// streaming keeps the wait open (each change gives it the whole timeout
+    /// again) and is given once complete, or at once and then as updates with
+    /// live cards; a card still streaming at the timeout is given as it is.
     pub async fn next_arrival(&mut self, wait: &mut ReplyWait) -> anyhow::Result<Option<Arrival>> {
         loop {
             if wait.done {
                 return Ok(None);
             }
-            while let Some(m) = self.pending.pop_front() {
-                let ours = match &m.via {
-                    Via::Reply { message_id } => *message_id == wait.message_id,
-                    Via::Chat { receive_id } => *receive_id == wait.chat_id,
-                };
-                if ours {
-                    wait.parts += 1;
-                    if ends_reply(&m) {
-                        wait.done = true;
-                    } else {
-                        wait.more_until = Some(Instant::now() + wait.quiet);
-                    }
-                    let part = self.count_part(&wait.message_id);
-                    return Ok(Some(Arrival::Reply { message: m, part }));
-                }
-                if let Some(late) = self.late(m) {
-                    return Ok(Some(late));
-                }
+            if let Some(arrival) = self.take_arrival(Some(wait)) {
+                return Ok(Some(arrival));
             }
-            let until = wait.more_until.map_or(wait.deadline, |t| t.min(wait.deadline));
+            let streaming = self.open.values().any(|o| belongs(&o.message, wait));
+            let until = match wait.more_until {
+                Some(more) if !streaming => more.min(wait.deadline),
+                _ => wait.deadline,
+            };
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                // Cards still streaming at the timeout: shown as they are, followed no further.
+                let open = self.open.iter().find(|(_, o)| belongs(&o.message, wait)).map(|(index, _)| *index);
+                if let Some(open) = open.and_then(|index| self.open.remove(&index)) {
+                    if !open.shown {
+                        return Ok(Some(Arrival::Reply { message: open.message, part: open.part }));
+                    }
+                    continue;
+                }
                 wait.done = true;
                 return Ok(None);
             }
@@ -346,27 +480,90 @@ impl LarkUser {
             match arrival {
                 Arrival::Reply { message, .. } => replies.replies.push(message),
                 Arrival::Late { message, .. } => replies.late.push(message),
+                Arrival::Update { message, .. } => {
+                    if let Some(reply) = replies.replies.iter_mut().rev().find(|r| r.index == message.index) {
+                        *reply = message;
+                    }
+                }
             }
         }
         Ok(replies)
     }
 
-    /// Replies to earlier messages that arrived since the last look.
+    /// Replies to earlier messages that arrived since the last look (a card
+    /// once it is complete).
     pub async fn late_replies(&mut self) -> anyhow::Result<Vec<Arrival>> {
         self.page(Duration::ZERO).await?;
-        let fetched: Vec<SandboxMessage> = self.pending.drain(..).collect();
-        Ok(fetched.into_iter().filter_map(|m| self.late(m)).collect())
+        let mut arrivals = Vec::new();
+        while let Some(arrival) = self.take_arrival(None) {
+            arrivals.push(arrival);
+        }
+        Ok(arrivals)
     }
 
-    /// `m` as a late reply, when it answers a message this user sent.
-    fn late(&mut self, m: SandboxMessage) -> Option<Arrival> {
-        let Via::Reply { message_id } = &m.via else { return None };
-        if !self.sent.contains_key(message_id) {
-            return None;
+    /// The next arrival among what was fetched, for `wait` (or, without one,
+    /// late replies only); `None` when what was fetched gives none.
+    fn take_arrival(&mut self, mut wait: Option<&mut ReplyWait>) -> Option<Arrival> {
+        while let Some(m) = self.changes.pop_front() {
+            let Some(open) = self.open.get_mut(&m.index) else { continue };
+            let previous = std::mem::replace(&mut open.message, m.clone());
+            let (part, shown, complete) = (open.part, open.shown, !m.streaming);
+            if complete {
+                self.open.remove(&m.index);
+            }
+            if let Some(wait) = wait.as_deref_mut().filter(|w| belongs(&m, w)) {
+                wait.deadline = wait.deadline.max(Instant::now() + wait.timeout);
+                if complete && !self.open.values().any(|o| belongs(&o.message, wait)) {
+                    wait.more_until = Some(Instant::now() + wait.quiet);
+                }
+                if complete && !shown {
+                    return Some(Arrival::Reply { message: m, part });
+                }
+            } else if complete && !shown {
+                if let Via::Reply { message_id } = &m.via {
+                    let to = message_id.clone();
+                    return Some(Arrival::Late { message: m, part, to });
+                }
+            }
+            if shown && (complete || m.text != previous.text) {
+                return Some(Arrival::Update { message: m, part, previous: previous.text });
+            }
         }
-        let to = message_id.clone();
-        let part = self.count_part(&to);
-        Some(Arrival::Late { message: m, part, to })
+        while let Some(m) = self.pending.pop_front() {
+            if let Some(wait) = wait.as_deref_mut().filter(|w| belongs(&m, w)) {
+                wait.parts += 1;
+                let part = self.count_part(&wait.message_id);
+                if m.streaming {
+                    wait.more_until = None;
+                    let shown = self.live_cards;
+                    self.open.insert(m.index, OpenCard { message: m.clone(), part, shown });
+                    if shown {
+                        return Some(Arrival::Reply { message: m, part });
+                    }
+                    continue;
+                }
+                let more = if ends_reply(&m) { wait.quiet.min(TEXT_GRACE) } else { wait.quiet };
+                if more.is_zero() {
+                    wait.done = true;
+                } else {
+                    wait.more_until = Some(Instant::now() + more);
+                }
+                return Some(Arrival::Reply { message: m, part });
+            }
+            // A late reply, when it answers a message this user sent.
+            let Via::Reply { message_id } = &m.via else { continue };
+            if !self.sent.contains_key(message_id) {
+                continue;
+            }
+            let to = message_id.clone();
+            let part = self.count_part(&to);
+            if m.streaming {
+                self.open.insert(m.index, OpenCard { message: m, part, shown: false });
+                continue;
+            }
+            return Some(Arrival::Late { message: m, part, to });
+        }
+        None
     }
 
     /// Counts one more part of the reply to `message_id`; its number.
@@ -384,13 +581,16 @@ impl LarkUser {
             format!("lost the fake Lark at {}: is deploy/run-local still running?", self.target.lark)
         })?;
         self.cursor = page.next;
-        let count = page.messages.len();
+        self.stamp = self.stamp.max(page.stamp);
+        let count = page.messages.len() + page.changed.len();
         self.pending.extend(page.messages);
+        self.changes.extend(page.changed);
         Ok(count)
     }
 
     async fn fetch(&self, after: usize, wait: Duration) -> reqwest::Result<SandboxPage> {
-        let url = format!("{}/_sandbox/messages?after={after}&wait_ms={}", self.target.lark, wait.as_millis());
+        let (lark, wait, stamp) = (&self.target.lark, wait.as_millis(), self.stamp);
+        let url = format!("{lark}/_sandbox/messages?after={after}&wait_ms={wait}&changes_since={stamp}");
         self.http.get(url).send().await?.error_for_status()?.json().await
     }
 }
@@ -460,6 +660,10 @@ struct Session<'w, W: Write> {
     topic: Option<String>,
     /// The question each message asked, to label late replies.
     asked: HashMap<String, String>,
+    /// Show streaming cards growing (on a terminal).
+    live: bool,
+    /// The bot's question cards: the one to answer, a form being filled in.
+    cards: cards::Cards,
 }
 
 /// Runs the chat on lines from a pipe or a buffer until `/quit` or the end of
@@ -490,8 +694,12 @@ where
         speaker: DEFAULT_SPEAKER.to_owned(),
         topic: None,
         asked: HashMap::new(),
+        live: false,
+        cards: cards::Cards::default(),
     };
     let terminal = input.is_terminal();
+    session.live = terminal;
+    session.user.set_live_cards(terminal);
     session.banner(terminal)?;
     let echo = session.options.echo_input && !terminal;
     loop {
@@ -534,9 +742,21 @@ Commands:
                 it; /topic new starts another topic
   /as NAME      speak as NAME: another member of the group or topic (or, in
                 the private chat, NAME's own private chat with the bot)
+  /choose N     click choice N of the bot's last question card (N alone does too)
+  /form         fill in the bot's last form card again (/cancel leaves a form)
+  /image PATH   send the image at PATH (a local file) as an image message
+  /file PATH    send the file at PATH (PDF, Word, text...) as a file message;
+                both upload it to the fake Lark first (at most 100 MB, Lark's
+                limit); in a group they carry no @mention, as in Lark
   /help         this list
   /quit         leave (end of input, Ctrl-D, too)
-Anything else is sent as a message. Reset (or /reset) starts a new conversation.";
+Anything else is sent as a message. Reset (or /reset) starts a new conversation.
+A form card is filled in field by field: an empty line skips an optional field.
+The sandbox's fake FastGPT answers hints in a question: select: (a choice of
+products), form: (a form), select-nested: / form-loop: (the same node in a child
+app or a loop), markdown, stream:40x100ms (40 deltas, 100 ms apart),
+stream-long:20000 (a long answer). To images and files it answers with what it
+received: \"Received: image image/png, 48213 bytes\".";
 
 /// Said once on a terminal, under the banner.
 const EDITING: &str = "Up and Down recall earlier lines; a paste is sent whole when you press Enter.";
@@ -558,7 +778,8 @@ impl<W: Write> Session<'_, W> {
     }
 
     fn prompt(&self) -> Prompt {
-        let plain = format!("[{}] {}> ", self.place_label(), self.speaker);
+        let who = self.cards.field_prompt().unwrap_or_else(|| self.speaker.clone());
+        let plain = format!("[{}] {who}> ", self.place_label());
         let styled = if self.options.color { format!("\x1b[1m{plain}\x1b[22m") } else { plain.clone() };
         Prompt { plain, styled }
     }
@@ -593,7 +814,15 @@ impl<W: Write> Session<'_, W> {
     /// Handles one line; false when the chat ends.
     async fn handle(&mut self, line: &str) -> anyhow::Result<bool> {
         let (command, arg) = line.split_once(char::is_whitespace).map_or((line, ""), |(c, a)| (c, a.trim()));
+        if self.cards.filling() && !matches!(command, "/quit" | "/exit" | "/help") {
+            self.fill(line).await?;
+            self.out.flush()?;
+            return Ok(true);
+        }
         match command {
+            "/choose" => self.choose(arg).await?,
+            "/form" => self.fill_again()?,
+            _ if self.cards.is_choice(line) => self.choose(line).await?,
             "" => {}
             "/quit" | "/exit" => return Ok(false),
             "/help" => writeln!(self.out, "{HELP}")?,
@@ -640,6 +869,8 @@ impl<W: Write> Session<'_, W> {
                     self.note(&format!("You now speak as {} ({who}).", self.speaker))?;
                 }
             }
+            "/image" => self.send_attachment(AttachmentKind::Image, arg).await?,
+            "/file" => self.send_attachment(AttachmentKind::File, arg).await?,
             _ => self.say(line).await?,
         }
         self.out.flush()?;
@@ -656,18 +887,47 @@ impl<W: Write> Session<'_, W> {
             Err(e) => return self.note(&format!("not sent: {e:#}")),
         };
         self.asked.insert(message_id.clone(), text.to_owned());
-        let mut wait = self.user.wait_for(&message_id, self.options.timing);
-        loop {
-            let arrival = match self.user.next_arrival(&mut wait).await {
-                Ok(Some(a)) => a,
-                Ok(None) => break,
-                Err(e) => return self.note(&format!("{e:#}")),
+        self.await_replies(&message_id).await
+    }
+
+    /// `/image PATH` or `/file PATH`: reads the file (refused, with the
+    /// reason, before anything is uploaded when Lark would not send it),
+    /// uploads it to the fake Lark and sends its message; then the replies,
+    /// as for text.
+    async fn send_attachment(&mut self, kind: AttachmentKind, path: &str) -> anyhow::Result<()> {
+        let what = kind.as_str();
+        if path.is_empty() {
+            let usage = match kind {
+                AttachmentKind::Image => {
+                    "Usage: /image PATH: sends the image at PATH (PNG, JPEG...) as an image message."
+                }
+                AttachmentKind::File => {
+                    "Usage: /file PATH: sends the file at PATH (PDF, Word, text...) as a file message."
+                }
             };
-            let shown = self.show(&arrival);
-            self.out.write_all(shown.as_bytes())?;
-            self.out.flush()?;
+            return self.note(usage);
         }
-        if wait.parts == 0 {
+        let attachment = match Attachment::read(kind, path).await {
+            Ok(a) => a,
+            Err(e) => return self.note(&format!("not sent: {e:#}")),
+        };
+        let chat = self.chat();
+        let sender = format!("ou_sandbox_{}", self.speaker);
+        let (message_id, key) = match self.user.send_attachment(&chat, &sender, &attachment).await {
+            Ok(sent) => sent,
+            Err(e) => return self.note(&format!("not sent: {e:#}")),
+        };
+        let key_name = if kind == AttachmentKind::Image { "image_key" } else { "file_key" };
+        self.note(&format!("({}, sent with {key_name} {key})", attachment.describe()))?;
+        self.out.flush()?;
+        self.asked.insert(message_id.clone(), format!("[{what} {}]", attachment.name));
+        self.await_replies(&message_id).await
+    }
+
+    /// Prints the replies to `message_id` as they arrive; says where to look when none came.
+    async fn await_replies(&mut self, message_id: &str) -> anyhow::Result<()> {
+        let parts = self.show_replies(message_id).await?;
+        if parts == 0 {
             let secs = self.options.timing.timeout.as_secs_f64();
             return self.note(&format!(
                 "no reply within {secs} s: check .sandbox/logs/*.log (ingress, relay, responder); \
@@ -677,6 +937,41 @@ impl<W: Write> Session<'_, W> {
         Ok(())
     }
 
+    /// Prints each reply to `message_id` the moment it arrives, until the
+    /// reply is complete (see [`Timing`]), then offers the question card it
+    /// ended with, if any; how many replies came.
+    async fn show_replies(&mut self, message_id: &str) -> anyhow::Result<usize> {
+        let mut wait = self.user.wait_for(message_id, self.options.timing);
+        // A growing card leaves its last line open for what comes next.
+        let mut mid_line = false;
+        loop {
+            let arrival = match self.user.next_arrival(&mut wait).await {
+                Ok(Some(a)) => a,
+                Ok(None) => break,
+                Err(e) => {
+                    if mid_line {
+                        writeln!(self.out)?;
+                    }
+                    self.note(&format!("{e:#}"))?;
+                    return Ok(wait.parts.max(1));
+                }
+            };
+            self.cards.seen(&arrival);
+            let shown = self.show(&arrival);
+            self.out.write_all(shown.as_bytes())?;
+            self.out.flush()?;
+            if !shown.is_empty() {
+                mid_line = !shown.ends_with('\n');
+            }
+        }
+        if mid_line {
+            writeln!(self.out)?;
+        }
+        let offer = self.offer();
+        self.out.write_all(offer.as_bytes())?;
+        Ok(wait.parts)
+    }
+
     /// Late replies that came while the person is idle: above the line being
     /// edited on a terminal, else on their own lines and the prompt again.
     async fn show_late_replies<S: LineSource>(&mut self, input: &mut S) -> anyhow::Result<()> {
@@ -684,7 +979,9 @@ impl<W: Write> Session<'_, W> {
         if late.is_empty() {
             return Ok(());
         }
-        let shown: String = late.iter().map(|a| self.show(a)).collect();
+        late.iter().for_each(|a| self.cards.seen(a));
+        let mut shown: String = late.iter().map(|a| self.show(a)).collect();
+        shown.push_str(&self.offer());
         if input.print_above(&shown) {
             return Ok(());
         }
@@ -706,6 +1003,9 @@ impl<W: Write> Session<'_, W> {
         match arrival {
             Arrival::Reply { message, part } => {
                 let label = (*part > 1).then(|| format!("part {part}"));
+                if message.streaming && self.live {
+                    return self.render_live_start(message, label);
+                }
                 self.render_reply(message, label)
             }
             Arrival::Late { message, part, to } => {
@@ -713,18 +1013,59 @@ impl<W: Write> Session<'_, W> {
                 let label = format!("late reply to \"{}\", part {part}", shorten(question, 40));
                 self.render_reply(message, Some(label))
             }
+            Arrival::Update { message, previous, .. } => self.render_growth(message, previous),
+        }
+    }
+
+    /// A card that is still streaming, on a terminal: its header and its text
+    /// so far (as written, Markdown marks and all), the line left open.
+    fn render_live_start(&self, m: &SandboxMessage, part: Option<String>) -> String {
+        let tags: Vec<String> = part.into_iter().chain(["card".to_owned(), "streaming".to_owned()]).collect();
+        format!("{}\n  {}", self.header(m, &tags), indent_lines(&m.text))
+    }
+
+    /// What a growing card added since `previous` (all of it again when it was
+    /// rewritten rather than extended), and a last line once it is complete.
+    fn render_growth(&self, m: &SandboxMessage, previous: &str) -> String {
+        let mut out = match m.text.strip_prefix(previous) {
+            Some(added) => indent_lines(added),
+            None => format!("\n  {}\n  {}", self.dim("(rewritten)"), indent_lines(&m.text)),
+        };
+        if !m.streaming {
+            out.push_str(&format!("\n  {}\n", self.dim("(card complete)")));
+        }
+        out
+    }
+
+    fn dim(&self, text: &str) -> String {
+        if self.options.color {
+            format!("\x1b[2m{text}\x1b[22m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// `[place] bot (tags)>`, bold green on a terminal.
+    fn header(&self, m: &SandboxMessage, tags: &[String]) -> String {
+        let tags = if tags.is_empty() { String::new() } else { format!(" ({})", tags.join(", ")) };
+        let header = format!("[{}] bot{tags}>", landed_in(m));
+        if self.options.color {
+            format!("\x1b[1;32m{header}\x1b[22;39m")
+        } else {
+            header
         }
     }
 
     /// One reply as Lark shows it: where it landed, then its text or rendered card.
     fn render_reply(&self, m: &SandboxMessage, part: Option<String>) -> String {
-        let place = landed_in(m);
         let mut tags: Vec<String> = part.into_iter().collect();
         let body = match m.msg_type.as_str() {
             "text" => m.content.get("text").and_then(|t| t.as_str()).unwrap_or_default().to_owned(),
             "interactive" => {
                 tags.push("card".to_owned());
-                render_markdown(&content_text(&m.msg_type, &m.content), self.options.color)
+                // A card sent by reference: the fake Lark gives its text as it is now.
+                let text = if m.card_id.is_some() { m.text.clone() } else { content_text(&m.msg_type, &m.content) };
+                render_markdown(&text, self.options.color)
             }
             "post" => {
                 tags.push("rich text".to_owned());
@@ -738,9 +1079,7 @@ impl<W: Write> Session<'_, W> {
         if m.updates > 0 {
             tags.push(format!("edited {}x", m.updates));
         }
-        let tags = if tags.is_empty() { String::new() } else { format!(" ({})", tags.join(", ")) };
-        let header = format!("[{place}] bot{tags}>");
-        let header = if self.options.color { format!("\x1b[1;32m{header}\x1b[22;39m") } else { header };
+        let header = self.header(m, &tags);
         if m.msg_type == "text" && !body.contains('\n') {
             return format!("{header} {body}\n");
         }
@@ -754,6 +1093,11 @@ impl<W: Write> Session<'_, W> {
         }
         out
     }
+}
+
+/// Text continued on the chat's indented lines: each newline starts another one.
+fn indent_lines(text: &str) -> String {
+    text.replace('\n', "\n  ")
 }
 
 /// Where a reply landed, as the chat's labels name it: the kind of chat, and its topic.
@@ -1149,6 +1493,10 @@ See the docs (https://example.com) and `code`.
             uuid: None,
             reply_in_thread: true,
             updates: 0,
+            card_id: None,
+            version: 0,
+            streaming: false,
+            card: None,
         };
         assert_eq!(landed_in(&m), "topic omt_1");
         m.chat_id = Some(GROUP_CHAT_ID.into());
@@ -1157,5 +1505,114 @@ See the docs (https://example.com) and `code`.
         assert_eq!(landed_in(&m), "group");
         m.chat_id = Some("oc_sandbox_p2p_you".into());
         assert_eq!(landed_in(&m), "private");
+    }
+
+    /// The bot's side of a streamed answer: a card created, sent as the reply
+    /// to `question`, grown twice, then closed.
+    async fn bot_streams(lark: String, question: String) {
+        let client = reqwest::Client::new();
+        let token: serde_json::Value = client
+            .post(format!("{lark}/open-apis/auth/v3/tenant_access_token/internal"))
+            .json(&json!({ "app_id": "cli_s", "app_secret": "secret" }))
+            .send()
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("JSON");
+        let token = token["tenant_access_token"].as_str().expect("token").to_owned();
+        let call = |method: reqwest::Method, path: String, body: serde_json::Value| {
+            let request = client.request(method, format!("{lark}{path}")).bearer_auth(&token).json(&body);
+            async move {
+                let body: serde_json::Value = request.send().await.expect("call").json().await.expect("JSON");
+                assert_eq!(body["code"], 0, "{body}");
+                body
+            }
+        };
+        let card = json!({ "schema": "2.0", "config": { "streaming_mode": true },
+            "body": { "elements": [{ "tag": "markdown", "content": "", "element_id": "md" }] } });
+        let created = call(
+            reqwest::Method::POST,
+            "/open-apis/cardkit/v1/cards".into(),
+            json!({ "type": "card_json", "data": card.to_string() }),
+        )
+        .await;
+        let card_id = created["data"]["card_id"].as_str().expect("card_id").to_owned();
+        let content = json!({ "type": "card", "data": { "card_id": card_id } }).to_string();
+        let reply = json!({ "msg_type": "interactive", "content": content, "uuid": format!("u-{question}") });
+        call(reqwest::Method::POST, format!("/open-apis/im/v1/messages/{question}/reply"), reply).await;
+        for (seq, text) in [(1, "Hello"), (2, "Hello, world")] {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            let path = format!("/open-apis/cardkit/v1/cards/{card_id}/elements/md/content");
+            call(reqwest::Method::PUT, path, json!({ "content": text, "sequence": seq })).await;
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let settings = json!({ "config": { "streaming_mode": false } }).to_string();
+        let path = format!("/open-apis/cardkit/v1/cards/{card_id}/settings");
+        call(reqwest::Method::PATCH, path, json!({ "settings": settings, "sequence": 3 })).await;
+    }
+
+    #[tokio::test]
+    async fn a_streaming_card_grows_live_or_is_shown_once_complete() {
+        let lark =
+            crate::fake_lark::FakeLark::start(vec![crate::fake_lark::FakeApp::new("cli_s", "secret", "ou_b")]).await;
+        let target = Target { lark: lark.base_url(), ..Target::default() };
+        let timing = Timing {
+            timeout: Duration::from_secs(5),
+            quiet: Duration::from_millis(100),
+            poll: Duration::from_millis(10),
+        };
+        for live in [false, true] {
+            let mut user = LarkUser::connect(target.clone()).await.expect("the fake Lark answers");
+            user.set_live_cards(live);
+            let question = format!("om_question_{live}");
+            let chat = "oc_sandbox_p2p_you";
+            lark.register_message(&question, chat, None);
+            user.sent.insert(question.clone(), SentInfo { chat_id: chat.to_owned(), parts_seen: 0 });
+            let bot = tokio::spawn(bot_streams(lark.base_url(), question.clone()));
+            let mut wait = user.wait_for(&question, timing);
+            let mut arrivals = Vec::new();
+            while let Some(arrival) = user.next_arrival(&mut wait).await.expect("arrivals") {
+                arrivals.push(arrival);
+            }
+            bot.await.expect("the bot streamed");
+
+            let mut printed = Vec::new();
+            let session = Session {
+                user,
+                options: ChatOptions::default(),
+                out: &mut printed,
+                place: Place::P2p,
+                speaker: DEFAULT_SPEAKER.to_owned(),
+                topic: None,
+                asked: HashMap::new(),
+                live,
+                cards: cards::Cards::default(),
+            };
+            let shown: String = arrivals.iter().map(|a| session.show(a)).collect();
+            if !live {
+                assert_eq!(arrivals.len(), 1, "{arrivals:?}");
+                let Arrival::Reply { message, part: 1 } = &arrivals[0] else { panic!("{arrivals:?}") };
+                assert!(!message.streaming && message.text == "Hello, world", "{message:?}");
+                assert_eq!(shown, "[private] bot (card)>\n  Hello, world\n");
+                continue;
+            }
+            let Some(Arrival::Reply { message: first, part: 1 }) = arrivals.first() else { panic!("{arrivals:?}") };
+            assert!(first.streaming, "{first:?}");
+            let Some(Arrival::Update { message: last, .. }) = arrivals.last() else { panic!("{arrivals:?}") };
+            assert!(!last.streaming && last.text == "Hello, world", "{last:?}");
+            for arrival in &arrivals[1..] {
+                let Arrival::Update { message, previous, .. } = arrival else { panic!("{arrivals:?}") };
+                assert!(message.text.starts_with(previous.as_str()), "{arrivals:?}");
+            }
+            assert!(shown.starts_with("[private] bot (card, streaming)>\n  "), "{shown}");
+            assert!(shown.ends_with("Hello, world\n  (card complete)\n"), "{shown}");
+            assert_eq!(shown.matches("Hello").count(), 1, "each piece printed once: {shown}");
+        }
+    }
+
+    #[test]
+    fn growing_text_keeps_the_indentation() {
+        assert_eq!(indent_lines("a\nb"), "a\n  b");
     }
 }

@@ -10,6 +10,14 @@
 //! - `loadgen e2e`: starts a fake Lark and a fake FastGPT (instant answers) in
 //!   this process, sends events at a rate to an ingress whose channel points at
 //!   them, and measures event sent → reply received by the fake Lark.
+//! - `loadgen stream`: the same fakes, with FastGPT writing each answer at a
+//!   set pace (`--pace 40x100ms`: 40 deltas over 4 s); asks `--in-flight`
+//!   questions at once, one per private chat, for `--rounds` rounds, each
+//!   round waiting for every answer to be complete. Reports FastGPT's first
+//!   delta → the first text the fake Lark shows, the CardKit operations per
+//!   card per second, and (`--cpu-pid`) the CPU time processes spent per
+//!   answer. Run it once with the channel's `streaming = true` and once with
+//!   `false` (FastGPT then answers whole after the same time) to compare.
 //! - `loadgen long-connection`: acts as Lark's long-connection server (the
 //!   fake Lark's endpoint and WebSocket on `--listen`) for an ingress whose
 //!   channel has `subscription = "long_connection"` and that `lark_base_url`;
@@ -44,7 +52,7 @@ use common::lark::crypto::EncryptKey;
 use common::lark::signature::SIGNATURE_HEADER;
 use common::topology::Topology;
 use hdrhistogram::Histogram;
-use lark_bridge_tests::fake_fastgpt::FakeFastGpt;
+use lark_bridge_tests::fake_fastgpt::{FakeAnswer, FakeFastGpt};
 use lark_bridge_tests::fake_lark::{FakeApp, FakeLark, Via};
 use lark_bridge_tests::lark_events::{message_id_of, now_secs, random_hex, EventBuilder, SignedRequest};
 use secrecy::SecretString;
@@ -69,6 +77,9 @@ enum Command {
     /// Event sent → reply received by an in-process fake Lark, with an
     /// in-process fake FastGPT answering at once; the bridge runs elsewhere.
     E2e(E2eArgs),
+    /// Streamed answers through the bridge: FastGPT's first delta → first
+    /// visible text, card operations per second, CPU per answer.
+    Stream(StreamArgs),
     /// Lark's long-connection server for an ingress: events pushed on its
     /// WebSocket, push → acknowledgement latency and throughput.
     LongConnection(LongConnectionArgs),
@@ -155,6 +166,13 @@ struct E2eArgs {
     load: LoadArgs,
     #[command(flatten)]
     events: EventArgs,
+    #[command(flatten)]
+    fakes: FakesArgs,
+}
+
+/// The fake Lark and fake FastGPT that `e2e` and `stream` run in-process.
+#[derive(Args, Clone)]
+struct FakesArgs {
     /// Where the fake Lark Open API listens (the channel's `lark_base_url`).
     #[arg(long, default_value = "127.0.0.1:18285")]
     lark_listen: SocketAddr,
@@ -173,6 +191,50 @@ struct E2eArgs {
     /// URLs that must answer 200 before anything is sent (e.g. each service's /readyz).
     #[arg(long)]
     wait_ready: Vec<String>,
+}
+
+#[derive(Args)]
+struct StreamArgs {
+    /// The channel's Request URL (http, loopback only).
+    #[arg(long, default_value = "http://127.0.0.1:8080/lark/bench/events")]
+    url: String,
+    #[command(flatten)]
+    events: EventArgs,
+    #[command(flatten)]
+    fakes: FakesArgs,
+    /// The channel's `streaming` in the bridge's configuration. `true`: each
+    /// answer shows in a card as FastGPT writes it. `false`: each answer is
+    /// sent whole; the fake FastGPT then answers after the time the streamed
+    /// answer takes (`--pace`), in one piece, so both runs keep as many
+    /// answers in flight for as long.
+    #[arg(long, action = clap::ArgAction::Set)]
+    streaming: bool,
+    /// Questions asked at once, each in its own private chat (with the
+    /// default `--chats`): the answers in flight.
+    #[arg(long, default_value_t = 20)]
+    in_flight: usize,
+    /// Rounds of `--in-flight` questions; a round starts when every answer of
+    /// the one before is complete.
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
+    /// FastGPT's pace, `NxD`: `N` deltas `D` apart, the first `D` after the
+    /// headers (the fake's `stream:NxD` hint, put in each question).
+    #[arg(long, default_value = "40x100ms", value_parser = parse_pace)]
+    pace: Pace,
+    /// A process whose CPU time (utime + stime of /proc/PID/stat) is read
+    /// before and after the timed rounds, as `NAME=PID`; repeat for several.
+    /// Names starting with `nats` are not counted in the services' sum.
+    #[arg(long = "cpu-pid", value_parser = parse_named_pid)]
+    cpu_pids: Vec<(String, u32)>,
+    /// Clock ticks per second of /proc/PID/stat (`getconf CLK_TCK`).
+    #[arg(long, default_value_t = 100)]
+    clock_ticks: u64,
+    /// Timeout of one request to the Request URL.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    request_timeout: Duration,
+    /// Write the figures as `key=value` lines to this file too.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -255,6 +317,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Ingress(args) => ingress(args).await,
             Command::E2e(args) => e2e(args).await,
+            Command::Stream(args) => stream(args).await,
             Command::LongConnection(args) => long_connection(args).await,
             Command::FloorServer(args) => floor_server(args).await,
             Command::Jetstream(args) => jetstream_bench(args).await,
@@ -289,6 +352,47 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} must be more than 0 and at most 1 hour"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// FastGPT's pace in a streamed answer: see [`StreamArgs::pace`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Pace {
+    deltas: usize,
+    every: Duration,
+    /// As given (`40x100ms`): the fake FastGPT reads it back from the question.
+    text: String,
+}
+
+impl Pace {
+    /// How long the whole answer takes to write.
+    fn total(&self) -> Duration {
+        self.every * u32::try_from(self.deltas).unwrap_or(u32::MAX)
+    }
+}
+
+/// `NxD` with `D` in whole `ms` or `s`, as the fake FastGPT's hint reads it.
+fn parse_pace(s: &str) -> Result<Pace, String> {
+    let bad = || format!("not a pace: {s:?} (use NxD, e.g. 40x100ms or 10x1s)");
+    let (n, every) = s.trim().split_once('x').ok_or_else(bad)?;
+    let deltas: usize = n.parse().map_err(|_| bad())?;
+    let every = match every.strip_suffix("ms") {
+        Some(ms) => Duration::from_millis(ms.parse().map_err(|_| bad())?),
+        None => Duration::from_secs(every.strip_suffix('s').ok_or_else(bad)?.parse().map_err(|_| bad())?),
+    };
+    if !(1..=1000).contains(&deltas) || every > Duration::from_secs(60) {
+        return Err(format!("{s:?}: 1 to 1000 deltas, at most 60 s apart"));
+    }
+    Ok(Pace { deltas, every, text: s.trim().to_owned() })
+}
+
+/// `NAME=PID`.
+fn parse_named_pid(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s.split_once('=').ok_or_else(|| format!("not NAME=PID: {s:?}"))?;
+    let pid = pid.trim().parse().map_err(|_| format!("not a process id: {pid:?}"))?;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("{name:?}: a name of letters, digits, - and _"));
+    }
+    Ok((name.to_owned(), pid))
 }
 
 fn is_loopback_host(host: &str) -> bool {
@@ -375,6 +479,8 @@ struct EventFactory {
     chats: usize,
     /// Distinguishes the chats of one run from those of another.
     run: String,
+    /// Words after the question (the fake FastGPT's hints, e.g. ` stream:40x100ms`).
+    hint: String,
 }
 
 impl EventFactory {
@@ -384,7 +490,20 @@ impl EventFactory {
             key: EncryptKey::new(SecretString::from(args.encrypt_key.clone())),
             chats: args.chats.unwrap_or(default_chats),
             run: random_hex(4),
+            hint: String::new(),
         }
+    }
+
+    /// The same events with `hint` after each question.
+    fn with_hint(mut self, hint: &str) -> Self {
+        self.hint = hint.to_owned();
+        self
+    }
+
+    /// Events in the chats of `other` (same run).
+    fn in_chats_of(mut self, other: &EventFactory) -> Self {
+        self.run.clone_from(&other.run);
+        self
     }
 
     fn chat_id(&self, i: usize) -> String {
@@ -396,7 +515,8 @@ impl EventFactory {
     fn event(&self, i: usize) -> serde_json::Value {
         let chat_id = self.chat_id(i);
         let user = chat_id.replacen("oc_", "ou_", 1);
-        self.builder.p2p_text(&chat_id, &user, &format!("How do I reset my password? (benchmark question {i})"))
+        let text = format!("How do I reset my password? {}{}", question_tag(i), self.hint);
+        self.builder.p2p_text(&chat_id, &user, &text)
     }
 
     fn signed(&self, event: &serde_json::Value) -> SignedRequest {
@@ -431,6 +551,12 @@ impl EventFactory {
         });
         parts.into_iter().flatten().collect()
     }
+}
+
+/// The part of the `i`-th question that names it, found again in what
+/// FastGPT was asked and in the answer.
+fn question_tag(i: usize) -> String {
+    format!("(benchmark question {i})")
 }
 
 // ------------------------------------------------------- a minimal HTTP client
@@ -919,18 +1045,24 @@ async fn check_target(target: &Target, factory: &EventFactory, echo: bool) -> an
 
 // --------------------------------------------------------------- end to end
 
+/// Starts the fake Lark (one app) and the fake FastGPT on their loopback addresses.
+async fn start_fakes(fakes: &FakesArgs, app_id: &str) -> anyhow::Result<(FakeLark, FakeFastGpt)> {
+    require_loopback(&fakes.lark_listen, "--lark-listen")?;
+    require_loopback(&fakes.fastgpt_listen, "--fastgpt-listen")?;
+    let app = FakeApp::new(app_id, &fakes.app_secret, &fakes.bot_open_id);
+    let lark = FakeLark::start_on(fakes.lark_listen, vec![app])
+        .await
+        .with_context(|| format!("cannot listen on {} for the fake Lark", fakes.lark_listen))?;
+    let fastgpt = FakeFastGpt::start_on(fakes.fastgpt_listen, &fakes.fastgpt_key)
+        .await
+        .with_context(|| format!("cannot listen on {} for the fake FastGPT", fakes.fastgpt_listen))?;
+    eprintln!("loadgen: fake Lark on {}, fake FastGPT on {}", lark.base_url(), fastgpt.base_url());
+    Ok((lark, fastgpt))
+}
+
 async fn e2e(args: E2eArgs) -> anyhow::Result<()> {
     let target = Target::parse(&args.load.url)?;
-    require_loopback(&args.lark_listen, "--lark-listen")?;
-    require_loopback(&args.fastgpt_listen, "--fastgpt-listen")?;
-    let app = FakeApp::new(&args.events.app_id, &args.app_secret, &args.bot_open_id);
-    let lark = FakeLark::start_on(args.lark_listen, vec![app])
-        .await
-        .with_context(|| format!("cannot listen on {} for the fake Lark", args.lark_listen))?;
-    let fastgpt = FakeFastGpt::start_on(args.fastgpt_listen, &args.fastgpt_key)
-        .await
-        .with_context(|| format!("cannot listen on {} for the fake FastGPT", args.fastgpt_listen))?;
-    eprintln!("loadgen: fake Lark on {}, fake FastGPT on {}", lark.base_url(), fastgpt.base_url());
+    let (lark, fastgpt) = start_fakes(&args.fakes, &args.events.app_id).await?;
     let result = e2e_run(&args, &target, &lark).await;
     lark.shutdown().await;
     fastgpt.shutdown().await;
@@ -979,7 +1111,7 @@ async fn wait_for_replies(lark: &FakeLark, ids: &[&str], timeout: Duration) -> H
 }
 
 async fn e2e_run(args: &E2eArgs, target: &Target, lark: &FakeLark) -> anyhow::Result<()> {
-    wait_ready(&args.wait_ready).await?;
+    wait_ready(&args.fakes.wait_ready).await?;
     let factory = Arc::new(EventFactory::new(&args.events, 0));
     let warmup_n = args.load.warmup.min(200);
     let n = timed_count(&args.load);
@@ -999,10 +1131,10 @@ async fn e2e_run(args: &E2eArgs, target: &Target, lark: &FakeLark) -> anyhow::Re
         bail!("the warm-up events were not all accepted: {}", statuses_line(&warm_stats));
     }
     let ids: Vec<&str> = warm_ids.iter().map(String::as_str).collect();
-    let got = wait_for_replies(lark, &ids, args.reply_timeout).await;
+    let got = wait_for_replies(lark, &ids, args.fakes.reply_timeout).await;
     let missing = ids.iter().filter(|id| !got.contains_key(**id)).count();
     if missing > 0 {
-        bail!("{missing} of {} warm-up events got no reply within {:?}: is the bridge configured with fake Lark {} and fake FastGPT {}?", ids.len(), args.reply_timeout, args.lark_listen, args.fastgpt_listen);
+        bail!("{missing} of {} warm-up events got no reply within {:?}: is the bridge configured with fake Lark {} and fake FastGPT {}?", ids.len(), args.fakes.reply_timeout, args.fakes.lark_listen, args.fakes.fastgpt_listen);
     }
 
     let ids: Vec<String> = timed.iter().map(|p| p.message_id.clone()).collect();
@@ -1010,7 +1142,7 @@ async fn e2e_run(args: &E2eArgs, target: &Target, lark: &FakeLark) -> anyhow::Re
     let (stats, start) = drive(target, &load, Vec::new(), timed, true, false).await?;
     let accepted: Vec<&(usize, Instant, u16)> = stats.sends.iter().filter(|(_, _, s)| (200..300).contains(s)).collect();
     let wanted: Vec<&str> = accepted.iter().map(|(i, _, _)| ids[*i].as_str()).collect();
-    let got = wait_for_replies(lark, &wanted, args.reply_timeout).await;
+    let got = wait_for_replies(lark, &wanted, args.fakes.reply_timeout).await;
     let mut e2e_hist = new_histogram();
     let mut missing = 0u64;
     for (i, sent_at, _) in &accepted {
@@ -1034,6 +1166,393 @@ async fn e2e_run(args: &E2eArgs, target: &Target, lark: &FakeLark) -> anyhow::Re
         report.latency("e2e_", &e2e_hist);
     }
     report.write(args.load.report.as_ref())
+}
+
+// ---------------------------------------------------------- streamed answers
+
+async fn stream(args: StreamArgs) -> anyhow::Result<()> {
+    let target = Target::parse(&args.url)?;
+    if args.in_flight == 0 || args.in_flight > 1000 || args.rounds == 0 || args.rounds > 1000 {
+        bail!("--in-flight and --rounds must be from 1 to 1000");
+    }
+    let (lark, fastgpt) = start_fakes(&args.fakes, &args.events.app_id).await?;
+    let result = stream_run(&args, &target, &lark, &fastgpt).await;
+    lark.shutdown().await;
+    fastgpt.shutdown().await;
+    result
+}
+
+/// A question of the timed rounds that the ingress accepted.
+struct Asked {
+    /// Its number: [`question_tag`].
+    number: usize,
+    message_id: String,
+    sent_at: Instant,
+}
+
+/// CPU time of a process so far (utime + stime), in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces): state is
+    // field 3, utime 14 and stime 15.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The replies to each message, in arrival order.
+fn replies_by_message(lark: &FakeLark) -> HashMap<String, Vec<lark_bridge_tests::fake_lark::SentMessage>> {
+    let mut out: HashMap<String, Vec<_>> = HashMap::new();
+    for m in lark.visible_messages() {
+        if let Some(to) = m.reply_to() {
+            out.entry(to.to_owned()).or_default().push(m);
+        }
+    }
+    out
+}
+
+/// Waits until every question in `ids` has a complete answer: a reply, and
+/// no card among its replies still streaming. How many are not, at the end.
+async fn wait_for_answers(lark: &FakeLark, ids: &[String], timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let replies = replies_by_message(lark);
+        let open = ids
+            .iter()
+            .filter(|id| {
+                replies.get(*id).is_none_or(|ms| ms.iter().any(|m| m.card.as_ref().is_some_and(|c| c.streaming)))
+            })
+            .count();
+        if open == 0 || Instant::now() >= deadline {
+            return open;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends `batch` at once over as many connections: the accepted questions,
+/// and how many were not (other statuses, errors).
+async fn ask_round(
+    target: &Target,
+    args: &StreamArgs,
+    batch: Vec<Prebuilt>,
+    first_number: usize,
+) -> anyhow::Result<(Vec<Asked>, u64)> {
+    let ids: Vec<String> = batch.iter().map(|p| p.message_id.clone()).collect();
+    let load = LoadArgs {
+        url: args.url.clone(),
+        rate: None,
+        concurrency: batch.len().max(1),
+        duration: Duration::from_secs(120),
+        max_events: batch.len(),
+        repeat: false,
+        warmup: 0,
+        request_timeout: args.request_timeout,
+        report: None,
+    };
+    let (stats, _) = drive(target, &load, Vec::new(), batch, true, false).await?;
+    let asked: Vec<Asked> = stats
+        .sends
+        .iter()
+        .filter(|(_, _, status)| (200..300).contains(status))
+        .map(|(i, sent_at, _)| Asked { number: first_number + i, message_id: ids[*i].clone(), sent_at: *sent_at })
+        .collect();
+    let refused = ids.len() as u64 - asked.len() as u64;
+    Ok((asked, refused))
+}
+
+/// The CardKit operations on the cards of a run.
+#[derive(Default)]
+struct CardOps {
+    cards: usize,
+    ops: usize,
+    by_kind: BTreeMap<String, usize>,
+    /// The most operations on one card within any one second.
+    max_per_second: usize,
+    /// Operations ÷ seconds from each card's first operation to its last
+    /// (at least 1 s), over all cards.
+    mean_per_second: f64,
+    rate_limited: usize,
+    other_errors: usize,
+    /// Lark's code of each refused operation (HTTP 429 included), and how many.
+    error_codes: BTreeMap<i64, usize>,
+}
+
+impl CardOps {
+    fn codes_line(&self) -> String {
+        let codes: Vec<String> = self.error_codes.iter().map(|(code, n)| format!("{code}:{n}")).collect();
+        if codes.is_empty() {
+            "none".to_owned()
+        } else {
+            codes.join(",")
+        }
+    }
+}
+
+/// The most of `sorted` (instants, in order) within any one second.
+fn busiest_second(sorted: &[Instant]) -> usize {
+    let mut start = 0;
+    let mut most = 0;
+    for (end, at) in sorted.iter().enumerate() {
+        while at.duration_since(sorted[start]) >= Duration::from_secs(1) {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    most
+}
+
+fn card_ops(lark: &FakeLark, card_ids: &std::collections::HashSet<String>) -> CardOps {
+    let mut times: HashMap<&str, Vec<Instant>> = HashMap::new();
+    let all = lark.card_operations();
+    let mut out = CardOps { cards: card_ids.len(), ..CardOps::default() };
+    for op in all.iter().filter(|op| card_ids.contains(&op.card_id)) {
+        times.entry(op.card_id.as_str()).or_default().push(op.at);
+        *out.by_kind.entry(format!("{:?}", op.kind).to_lowercase()).or_default() += 1;
+        out.ops += 1;
+        if op.http_status == 429 {
+            out.rate_limited += 1;
+        } else if op.code != 0 {
+            out.other_errors += 1;
+        }
+        if op.http_status == 429 || op.code != 0 {
+            *out.error_codes.entry(op.code).or_default() += 1;
+        }
+    }
+    let mut seconds = 0.0;
+    for t in times.values_mut() {
+        t.sort();
+        out.max_per_second = out.max_per_second.max(busiest_second(t));
+        if let (Some(first), Some(last)) = (t.first(), t.last()) {
+            seconds += last.duration_since(*first).as_secs_f64().max(1.0);
+        }
+    }
+    if seconds > 0.0 {
+        out.mean_per_second = out.ops as f64 / seconds;
+    }
+    out
+}
+
+fn record(hist: &mut Histogram<u64>, from: Instant, to: Instant) {
+    let micros = u64::try_from(to.saturating_duration_since(from).as_micros()).unwrap_or(u64::MAX);
+    hist.saturating_record(micros.max(1));
+}
+
+async fn stream_run(args: &StreamArgs, target: &Target, lark: &FakeLark, fastgpt: &FakeFastGpt) -> anyhow::Result<()> {
+    wait_ready(&args.fakes.wait_ready).await?;
+    let k = args.in_flight;
+    let timed_factory = Arc::new(EventFactory::new(&args.events, k).with_hint(&format!(" stream:{}", args.pace.text)));
+    // The warm-up asks in the same chats, quickly (first token, bot info,
+    // connections, each chat's conversation): not measured.
+    let warm_hint = if args.streaming { " stream:4x25ms" } else { "" };
+    let warm_factory = Arc::new(EventFactory::new(&args.events, k).with_hint(warm_hint).in_chats_of(&timed_factory));
+    let n = k * args.rounds;
+    let (warmup, timed) = {
+        let (w, f, t) = (warm_factory.clone(), timed_factory.clone(), target.clone());
+        tokio::task::spawn_blocking(move || (w.build(&t, 0, k), f.build(&t, k, n))).await?
+    };
+    for p in warmup.iter().chain(timed.iter()) {
+        lark.register_message(&p.message_id, &p.chat_id, None);
+    }
+    let (warm, refused) = ask_round(target, args, warmup, 0).await?;
+    if refused > 0 {
+        bail!("{refused} of {k} warm-up events were not accepted by {}", target.addr);
+    }
+    let warm_ids: Vec<String> = warm.iter().map(|a| a.message_id.clone()).collect();
+    let open = wait_for_answers(lark, &warm_ids, args.fakes.reply_timeout).await;
+    if open > 0 {
+        bail!(
+            "{open} of {k} warm-up questions got no complete answer within {:?}: is the bridge configured with fake Lark {} and fake FastGPT {}?",
+            args.fakes.reply_timeout,
+            args.fakes.lark_listen,
+            args.fakes.fastgpt_listen
+        );
+    }
+
+    let cpu_before: Vec<Option<u64>> = args.cpu_pids.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
+    let started = Instant::now();
+    let mut asked: Vec<Asked> = Vec::with_capacity(n);
+    let mut refused = 0;
+    let mut timed = timed.into_iter();
+    for round in 0..args.rounds {
+        let batch: Vec<Prebuilt> = timed.by_ref().take(k).collect();
+        if !args.streaming {
+            // Whole answers take as long as the streamed ones.
+            let late = FakeAnswer::Delay(args.pace.total(), Box::new(FakeAnswer::Echo));
+            fastgpt.push_responses(vec![late; batch.len()]);
+        }
+        let (round_asked, round_refused) = ask_round(target, args, batch, k + round * k).await?;
+        refused += round_refused;
+        let ids: Vec<String> = round_asked.iter().map(|a| a.message_id.clone()).collect();
+        let open = wait_for_answers(lark, &ids, args.fakes.reply_timeout).await;
+        if open > 0 {
+            eprintln!(
+                "loadgen: round {}: {open} answers not complete within {:?}",
+                round + 1,
+                args.fakes.reply_timeout
+            );
+        }
+        asked.extend(round_asked);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // What the services still do for the last answers (acknowledgements,
+    // the typing reaction's removal) belongs to them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cpu_after: Vec<Option<u64>> = args.cpu_pids.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
+
+    let replies = replies_by_message(lark);
+    let requests = fastgpt.requests();
+    let (mut first_text, mut sent_text, mut complete) = (new_histogram(), new_histogram(), new_histogram());
+    let (mut answered, mut missing, mut exact, mut extra, mut streamed) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    let mut card_ids = std::collections::HashSet::new();
+    for q in &asked {
+        let tag = question_tag(q.number);
+        let request = requests.iter().find(|r| r.content.contains(&tag));
+        let Some(reply) = replies.get(&q.message_id).and_then(|ms| ms.first()) else {
+            missing += 1;
+            continue;
+        };
+        answered += 1;
+        extra += replies.get(&q.message_id).map_or(0, |ms| ms.len() - 1);
+        if let Some(card_id) = reply.card_id() {
+            card_ids.insert(card_id.to_owned());
+        }
+        let history = lark.visible_text_history(&reply.message_id);
+        let shown = history.iter().find(|(_, text)| !text.trim().is_empty()).map(|(at, _)| *at);
+        if let Some(shown) = shown {
+            record(&mut sent_text, q.sent_at, shown);
+            if let Some(first_delta) = request.and_then(|r| r.first_delta_at()) {
+                record(&mut first_text, first_delta, shown);
+            }
+        }
+        if let Some((at, text)) = history.last() {
+            record(&mut complete, q.sent_at, *at);
+            if request.and_then(|r| r.answer.as_deref()) == Some(text.as_str()) {
+                exact += 1;
+            }
+        }
+        if request.is_some_and(|r| r.streamed) {
+            streamed += 1;
+        }
+    }
+    let ops = card_ops(lark, &card_ids);
+    if args.streaming && streamed < answered {
+        eprintln!(
+            "loadgen: only {streamed} of {answered} answers were asked of FastGPT as a stream: \
+             is the channel's streaming really on (LARK_BRIDGE__CHANNELS__{{ID}}__STREAMING overrides the file)?"
+        );
+    } else if !args.streaming && streamed > 0 {
+        eprintln!(
+            "loadgen: {streamed} answers were asked of FastGPT as a stream: is the channel's streaming really off?"
+        );
+    }
+
+    let mode = if args.streaming { "streamed in cards (streaming = true)" } else { "whole (streaming = false)" };
+    println!("target      {}{}: answers {mode}", target.addr, target.path);
+    println!(
+        "load        {k} questions at once in {} chats, {} rounds; FastGPT writes each answer in {} deltas {:?} apart ({:.1} s){}",
+        args.events.chats.unwrap_or(k),
+        args.rounds,
+        args.pace.deltas,
+        args.pace.every,
+        args.pace.total().as_secs_f64(),
+        if args.streaming { "" } else { ", sent whole at the end" }
+    );
+    println!(
+        "answers     {answered} of {} accepted questions ({refused} not accepted), {missing} missing, {extra} extra messages; \
+         final text exactly FastGPT's: {exact}; FastGPT streamed {streamed}; {elapsed:.1} s",
+        asked.len()
+    );
+    if !first_text.is_empty() {
+        println!("first text  FastGPT's first delta → first visible text: {}", latency_line(&first_text));
+        println!("            goal: p50 ≤ 300 ms, p99 ≤ 800 ms (a figure, not a test)");
+    }
+    if !sent_text.is_empty() {
+        println!("sent→text   event sent → first visible text:          {}", latency_line(&sent_text));
+    }
+    if !complete.is_empty() {
+        println!("sent→whole  event sent → complete answer visible:      {}", latency_line(&complete));
+    }
+    let kinds: Vec<String> = ops.by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    if ops.cards > 0 {
+        println!(
+            "card ops    {} cards, {} operations ({}), {:.1} per card; busiest second of a card {} (Lark's limit 10), \
+             mean {:.2} per second per card; refused: {} rate-limited, {} other errors (Lark's code:count {})",
+            ops.cards,
+            ops.ops,
+            kinds.join(", "),
+            ops.ops as f64 / ops.cards as f64,
+            ops.max_per_second,
+            ops.mean_per_second,
+            ops.rate_limited,
+            ops.other_errors,
+            ops.codes_line()
+        );
+    } else {
+        println!("card ops    no cards");
+    }
+
+    let mut report = Report::new();
+    report.set("streaming", args.streaming);
+    report.set("in_flight", k);
+    report.set("rounds", args.rounds);
+    report.set("pace", &args.pace.text);
+    report.set("asked", asked.len());
+    report.set("refused", refused);
+    report.set("answered", answered);
+    report.set("missing", missing);
+    report.set("extra_messages", extra);
+    report.set("exact", exact);
+    report.set("fastgpt_streamed", streamed);
+    report.set("elapsed_s", format!("{elapsed:.3}"));
+    if !first_text.is_empty() {
+        report.latency("first_text_", &first_text);
+    }
+    if !sent_text.is_empty() {
+        report.latency("sent_text_", &sent_text);
+    }
+    if !complete.is_empty() {
+        report.latency("complete_", &complete);
+    }
+    report.set("cards", ops.cards);
+    report.set("card_ops", ops.ops);
+    report.set(
+        "card_ops_per_card",
+        format!("{:.1}", if ops.cards > 0 { ops.ops as f64 / ops.cards as f64 } else { 0.0 }),
+    );
+    report.set("card_ops_max_1s", ops.max_per_second);
+    report.set("card_ops_mean_per_s", format!("{:.2}", ops.mean_per_second));
+    report.set("card_ops_rate_limited", ops.rate_limited);
+    report.set("card_ops_errors", ops.other_errors);
+    report.set("card_ops_error_codes", ops.codes_line());
+
+    let mut cpu_line = Vec::new();
+    let mut services_us = Some(0.0);
+    for (((name, pid), before), after) in args.cpu_pids.iter().zip(&cpu_before).zip(&cpu_after) {
+        let key = name.replace('-', "_");
+        let per_answer = match (before, after) {
+            (Some(b), Some(a)) if answered > 0 && args.clock_ticks > 0 => {
+                let total_us = a.saturating_sub(*b) as f64 * 1e6 / args.clock_ticks as f64;
+                report.set(&format!("cpu_{key}_ms"), format!("{:.0}", total_us / 1000.0));
+                Some(total_us / answered as f64)
+            }
+            _ => {
+                eprintln!("loadgen: cannot read the CPU time of {name} (pid {pid}) before and after the run");
+                None
+            }
+        };
+        if !name.starts_with("nats") {
+            services_us = services_us.zip(per_answer).map(|(s, p)| s + p);
+        }
+        let shown = per_answer.map_or_else(|| "n/a".to_owned(), |p| format!("{p:.0}"));
+        report.set(&format!("cpu_{key}_us"), &shown);
+        cpu_line.push(format!("{name} {shown}"));
+    }
+    if !args.cpu_pids.is_empty() {
+        let services = services_us.map_or_else(|| "n/a".to_owned(), |s| format!("{s:.0}"));
+        report.set("cpu_services_us", &services);
+        println!("cpu         per answer (µs, utime + stime): {}; services {services}", cpu_line.join(", "));
+    }
+    report.write(args.report.as_ref())
 }
 
 // ------------------------------------------------------------- floor server
@@ -1307,6 +1826,34 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("2h").is_err());
+    }
+
+    #[test]
+    fn paces_process_ids_and_cpu_time() {
+        let pace = parse_pace("40x100ms").expect("pace");
+        assert_eq!((pace.deltas, pace.every, pace.text.as_str()), (40, Duration::from_millis(100), "40x100ms"));
+        assert_eq!(pace.total(), Duration::from_secs(4));
+        assert_eq!(parse_pace("3x2s").map(|p| p.total()), Ok(Duration::from_secs(6)));
+        for bad in ["40", "x100ms", "40x", "40x1.5s", "0x100ms", "40x100", "40x2m"] {
+            assert!(parse_pace(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_named_pid("nats-server=42"), Ok(("nats-server".to_owned(), 42)));
+        assert!(parse_named_pid("relay").is_err());
+        assert!(parse_named_pid("a b=1").is_err());
+        assert!(parse_named_pid("relay=x").is_err());
+        assert!(cpu_ticks(std::process::id()).is_some());
+        assert_eq!(cpu_ticks(u32::MAX), None);
+    }
+
+    #[test]
+    fn the_busiest_second() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(busiest_second(&[]), 0);
+        assert_eq!(busiest_second(&[at(0)]), 1);
+        assert_eq!(busiest_second(&[at(0), at(999), at(1000), at(1001)]), 3);
+        let steady: Vec<Instant> = (0..40).map(|i| at(i * 300)).collect();
+        assert_eq!(busiest_second(&steady), 4);
     }
 
     #[test]

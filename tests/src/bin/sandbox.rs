@@ -4,10 +4,22 @@
 //! ports; point a channel's `lark_base_url` and `fastgpt_base_url` at them and
 //! start the three services. `sandbox say "question"` then plays a Lark user:
 //! it posts one encrypted, signed `im.message.receive_v1` event to the
-//! ingress, as Lark would, and prints the bot's reply as the fake Lark received it.
+//! ingress, as Lark would, and prints the bot's reply as the fake Lark received it;
+//! `sandbox say --image PATH` or `--file PATH` sends an image or a file
+//! message instead (it takes no chat commands: those are `sandbox chat`'s).
 //! `sandbox chat` is a terminal chat with the bot (private chat, group with
 //! @bot, topic; `Reset`), with a line editor on a terminal and whole lines
-//! from a pipe: see [`lark_bridge_tests::sandbox_chat`].
+//! from a pipe: see [`lark_bridge_tests::sandbox_chat`]. Its question cards
+//! (FastGPT user-select and form nodes) are answered as in Lark: a choice's
+//! number clicks its button, a form is filled in field by field, and the
+//! click goes to the bridge as Lark's `card.action.trigger` callback.
+//! `/image PATH` and `/file PATH` send an image or a file from the local disk.
+//!
+//! The fake FastGPT echoes, and answers hints in the question: `select:` (a
+//! user-select app), `form:` (a form app), `select-nested:` / `form-loop:`
+//! (the node in a child app or a loop), `markdown`, `stream:NxD`,
+//! `stream-long:BYTES` (see [`lark_bridge_tests::fake_fastgpt`]); to images
+//! and files it answers with what it received (`Received: image image/png, 48213 bytes`).
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -19,7 +31,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use lark_bridge_tests::fake_fastgpt::FakeFastGpt;
 use lark_bridge_tests::fake_lark::{FakeApp, FakeLark};
 use lark_bridge_tests::lark_events::ChatRef;
-use lark_bridge_tests::sandbox_chat::{self, Arrival, ChatOptions, LarkUser, LineEditor, Target, Timing};
+use lark_bridge_tests::sandbox_chat::{
+    self, Arrival, Attachment, AttachmentKind, ChatOptions, LarkUser, LineEditor, Target, Timing,
+};
 use lark_bridge_tests::sandbox_chat::{
     DEFAULT_APP_ID, DEFAULT_BOT_OPEN_ID, DEFAULT_ENCRYPT_KEY, DEFAULT_INGRESS, DEFAULT_LARK, DEFAULT_VERIFICATION_TOKEN,
 };
@@ -54,6 +68,9 @@ struct ServeArgs {
     app_secret: String,
     #[arg(long, default_value = "ou_sandbox_bot")]
     bot_open_id: String,
+    /// The channel's Verification Token, put in the card callbacks the fake Lark sends.
+    #[arg(long, default_value = DEFAULT_VERIFICATION_TOKEN)]
+    verification_token: String,
     #[arg(long, default_value = "fastgpt-sandbox")]
     fastgpt_key: String,
 }
@@ -77,8 +94,15 @@ struct SayArgs {
     /// Seconds to wait for the reply.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
-    /// The question.
-    #[arg(required = true, num_args = 1..)]
+    /// Send the image at PATH as an image message (uploaded to the fake Lark first; at most 100 MB).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["file", "question"])]
+    image: Option<String>,
+    /// Send the file at PATH (PDF, Word, text...) as a file message (uploaded to the fake Lark
+    /// first; at most 100 MB).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["image", "question"])]
+    file: Option<String>,
+    /// The question (a text message; an image or file message carries none).
+    #[arg(required_unless_present_any = ["image", "file"], num_args = 1..)]
     question: Vec<String>,
 }
 
@@ -145,7 +169,8 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let app = FakeApp::new(&args.app_id, &args.app_secret, &args.bot_open_id);
+    let app = FakeApp::new(&args.app_id, &args.app_secret, &args.bot_open_id)
+        .with_verification_token(&args.verification_token);
     let lark = FakeLark::start_on(args.lark, vec![app])
         .await
         .with_context(|| format!("cannot listen on {} for the fake Lark", args.lark))?;
@@ -160,6 +185,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.bot_open_id
     );
     println!("fake fastgpt: {}  (api key {})", fastgpt.base_url(), args.fastgpt_key);
+    println!("              hints in a question: select: (choose a product), form: (fill in a form), markdown");
+    println!("              images and files (sandbox chat's /image PATH, /file PATH): it says what it received");
     wait_for_signal().await?;
     lark.shutdown().await;
     fastgpt.shutdown().await;
@@ -183,12 +210,23 @@ async fn say(args: SayArgs) -> anyhow::Result<()> {
         ChatKind::Group => ChatRef::Group { chat_id: "oc_sandbox_group".into() },
         ChatKind::Topic => ChatRef::Topic { chat_id: "oc_sandbox_topic".into(), thread_id: "omt_sandbox_topic".into() },
     };
+    // What is sent is read (and refused, with the reason) before anything is contacted.
+    let attachment = match (&args.image, &args.file) {
+        (Some(path), _) => Some(Attachment::read(AttachmentKind::Image, path).await?),
+        (_, Some(path)) => Some(Attachment::read(AttachmentKind::File, path).await?),
+        _ => None,
+    };
     let question = args.question.join(" ");
-    if let Some(why) = sandbox_chat::refusal(&chat, &question) {
-        bail!(why);
+    if attachment.is_none() {
+        if let Some(why) = sandbox_chat::refusal(&chat, &question) {
+            bail!(why);
+        }
     }
     let mut user = LarkUser::connect(target).await?;
-    let message_id = user.send(&chat, &args.user, &question).await?;
+    let message_id = match &attachment {
+        Some(attachment) => user.send_attachment(&chat, &args.user, attachment).await?.0,
+        None => user.send(&chat, &args.user, &question).await?,
+    };
     let timing = Timing { timeout: Duration::from_secs(args.timeout), ..Timing::default() };
     // Each part is printed the moment it arrives.
     let mut wait = user.wait_for(&message_id, timing);

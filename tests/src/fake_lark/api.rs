@@ -9,11 +9,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::cardkit;
 use super::server::sleep_unless_cancelled;
 use super::{
     Attempt, Endpoint, Failure, Inner, MessageInfo, Reaction, SandboxMessage, SandboxPage, SentMessage, Shared,
@@ -32,27 +33,38 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/open-apis/im/v1/messages/{message_id}/reply", post(reply_message))
         .route("/open-apis/im/v1/messages/{message_id}/reactions", post(add_reaction))
         .route("/open-apis/im/v1/messages/{message_id}/reactions/{reaction_id}", delete(delete_reaction))
+        .route("/open-apis/cardkit/v1/cards", post(cardkit::create_card))
+        .route("/open-apis/cardkit/v1/cards/{card_id}", put(cardkit::update_card))
+        .route("/open-apis/cardkit/v1/cards/{card_id}/settings", patch(cardkit::card_settings))
+        .route("/open-apis/cardkit/v1/cards/{card_id}/elements/{element_id}/content", put(cardkit::element_content))
         .route("/_sandbox/messages", get(sandbox_messages))
         .route("/_sandbox/register", post(sandbox_register))
+        .merge(super::resources::routes())
         .with_state(shared)
 }
 
 /// What a handler answers; also what is recorded about the attempt.
-enum Outcome {
+pub(super) enum Outcome {
     Json { status: StatusCode, code: i64, body: Value, headers: Vec<(String, String)> },
     Plain { status: StatusCode, text: &'static str },
 }
 
 impl Outcome {
-    fn ok(body: Value) -> Self {
+    pub(super) fn ok(body: Value) -> Self {
         Outcome::Json { status: StatusCode::OK, code: 0, body, headers: Vec::new() }
     }
 
-    fn error(http_status: u16, code: i64, msg: &str) -> Self {
+    pub(super) fn error(http_status: u16, code: i64, msg: &str) -> Self {
         Self::error_with(http_status, code, msg, json!({}), Vec::new())
     }
 
-    fn error_with(http_status: u16, code: i64, msg: &str, mut error: Value, headers: Vec<(String, String)>) -> Self {
+    pub(super) fn error_with(
+        http_status: u16,
+        code: i64,
+        msg: &str,
+        mut error: Value,
+        headers: Vec<(String, String)>,
+    ) -> Self {
         error["log_id"] = json!(log_id());
         let status = StatusCode::from_u16(http_status).unwrap_or(StatusCode::BAD_REQUEST);
         Outcome::Json { status, code, body: json!({ "code": code, "msg": msg, "error": error }), headers }
@@ -62,12 +74,12 @@ impl Outcome {
         Self::error(400, 230001, &format!("Your request contains an invalid request parameter, ext={what}"))
     }
 
-    fn field_violation(field: &str, description: &str) -> Self {
+    pub(super) fn field_violation(field: &str, description: &str) -> Self {
         let error = json!({ "field_violations": [{ "field": field, "description": description }] });
         Self::error_with(400, 99992402, "field validation failed", error, Vec::new())
     }
 
-    fn status_and_code(&self) -> (u16, i64) {
+    pub(super) fn status_and_code(&self) -> (u16, i64) {
         match self {
             Outcome::Json { status, code, .. } => (status.as_u16(), *code),
             Outcome::Plain { status, .. } => (status.as_u16(), 0),
@@ -111,9 +123,9 @@ fn log_id() -> String {
 }
 
 /// The common start of every API call: a scripted failure, then the token.
-struct Call {
-    app_id: String,
-    drop_response: bool,
+pub(super) struct Call {
+    pub(super) app_id: String,
+    pub(super) drop_response: bool,
 }
 
 impl Shared {
@@ -132,7 +144,11 @@ impl Shared {
         }
     }
 
-    async fn begin(&self, endpoint: Endpoint, headers: &HeaderMap) -> Result<Call, (Option<String>, Outcome)> {
+    pub(super) async fn begin(
+        &self,
+        endpoint: Endpoint,
+        headers: &HeaderMap,
+    ) -> Result<Call, (Option<String>, Outcome)> {
         let drop_response = self.scripted(endpoint).await.map_err(|o| (None, o))?;
         let token = headers
             .get(axum::http::header::AUTHORIZATION)
@@ -170,7 +186,7 @@ impl Shared {
     }
 
     /// Records the attempt and answers; a lost response becomes a 502.
-    fn finish(
+    pub(super) fn finish(
         &self,
         endpoint: Endpoint,
         call: &Call,
@@ -190,7 +206,7 @@ impl Shared {
         outcome.into_response()
     }
 
-    fn refuse(&self, endpoint: Endpoint, (app_id, outcome): (Option<String>, Outcome)) -> Response {
+    pub(super) fn refuse(&self, endpoint: Endpoint, (app_id, outcome): (Option<String>, Outcome)) -> Response {
         self.record(endpoint, app_id, &outcome, None, false);
         outcome.into_response()
     }
@@ -214,7 +230,7 @@ fn missing_scope(app_id: &str, scopes: &[&str]) -> Outcome {
     Outcome::error_with(400, 99991672, &msg, error, Vec::new())
 }
 
-fn parse_json(body: &Bytes) -> Result<Value, Outcome> {
+pub(super) fn parse_json(body: &Bytes) -> Result<Value, Outcome> {
     serde_json::from_slice::<Value>(body)
         .ok()
         .filter(Value::is_object)
@@ -407,6 +423,7 @@ async fn deliver_message(
         updates: 0,
         create_time_ms: now_ms(),
         received_at: Instant::now(),
+        card: None,
     };
     let (parent, root) = match &via {
         Via::Reply { message_id } => {
@@ -426,6 +443,15 @@ async fn deliver_message(
         return shared.finish(endpoint, &call, outcome, Some(message), true);
     }
 
+    // A card sent by reference must exist, be this app's and not be sent yet.
+    let card_ref = match cardkit::referenced_card(&inner, &call.app_id, &request.msg_type, &request.content) {
+        Ok(card_ref) => card_ref,
+        Err(outcome) => {
+            drop(inner);
+            return shared.finish(endpoint, &call, outcome, Some(message), false);
+        }
+    };
+
     if let (Some(limit), Some(chat)) = (inner.chat_rate_limit, &chat_id) {
         let recent = inner
             .visible
@@ -443,11 +469,15 @@ async fn deliver_message(
         let info = MessageInfo { chat_id: chat.clone(), thread_id: message.thread_id.clone(), root_id: root.clone() };
         inner.messages.insert(message.message_id.clone(), info);
     }
+    let index = inner.visible.len();
     if let Some(key) = key {
-        let index = inner.visible.len();
         inner.by_uuid.insert(key, index);
     }
     inner.visible.push(message.clone());
+    inner.touch(index);
+    if let Some(card_id) = &card_ref {
+        cardkit::link_message(&mut inner, card_id, index, &message.message_id);
+    }
     drop(inner);
     let outcome = Outcome::ok(json!({ "code": 0, "msg": "success", "data": data }));
     shared.finish(endpoint, &call, outcome, Some(message), false)
@@ -540,7 +570,8 @@ async fn update_message(
     let message = &mut inner.visible[index];
     message.content = content;
     message.updates += 1;
-    let updated = message.clone();
+    inner.touch(index);
+    let updated = inner.with_card(&inner.visible[index]);
     drop(inner);
     let data = if is_patch { json!({}) } else { message_data(&updated, None, None, &raw) };
     let outcome = Outcome::ok(json!({ "code": 0, "msg": "success", "data": data }));
@@ -639,6 +670,10 @@ struct AfterQuery {
     /// moment it arrives without polling in a tight loop.
     #[serde(default)]
     wait_ms: u64,
+    /// Also answer (before `wait_ms`) when a message before `after` changed
+    /// after this change stamp, listing those in `changed`.
+    #[serde(default)]
+    changes_since: Option<u64>,
 }
 
 /// The longest `GET /_sandbox/messages` holds a request open.
@@ -650,22 +685,25 @@ async fn sandbox_messages(State(shared): State<Arc<Shared>>, Query(query): Query
     let deadline = Instant::now() + Duration::from_millis(query.wait_ms).min(LONG_POLL_MAX);
     loop {
         {
-            let inner = shared.lock();
-            if inner.visible.len() > query.after || Instant::now() >= deadline || shared.cancel.is_cancelled() {
-                return Json(sandbox_page(&inner, query.after));
+            let mut inner = shared.lock();
+            inner.expire_streaming();
+            let changed = query
+                .changes_since
+                .is_some_and(|since| inner.visible_stamps.iter().take(query.after).any(|stamp| *stamp > since));
+            let ready = inner.visible.len() > query.after || changed;
+            if ready || Instant::now() >= deadline || shared.cancel.is_cancelled() {
+                return Json(sandbox_page(&inner, query.after, query.changes_since));
             }
         }
         tokio::time::sleep(LONG_POLL_STEP).await;
     }
 }
 
-fn sandbox_page(inner: &Inner, after: usize) -> SandboxPage {
-    let messages = inner
-        .visible
-        .iter()
-        .enumerate()
-        .skip(after)
-        .map(|(index, m)| SandboxMessage {
+fn sandbox_page(inner: &Inner, after: usize, changes_since: Option<u64>) -> SandboxPage {
+    let shown = |(index, m): (usize, &SentMessage)| {
+        let m = inner.with_card(m);
+        let card = m.card.as_ref();
+        SandboxMessage {
             index,
             app_id: m.app_id.clone(),
             via: m.via.clone(),
@@ -678,9 +716,28 @@ fn sandbox_page(inner: &Inner, after: usize) -> SandboxPage {
             uuid: m.uuid.clone(),
             reply_in_thread: m.reply_in_thread,
             updates: m.updates,
-        })
-        .collect();
-    SandboxPage { messages, next: inner.visible.len() }
+            card_id: card.map(|c| c.card_id.clone()),
+            version: m.updates as u64 + card.map_or(0, |c| c.version),
+            streaming: card.is_some_and(|c| c.streaming),
+            card: match card {
+                Some(c) => Some(c.json.clone()),
+                None => (m.msg_type == "interactive").then(|| m.content.clone()),
+            },
+        }
+    };
+    let messages = inner.visible.iter().enumerate().skip(after).map(shown).collect();
+    let changed = match changes_since {
+        Some(since) => inner
+            .visible
+            .iter()
+            .enumerate()
+            .take(after)
+            .filter(|(index, _)| inner.visible_stamps.get(*index).is_some_and(|stamp| *stamp > since))
+            .map(shown)
+            .collect(),
+        None => Vec::new(),
+    };
+    SandboxPage { messages, next: inner.visible.len(), changed, stamp: inner.stamp }
 }
 
 /// The body of `POST /_sandbox/register`: what [`FakeLark::register_message`]

@@ -10,6 +10,14 @@ use serde_json::Value;
 /// and runs (with or without a locale wrapper); a card's header title and its
 /// markdown / plain_text / div texts (card JSON 2.0 `body.elements` or 1.0
 /// `elements`). Other types give an empty string.
+///
+/// A card's controls get a line each, as a user sees them: a button is its
+/// text in brackets, `[Product A]`, followed by ` (disabled)` when it is; a
+/// form's input is `Label: ____` (`Label (required): ____` when required,
+/// its default value instead of `____` when it has one); a select is
+/// `Label: ▾ Sales | R&D` (option texts). The label is the component's
+/// `label`, else its `placeholder`, else its `name`; a disabled input ends
+/// with ` (disabled)` too.
 pub fn content_text(msg_type: &str, content: &Value) -> String {
     match msg_type {
         "text" => content.get("text").and_then(Value::as_str).unwrap_or_default().to_owned(),
@@ -86,8 +94,40 @@ fn walk_elements(elements: Option<&Value>, out: &mut Vec<String>) {
                 out.extend(text_of(element.pointer("/header/title")));
                 walk_elements(element.get("elements"), out);
             }
+            Some("button") => {
+                let text = text_of(element.get("text")).unwrap_or_default();
+                out.push(format!("[{text}]{}", disabled(element)));
+            }
+            Some(tag @ ("input" | "select_static" | "multi_select_static")) => {
+                let label = text_of(element.get("label"))
+                    .or_else(|| text_of(element.get("placeholder")))
+                    .or_else(|| element.get("name").and_then(Value::as_str).map(str::to_owned))
+                    .unwrap_or_default();
+                let required = match element.get("required").and_then(Value::as_bool) {
+                    Some(true) => " (required)",
+                    _ => "",
+                };
+                let shown = if tag == "input" {
+                    element.get("default_value").and_then(Value::as_str).unwrap_or("____").to_owned()
+                } else {
+                    let options = element.get("options").and_then(Value::as_array).into_iter().flatten();
+                    let texts: Vec<String> = options.filter_map(|o| text_of(o.get("text"))).collect();
+                    format!("▾ {}", texts.join(" | "))
+                };
+                out.push(format!("{label}{required}: {shown}{}", disabled(element)));
+            }
+            // JSON 1.0: buttons in an `action` element.
+            Some("action") => walk_elements(element.get("actions"), out),
             _ => walk_elements(element.get("elements"), out),
         }
+    }
+}
+
+/// ` (disabled)` for a disabled component.
+fn disabled(element: &Value) -> &'static str {
+    match element.get("disabled").and_then(Value::as_bool) {
+        Some(true) => " (disabled)",
+        _ => "",
     }
 }
 
@@ -114,5 +154,31 @@ mod tests {
         let post = json!({ "title": "", "content": [[{ "tag": "at", "user_id": "@_user_1", "user_name": "Tom" }, { "tag": "text", "text": " hi" }]] });
         assert_eq!(content_text("post", &post), "@Tom hi");
         assert_eq!(content_text("image", &json!({ "image_key": "img" })), "");
+    }
+
+    #[test]
+    fn buttons_and_forms_read_as_a_user_sees_them() {
+        let button = |text: &str, disabled: bool| {
+            json!({ "tag": "button", "text": { "tag": "plain_text", "content": text }, "disabled": disabled,
+                "behaviors": [{ "type": "callback", "value": { "o": text } }] })
+        };
+        let card = json!({ "schema": "2.0", "body": { "elements": [
+            { "tag": "markdown", "content": "Which product?" },
+            { "tag": "column_set", "columns": [{ "elements": [button("Product A", false)] }, { "elements": [button("产品 C", true)] }] },
+            { "tag": "form", "name": "f", "elements": [
+                { "tag": "input", "name": "f0", "label": { "tag": "plain_text", "content": "Your name" }, "required": true },
+                { "tag": "input", "name": "f1", "placeholder": { "tag": "plain_text", "content": "Notes" }, "input_type": "multiline_text", "default_value": "none" },
+                { "tag": "select_static", "name": "f3", "options": [
+                    { "text": { "tag": "plain_text", "content": "Sales" }, "value": "v0" },
+                    { "text": { "tag": "plain_text", "content": "R&D" }, "value": "v1" }] },
+                { "tag": "button", "name": "submit", "form_action_type": "submit", "text": { "tag": "plain_text", "content": "Submit" } }
+            ] }
+        ] } });
+        assert_eq!(
+            content_text("interactive", &card),
+            "Which product?\n[Product A]\n[产品 C] (disabled)\nYour name (required): ____\nNotes: none\nf3: ▾ Sales | R&D\n[Submit]"
+        );
+        let v1 = json!({ "elements": [{ "tag": "action", "actions": [button("Yes", false)] }] });
+        assert_eq!(content_text("interactive", &v1), "[Yes]");
     }
 }

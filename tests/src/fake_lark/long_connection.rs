@@ -313,6 +313,16 @@ impl LongConnection {
         Some(message_id)
     }
 
+    /// Pushes a card callback as [`LongConnection::push`] does, once: Lark
+    /// never sends a callback again, acknowledged or not.
+    pub fn push_callback(&self, app_id: &str, payload: Vec<u8>, kind: &'static str) -> Option<String> {
+        let id = self.push(app_id, payload, kind, 1)?;
+        if let Some(p) = self.shared.lock().pushed.get_mut(&id) {
+            p.done = true;
+        }
+        Some(id)
+    }
+
     /// Sends raw bytes (not necessarily a frame) on one of the app's connections.
     pub fn push_raw(&self, app_id: &str, bytes: Vec<u8>) -> bool {
         let mut inner = self.shared.lock();

@@ -322,3 +322,320 @@ async fn oversized_and_malformed_content_is_refused() {
     assert_eq!(resp["code"], 99992402);
     assert!(lark.visible_messages().is_empty());
 }
+
+/// A card JSON 2.0 with one markdown element `md`, streaming or not.
+fn card_json(text: &str, streaming: bool) -> Value {
+    json!({
+        "schema": "2.0",
+        "config": { "streaming_mode": streaming, "update_multi": true },
+        "body": { "elements": [
+            { "tag": "markdown", "content": text, "element_id": "md" },
+            { "tag": "hr", "element_id": "rule" },
+        ] },
+    })
+}
+
+/// A CardKit call: method, path under `/open-apis/cardkit/v1/`, body; the status and the body.
+async fn cardkit(
+    client: &reqwest::Client,
+    lark: &FakeLark,
+    tok: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let resp = client
+        .request(method, format!("{}/open-apis/cardkit/v1/{path}", lark.base_url()))
+        .bearer_auth(tok)
+        .json(&body)
+        .send()
+        .await
+        .expect("CardKit request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON"))
+}
+
+async fn create_card(client: &reqwest::Client, lark: &FakeLark, tok: &str, card: &Value) -> (u16, Value) {
+    let body = json!({ "type": "card_json", "data": card.to_string() });
+    cardkit(client, lark, tok, reqwest::Method::POST, "cards", body).await
+}
+
+async fn new_card(client: &reqwest::Client, lark: &FakeLark, tok: &str, text: &str) -> String {
+    let (status, body) = create_card(client, lark, tok, &card_json(text, true)).await;
+    assert_eq!((status, &body["code"]), (200, &json!(0)), "{body}");
+    body["data"]["card_id"].as_str().expect("card_id").to_owned()
+}
+
+async fn put_text(
+    client: &reqwest::Client,
+    lark: &FakeLark,
+    tok: &str,
+    card: &str,
+    text: &str,
+    seq: i64,
+) -> (u16, i64) {
+    let path = format!("cards/{card}/elements/md/content");
+    let (status, body) =
+        cardkit(client, lark, tok, reqwest::Method::PUT, &path, json!({ "content": text, "sequence": seq })).await;
+    (status, body["code"].as_i64().expect("code"))
+}
+
+async fn settings(client: &reqwest::Client, lark: &FakeLark, tok: &str, card: &str, streaming: bool, seq: i64) -> i64 {
+    let settings = json!({ "config": { "streaming_mode": streaming } }).to_string();
+    let path = format!("cards/{card}/settings");
+    let body = json!({ "settings": settings, "sequence": seq });
+    cardkit(client, lark, tok, reqwest::Method::PATCH, &path, body).await.1["code"].as_i64().expect("code")
+}
+
+async fn put_card(client: &reqwest::Client, lark: &FakeLark, tok: &str, card: &str, json: &Value, seq: i64) -> i64 {
+    let body = json!({ "card": { "type": "card_json", "data": json.to_string() }, "sequence": seq });
+    let path = format!("cards/{card}");
+    cardkit(client, lark, tok, reqwest::Method::PUT, &path, body).await.1["code"].as_i64().expect("code")
+}
+
+fn card_reference(card_id: &str, uuid: &str) -> Value {
+    let content = json!({ "type": "card", "data": { "card_id": card_id } });
+    json!({ "msg_type": "interactive", "content": content.to_string(), "uuid": uuid })
+}
+
+async fn sandbox_page(client: &reqwest::Client, lark: &FakeLark, query: &str) -> SandboxPage {
+    let url = format!("{}/_sandbox/messages?{query}", lark.base_url());
+    client.get(url).send().await.expect("sandbox page").json().await.expect("JSON")
+}
+
+#[tokio::test]
+async fn a_card_sent_by_reference_shows_its_current_text() {
+    let lark = lark().await;
+    let client = reqwest::Client::new();
+    let tok = good_token(&client, &lark).await;
+    let card = new_card(&client, &lark, &tok, "Thinking...").await;
+    assert!(card.len() == 19 && card.chars().all(|c| c.is_ascii_digit()), "{card}");
+
+    let sent: Value = reply(&client, &lark, &tok, card_reference(&card, "u-card")).await.json().await.expect("JSON");
+    assert_eq!(sent["code"], 0, "{sent}");
+    let message_id = sent["data"]["message_id"].as_str().expect("message_id").to_owned();
+    assert_eq!(lark.visible_messages()[0].text(), "Thinking...");
+    let before = sandbox_page(&client, &lark, "after=0").await;
+    assert_eq!(before.messages[0].card_id.as_deref(), Some(card.as_str()));
+    assert!(before.messages[0].streaming);
+
+    assert_eq!(put_text(&client, &lark, &tok, &card, "Hello", 1).await, (200, 0));
+    assert_eq!(put_text(&client, &lark, &tok, &card, "Hello, world", 2).await, (200, 0));
+    let visible = lark.visible_messages();
+    assert_eq!(visible.len(), 1);
+    assert_eq!(visible[0].text(), "Hello, world", "the message shows the card as it is now");
+    assert_eq!(visible[0].card_id(), Some(card.as_str()));
+    let page = sandbox_page(&client, &lark, "after=0").await;
+    assert_eq!((page.messages[0].text.as_str(), page.messages[0].version), ("Hello, world", 2));
+
+    // The same uuid within the hour: the first message, nothing new shown.
+    let again: Value = reply(&client, &lark, &tok, card_reference(&card, "u-card")).await.json().await.expect("JSON");
+    assert_eq!(again["data"]["message_id"], json!(message_id));
+    assert_eq!(lark.visible_messages().len(), 1);
+
+    assert_eq!(settings(&client, &lark, &tok, &card, false, 3).await, 0);
+    let shown = lark.card(&card).expect("the card");
+    assert!(!shown.streaming);
+    assert_eq!((shown.sequence, shown.version, shown.message_id.as_deref()), (3, 3, Some(message_id.as_str())));
+    assert_eq!(shown.json["config"]["streaming_mode"], false);
+    assert!(!sandbox_page(&client, &lark, "after=0").await.messages[0].streaming);
+    let history: Vec<String> = lark.visible_text_history(&message_id).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(history, ["Thinking...", "Hello", "Hello, world"]);
+
+    let kinds: Vec<(CardOpKind, i64)> = lark.card_operations().iter().map(|o| (o.kind, o.code)).collect();
+    use CardOpKind::{Content, Create, Settings};
+    assert_eq!(kinds, [(Create, 0), (Content, 0), (Content, 0), (Settings, 0)]);
+    assert_eq!(lark.card_operations()[1].content.as_deref(), Some("Hello"));
+    let found = lark.wait_for_card_text(|t| t.contains("world"), Duration::from_millis(50)).await;
+    assert_eq!(found.map(|c| c.card_id), Some(card));
+}
+
+#[tokio::test]
+async fn card_sequence_must_rise_across_every_operation() {
+    let lark = lark().await;
+    let client = reqwest::Client::new();
+    let tok = good_token(&client, &lark).await;
+    let card = new_card(&client, &lark, &tok, "").await;
+    assert_eq!(put_text(&client, &lark, &tok, &card, "a", 1).await, (200, 0));
+    assert_eq!(put_text(&client, &lark, &tok, &card, "ab", 1).await, (400, 300317));
+    assert_eq!(put_text(&client, &lark, &tok, &card, "ab", 0).await, (400, 99992402), "sequence starts at 1");
+    assert_eq!(put_text(&client, &lark, &tok, &card, "ab", 5).await, (200, 0), "rising, not necessarily by one");
+    assert_eq!(settings(&client, &lark, &tok, &card, true, 4).await, 300317, "across every kind of operation");
+    assert_eq!(put_card(&client, &lark, &tok, &card, &card_json("done", false), 5).await, 300317);
+    assert_eq!(put_card(&client, &lark, &tok, &card, &card_json("done", false), 6).await, 0);
+    let card = lark.card(&card).expect("card");
+    assert_eq!((card.text.as_str(), card.sequence, card.streaming), ("done", 6, false));
+    let codes: Vec<i64> = lark.card_operations().iter().map(|o| o.code).collect();
+    assert_eq!(codes, [0, 0, 300317, 99992402, 0, 300317, 300317, 0]);
+}
+
+#[tokio::test]
+async fn at_most_ten_operations_a_second_on_one_card() {
+    let lark = lark().await;
+    let client = reqwest::Client::new();
+    let tok = good_token(&client, &lark).await;
+    let card = new_card(&client, &lark, &tok, "").await;
+    let other = new_card(&client, &lark, &tok, "").await;
+    for seq in 1..=10 {
+        assert_eq!(put_text(&client, &lark, &tok, &card, &"x".repeat(seq as usize), seq).await, (200, 0));
+    }
+    let path = format!("cards/{card}/elements/md/content");
+    let resp = client
+        .put(format!("{}/open-apis/cardkit/v1/{path}", lark.base_url()))
+        .bearer_auth(&tok)
+        .json(&json!({ "content": "too fast", "sequence": 11 }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["x-ogw-ratelimit-reset"], "1");
+    assert_eq!(resp.json::<Value>().await.expect("JSON")["code"], 99991400);
+    assert_eq!(put_text(&client, &lark, &tok, &other, "another card", 1).await, (200, 0), "the limit is per card");
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    assert_eq!(put_text(&client, &lark, &tok, &card, "later", 11).await, (200, 0));
+    lark.set_card_rate_limit(None);
+    for seq in 12..=30 {
+        assert_eq!(put_text(&client, &lark, &tok, &card, "unlimited", seq).await, (200, 0));
+    }
+}
+
+#[tokio::test]
+async fn streaming_closes_after_its_window_and_a_full_update_still_works() {
+    let lark = lark().await;
+    let client = reqwest::Client::new();
+    let tok = good_token(&client, &lark).await;
+    lark.set_streaming_window(Duration::from_millis(300));
+    let card = new_card(&client, &lark, &tok, "").await;
+    let sent: Value = reply(&client, &lark, &tok, card_reference(&card, "u-w")).await.json().await.expect("JSON");
+    assert_eq!(sent["code"], 0);
+    assert_eq!(put_text(&client, &lark, &tok, &card, "streaming", 1).await, (200, 0));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(!lark.card(&card).expect("card").streaming);
+    assert_eq!(put_text(&client, &lark, &tok, &card, "streaming on", 2).await, (400, 200850), "the first time");
+    assert_eq!(put_text(&client, &lark, &tok, &card, "streaming on", 3).await, (400, 300309), "after");
+    assert_eq!(put_card(&client, &lark, &tok, &card, &card_json("the whole answer", false), 4).await, 0);
+    assert_eq!(lark.visible_messages()[0].text(), "the whole answer");
+
+    assert_eq!(settings(&client, &lark, &tok, &card, true, 5).await, 0, "turned on again");
+    assert_eq!(put_text(&client, &lark, &tok, &card, "again", 6).await, (200, 0));
+    assert_eq!(settings(&client, &lark, &tok, &card, false, 7).await, 0);
+    assert_eq!(put_text(&client, &lark, &tok, &card, "closed", 8).await, (400, 300309), "closed by the app");
+    assert_eq!(lark.visible_messages()[0].text(), "again");
+}
+
+#[tokio::test]
+async fn cardkit_refusals_have_larks_codes() {
+    let lark = lark().await;
+    let client = reqwest::Client::new();
+    let tok = good_token(&client, &lark).await;
+    let create = |data: &str| json!({ "type": "card_json", "data": data });
+    let post = |body: Value| cardkit(&client, &lark, &tok, reqwest::Method::POST, "cards", body);
+    assert_eq!(post(create("{not json")).await.1["code"], 200220);
+    assert_eq!(post(create("")).await.1["code"], 300307);
+    assert_eq!(post(create(&json!({ "elements": [] }).to_string())).await.1["code"], 300303, "schema 2.0 only");
+    let no_multi = json!({ "schema": "2.0", "config": { "update_multi": false }, "body": { "elements": [] } });
+    assert_eq!(post(create(&no_multi.to_string())).await.1["code"], 300302);
+    let twice = json!({ "schema": "2.0", "body": { "elements": [
+        { "tag": "markdown", "content": "a", "element_id": "x" }, { "tag": "markdown", "content": "b", "element_id": "x" } ] } });
+    assert_eq!(post(create(&twice.to_string())).await.1["code"], 300301);
+    let (status, body) = post(create(&card_json(&"x".repeat(CARD_LIMIT_BYTES), true).to_string())).await;
+    assert_eq!((status, &body["code"]), (400, &json!(200860)));
+
+    let card = new_card(&client, &lark, &tok, "").await;
+    assert_eq!(put_text(&client, &lark, &tok, "7300000000000000000", "a", 1).await, (400, 200740));
+    let path = format!("cards/{card}/elements/nope/content");
+    let (_, body) =
+        cardkit(&client, &lark, &tok, reqwest::Method::PUT, &path, json!({ "content": "a", "sequence": 1 })).await;
+    assert_eq!(body["code"], 300313);
+    assert!(body["msg"].as_str().is_some_and(|m| m.contains("not find elementID : nope")), "{body}");
+    let path = format!("cards/{card}/elements/rule/content");
+    let (_, body) =
+        cardkit(&client, &lark, &tok, reqwest::Method::PUT, &path, json!({ "content": "a", "sequence": 1 })).await;
+    assert_eq!(body["code"], 300310, "only text elements stream");
+    assert_eq!(put_text(&client, &lark, &tok, &card, "", 1).await, (400, 99992402), "content is at least 1 character");
+
+    // A uuid repeated with the same request is done once; with another request it conflicts.
+    let path = format!("cards/{card}/elements/md/content");
+    let body = json!({ "content": "once", "sequence": 2, "uuid": "op-1" });
+    assert_eq!(cardkit(&client, &lark, &tok, reqwest::Method::PUT, &path, body.clone()).await.1["code"], 0);
+    assert_eq!(cardkit(&client, &lark, &tok, reqwest::Method::PUT, &path, body).await.1["code"], 0);
+    let other = json!({ "content": "twice", "sequence": 3, "uuid": "op-1" });
+    assert_eq!(cardkit(&client, &lark, &tok, reqwest::Method::PUT, &path, other).await.1["code"], 200770);
+    assert_eq!(lark.card(&card).expect("card").version, 1);
+    assert!(lark.card_operations().iter().any(|o| o.replayed));
+
+    // Sending: an unknown card, and a card sent twice, are 230099.
+    let resp: Value =
+        reply(&client, &lark, &tok, card_reference("7300000000000000000", "u-x")).await.json().await.expect("JSON");
+    assert_eq!(resp["code"], 230099);
+    assert_eq!(reply(&client, &lark, &tok, card_reference(&card, "u-1")).await.status(), 200);
+    let resp: Value = reply(&client, &lark, &tok, card_reference(&card, "u-2")).await.json().await.expect("JSON");
+    assert_eq!(resp["code"], 230099, "a card entity is sent once");
+    assert_eq!(lark.visible_messages().len(), 1);
+
+    // Scripted failures and the scope.
+    lark.fail_next(Endpoint::CardContent, vec![Failure::card_streaming_timeout()]);
+    assert_eq!(put_text(&client, &lark, &tok, &card, "scripted", 4).await, (400, 200850));
+    assert_eq!(
+        put_text(&client, &lark, &tok, &card, "scripted", 4).await,
+        (200, 0),
+        "a scripted failure consumes nothing"
+    );
+    lark.remove_scope(APP, "cardkit:card:write");
+    let (status, body) = create_card(&client, &lark, &tok, &card_json("", true)).await;
+    assert_eq!((status, &body["code"]), (400, &json!(99991672)));
+    assert!(body["msg"].as_str().is_some_and(|m| m.contains("cardkit:card:write")), "{body}");
+    assert_eq!(put_text(&client, &lark, &tok, &card, "no scope", 5).await, (400, 99991672));
+    lark.grant_scope(APP, "cardkit:card:write");
+    assert_eq!(put_text(&client, &lark, &tok, &card, "scope back", 5).await, (200, 0));
+    let last = lark.card_operations().pop().expect("an operation");
+    assert_eq!(
+        (last.kind, last.sequence, last.code, last.app_id.as_deref()),
+        (CardOpKind::Content, Some(5), 0, Some(APP))
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_long_poll_reports_a_card_growing() {
+    let lark = lark().await;
+    let client = reqwest::Client::new();
+    let tok = good_token(&client, &lark).await;
+    let card = new_card(&client, &lark, &tok, "").await;
+    assert_eq!(reply(&client, &lark, &tok, card_reference(&card, "u-g")).await.status(), 200);
+    let page = sandbox_page(&client, &lark, "after=0&changes_since=0").await;
+    assert_eq!((page.next, page.messages.len()), (1, 1));
+    assert!(page.messages[0].streaming && page.messages[0].text.is_empty());
+
+    // Nothing changed: the poll waits (here 100 ms) and reports nothing.
+    let query = format!("after=1&wait_ms=100&changes_since={}", page.stamp);
+    let started = Instant::now();
+    let idle = sandbox_page(&client, &lark, &query).await;
+    assert!(idle.changed.is_empty() && idle.messages.is_empty() && started.elapsed() >= Duration::from_millis(90));
+
+    // A change comes while the poll waits: it answers at once, with the message as it is now.
+    let updater = {
+        let (client, tok, card, base) = (client.clone(), tok.clone(), card.clone(), lark.base_url());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            client
+                .put(format!("{base}/open-apis/cardkit/v1/cards/{card}/elements/md/content"))
+                .bearer_auth(tok)
+                .json(&json!({ "content": "grown", "sequence": 1 }))
+                .send()
+                .await
+                .expect("update")
+        })
+    };
+    let query = format!("after=1&wait_ms=3000&changes_since={}", page.stamp);
+    let started = Instant::now();
+    let grown = sandbox_page(&client, &lark, &query).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_eq!(grown.changed.len(), 1);
+    assert_eq!((grown.changed[0].text.as_str(), grown.changed[0].version), ("grown", 1));
+    assert!(grown.stamp > page.stamp);
+    assert_eq!(updater.await.expect("updater").status(), 200);
+
+    // Without changes_since the page is as before: no changes, new messages only.
+    let plain = sandbox_page(&client, &lark, "after=0").await;
+    assert!(plain.changed.is_empty() && plain.messages.len() == 1);
+}
