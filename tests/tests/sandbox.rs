@@ -4,7 +4,9 @@
 //! what it printed: private chat, Reset, group members with their own
 //! histories, a topic shared by everyone in it, a Markdown card, and /quit;
 //! replies printed as they arrive, long lines sent whole, and what `sandbox
-//! say` refuses to send.
+//! say` refuses to send; images and files sent from local paths (`/image`,
+//! `/file`, `sandbox say --image`), over the Request URL and the long
+//! connection, with the fake FastGPT's account of what reached it.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncWriteExt as _, BufReader};
 
 use lark_bridge_tests::fake_fastgpt::FakeAnswer;
-use lark_bridge_tests::harness::{Bridge, APP_ID, BOT_OPEN_ID, ENCRYPT_KEY, VERIFICATION_TOKEN};
+use lark_bridge_tests::harness::{Bridge, Options, APP_ID, BOT_OPEN_ID, ENCRYPT_KEY, VERIFICATION_TOKEN};
 use lark_bridge_tests::lark_events::ChatRef;
 use lark_bridge_tests::sandbox_chat::{self, ChatOptions, LarkUser, Target, Timing};
 
@@ -290,5 +292,153 @@ async fn an_empty_message_is_refused_in_private_and_hinted_in_a_group() {
     assert_eq!(replies.len(), 1, "{replies:?}");
     assert!(replies[0].text.contains("in the same message as the @mention"), "{}", replies[0].text);
     assert!(b.fastgpt.requests().is_empty(), "FastGPT is not asked");
+    b.stop().await;
+}
+
+/// A 1x1 PNG.
+const PNG: &[u8] = b"\x89\x50\x4e\x47\x0d\x0a\x1a\x0a\x00\x00\x00\x0d\x49\x48\x44\x52\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89\x00\x00\x00\x0d\x49\x44\x41\x54\x78\x9c\x63\xf8\xcf\xc0\xf0\x1f\x00\x05\x00\x01\xff\x89\x99\x3d\x1d\x00\x00\x00\x00\x49\x45\x4e\x44\xae\x42\x60\x82";
+
+/// A small PDF, padded to `size` bytes with comments.
+fn pdf(size: usize) -> Vec<u8> {
+    let mut pdf = b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n".to_vec();
+    while pdf.len() < size {
+        pdf.extend_from_slice(b"% padding\n");
+    }
+    pdf
+}
+
+/// The bridge with files on, as `deploy/run-local`'s sandbox config has it:
+/// `ingress.files_signing_key`, and `ingress.public_url` (known once the
+/// ingress listens) for the relay's links; a small files bucket (it reserves
+/// its limit on JetStream's disk) and files up to 8 MB.
+async fn bridge_with_files() -> Bridge {
+    let env = vec![
+        ("LARK_BRIDGE__INGRESS__FILES_SIGNING_KEY", "sandbox-test-files-signing-key-0123456789".to_owned()),
+        ("LARK_BRIDGE__NATS__FILES_MAX_BYTES", (16 * 1024 * 1024).to_string()),
+        ("LARK_BRIDGE__RELAY__MAX_FILE_BYTES", (8 * 1024 * 1024).to_string()),
+    ];
+    let mut b = Bridge::start_with(Options { relays: 0, env, ..Default::default() }).await;
+    b.settings.ingress.public_url = Some(b.url("/").parse().expect("the ingress's URL"));
+    b.spawn_relay().await;
+    b
+}
+
+/// From the echoed input line `input` to the next prompt: the notes and
+/// replies it got.
+fn answer_to<'a>(output: &'a str, input: &str) -> &'a str {
+    let from = after(output, input);
+    let rest = &from[from.find('\n').map_or(from.len(), |n| n + 1)..];
+    let end = rest.find("] you> ").and_then(|p| rest[..p].rfind('\n')).map_or(rest.len(), |n| n + 1);
+    &rest[..end]
+}
+
+/// `/image PATH` and `/file PATH` through the real bridge: each is uploaded
+/// to the fake Lark, sent as an image or a file message (encrypted and
+/// signed), downloaded by the relay, and the fake FastGPT's echo says what
+/// it received (a PDF over axum's default 2 MB body, fetched through the
+/// ingress's signed link). What Lark would not send is refused before any
+/// upload, with the reason; `sandbox say --image` does the same.
+#[tokio::test]
+async fn images_and_files_from_local_paths_reach_fastgpt() {
+    let b = bridge_with_files().await;
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let png = dir.path().join("pixel.png");
+    std::fs::write(&png, PNG).expect("write the PNG");
+    let report = pdf(3 * 1024 * 1024);
+    let pdf_path = dir.path().join("Q3 report.pdf");
+    std::fs::write(&pdf_path, &report).expect("write the PDF");
+    let big = dir.path().join("big.bin");
+    // Sparse: only its length is set; refused on that alone.
+    std::fs::File::create(&big).and_then(|f| f.set_len(100 * 1024 * 1024 + 1)).expect("a sparse file");
+    let (png, pdf_path, big, dir_path) =
+        (png.display(), pdf_path.display(), big.display(), dir.path().display().to_string());
+    let script = format!(
+        "/help\n/image {png}\n/file '{pdf_path}'\n/image\n/image {dir_path}/missing.png\n/file {dir_path}\n\
+         /file {big}\n/group\n/image {png}\n/quit\n"
+    );
+    let timing =
+        Timing { timeout: Duration::from_secs(20), quiet: Duration::from_millis(300), poll: Duration::from_millis(25) };
+    let options = ChatOptions { timing, echo_input: true, color: false };
+    let mut printed = Vec::new();
+    sandbox_chat::run(target_of(&b), options, script.as_bytes(), &mut printed).await.expect("the chat runs to /quit");
+    let out = String::from_utf8(printed).expect("UTF-8 output");
+    println!("{out}");
+
+    let help = answer_to(&out, "[private] you> /help");
+    assert!(help.contains("\n  /image PATH ") && help.contains("\n  /file PATH "), "{help}");
+    let image = answer_to(&out, &format!("[private] you> /image {png}"));
+    let note = format!("(image pixel.png, {} bytes, sent with image_key img_v3_", PNG.len());
+    assert!(image.starts_with(&note), "{image}");
+    assert!(image.contains(&format!("Received: image image/png, {} bytes", PNG.len())), "{image}");
+    assert!(image.contains("[private] bot"), "{image}");
+    let file = answer_to(&out, "[private] you> /file '");
+    assert!(file.starts_with("(file Q3 report.pdf, 3.0 MB, sent with file_key file_v3_"), "{file}");
+    let received = format!("Received: file \"Q3 report.pdf\" application/pdf, {} bytes", report.len());
+    assert!(file.contains(&received), "{file}");
+
+    // Refused before any upload, each with its reason.
+    assert!(answer_to(&out, "[private] you> /image\n").starts_with("Usage: /image PATH"), "{out}");
+    let missing = answer_to(&out, "/missing.png");
+    assert_eq!(missing, format!("not sent: no such file: {dir_path}/missing.png\n"));
+    let folder = answer_to(&out, &format!("[private] you> /file {dir_path}\n"));
+    assert_eq!(folder, format!("not sent: {dir_path} is a directory: /file sends one file\n"));
+    let too_big = answer_to(&out, "/big.bin");
+    let refusal = format!("not sent: {big} is 100.0 MB (104857601 bytes), over Lark's limit of 100 MB");
+    assert!(too_big.starts_with(&refusal), "{too_big}");
+    assert!(too_big.contains("234037") && too_big.contains("not uploaded"), "{too_big}");
+
+    // In a group: an image message carries no @mention; the reply lands in the group.
+    let group = answer_to(&out, &format!("[group] you> /image {png}"));
+    assert!(group.contains("[group] bot"), "{group}");
+    assert!(group.contains(&format!("Received: image image/png, {} bytes", PNG.len())), "{group}");
+
+    let downloads = b.lark.resources().downloads();
+    let kinds: Vec<_> = downloads.iter().map(|d| (d.type_param.as_deref(), d.code)).collect();
+    assert_eq!(kinds, [(Some("image"), 0), (Some("file"), 0), (Some("image"), 0)], "three uploads, three downloads");
+    assert_eq!(b.fastgpt.requests().len(), 3, "FastGPT asked once per image or file");
+
+    // `sandbox say --image`: the same message, its reply printed.
+    let bin = env!("CARGO_BIN_EXE_sandbox");
+    let said = tokio::process::Command::new(bin)
+        .args(["say", "--ingress", &b.events_url(), "--lark", &b.lark.base_url(), "--encrypt-key", ENCRYPT_KEY])
+        .args(["--verification-token", VERIFICATION_TOKEN, "--app-id", APP_ID, "--bot-open-id", BOT_OPEN_ID])
+        .args(["--timeout", "20", "--image", &png.to_string()])
+        .output()
+        .await
+        .expect("run sandbox say");
+    let (stdout, stderr) = (String::from_utf8_lossy(&said.stdout), String::from_utf8_lossy(&said.stderr));
+    assert!(said.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("Received: image image/png, {} bytes", PNG.len())), "{stdout}");
+    // Refused before the fake Lark is even looked for.
+    let refused = tokio::process::Command::new(bin)
+        .args(["say", "--lark", "http://127.0.0.1:9", "--file", &dir_path])
+        .output()
+        .await
+        .expect("run sandbox say");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("is a directory"), "{stderr}");
+    b.stop().await;
+}
+
+/// A channel on the long connection: `/image` goes the way text does, the
+/// Request URL refusing it and the fake Lark pushing it over the connection.
+#[tokio::test]
+async fn an_image_reaches_a_long_connection_channel() {
+    let b = Bridge::start_with(Options { long_connection: true, ..Default::default() }).await;
+    let connected = b.lark.long_connection().wait_for_connections(APP_ID, 1, Duration::from_secs(20)).await;
+    assert_eq!(connected, 1, "the ingress dialled the fake Lark");
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let png = dir.path().join("pixel.png");
+    std::fs::write(&png, PNG).expect("write the PNG");
+    let target = Target { encrypt_key: None, verification_token: None, ..target_of(&b) };
+    let timing =
+        Timing { timeout: Duration::from_secs(20), quiet: Duration::from_millis(300), poll: Duration::from_millis(25) };
+    let options = ChatOptions { timing, echo_input: true, color: false };
+    let script = format!("/image {}\n/quit\n", png.display());
+    let mut printed = Vec::new();
+    sandbox_chat::run(target, options, script.as_bytes(), &mut printed).await.expect("the chat runs to /quit");
+    let out = String::from_utf8(printed).expect("UTF-8 output");
+    let image = answer_to(&out, "[private] you> /image ");
+    assert!(image.contains(&format!("Received: image image/png, {} bytes", PNG.len())), "{out}");
     b.stop().await;
 }

@@ -75,14 +75,23 @@ async fn an_event_is_stored_acknowledged_and_answered() {
     assert!(replies[0].text().contains("hello over the long connection"), "{}", replies[0].text());
     assert_eq!(b.lark.long_connection().acks_of(&id).len(), 1);
 
-    // A card action frame is acknowledged too (never left for the user's error 200340).
+    // A card action frame is answered too (never left for the user's error
+    // 200340): a card that is not one of the bridge's questions gets a toast saying so.
     let card = json!({
         "schema": "2.0",
         "header": { "event_id": "ev_card_1", "event_type": "card.action.trigger", "app_id": APP_ID, "token": "" },
         "event": { "operator": { "open_id": "ou_lc_user" }, "action": { "value": { "k": "v" }, "tag": "button" } }
     });
     let card_id = b.lark.long_connection().push(APP_ID, card.to_string().into_bytes(), "card", 1).expect("pushed");
-    assert_eq!(acked_ok(&b, &card_id).await.payload, json!({ "code": 200 }));
+    let answer = acked_ok(&b, &card_id).await.payload;
+    assert_eq!(answer["code"], 200);
+    let data = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        answer["data"].as_str().expect("the answer travels in data"),
+    )
+    .expect("base64");
+    let toast: Value = serde_json::from_slice(&data).expect("JSON");
+    assert!(toast["toast"]["content"].as_str().is_some_and(|t| t.contains("not one of")), "{toast}");
 
     // The Request URL of a long-connection channel without secrets refuses callbacks.
     let resp = b.deliver(&event(&b, "by webhook")).await;

@@ -26,7 +26,7 @@ async fn a_private_question_is_answered_in_lark() {
     let q = &asked[0];
     assert_eq!(q.content, "What is lark-bridge?");
     assert_eq!(q.auth.as_deref(), Some(format!("Bearer {FASTGPT_KEY}").as_str()));
-    assert!(!q.stream && !q.detail);
+    assert!(!q.stream && q.detail, "whole, with detail: FastGPT says then when it stops to ask the user");
     let want_chat = ConversationKey::Chat { chat_id: "oc_p2p".into() }.chat_id(CHANNEL, 0);
     assert_eq!(q.chat_id.as_deref(), Some(want_chat.as_str()));
     assert_eq!(q.custom_uid.as_deref(), Some("lark:support:ou_alice"));

@@ -87,7 +87,8 @@ impl ProcBridge {
     /// `LARK_BRIDGE__*` overrides in `env` included.
     pub async fn start_on(nats: &str, env: Vec<(String, String)>) -> Self {
         let ns = format!("p{}", random_hex(10));
-        let lark = FakeLark::start(vec![FakeApp::new(APP_ID, APP_SECRET, BOT_OPEN_ID)]).await;
+        let app = FakeApp::new(APP_ID, APP_SECRET, BOT_OPEN_ID).with_verification_token(VERIFICATION_TOKEN);
+        let lark = FakeLark::start(vec![app]).await;
         let fastgpt = FakeFastGpt::start(FASTGPT_KEY).await;
         let toml = config_toml(nats, &ns, &lark.base_url(), &fastgpt.base_url(), true);
         let overrides = env.iter().filter(|(k, _)| k.starts_with("LARK_BRIDGE__")).cloned().collect();
