@@ -1,9 +1,11 @@
+# shellcheck shell=bash
 # deploy/bench/lib.sh: what the benchmark scripts share (sourced by
 # deploy/bench/run and deploy/bench/instructions): the benchmark channel's
 # app and keys, the ports of a run, and the services' configuration file.
 # Needs deploy/lib/nats.sh sourced first (NATS_DEFAULT_URL).
 
 # set_ports BASE: the seven ports of a run, BASE..BASE+6 on 127.0.0.1.
+# shellcheck disable=SC2034 # used by the scripts that source this file
 set_ports() {
     P_INGRESS=$1
     P_RELAY=$(($1 + 1))
@@ -15,6 +17,7 @@ set_ports() {
 }
 
 # The benchmark channel: loadgen's defaults are the same values.
+# shellcheck disable=SC2034 # used by the scripts that source this file
 CHANNEL=bench
 APP_ID=cli_bench
 APP_SECRET=bench-app-secret
@@ -24,10 +27,11 @@ BOT_OPEN_ID=ou_bench_bot
 FASTGPT_KEY=fastgpt-bench-key
 EVENTS_PATH=/lark/$CHANNEL/events
 
-# write_config FILE NAMESPACE: the three services' configuration for a run
-# on the ports of set_ports.
+# write_config FILE NAMESPACE [STREAMING]: the three services' configuration
+# for a run on the ports of set_ports; STREAMING (true or false) sets the
+# channel's `streaming` (absent: the services' default, true).
 write_config() {
-    local file=$1 ns=$2
+    local file=$1 ns=$2 streaming=${3:-}
     cat >"$file" <<EOF
 # Written by deploy/bench: the benchmark's own namespace, fake Lark and
 # FastGPT on loopback (started by loadgen e2e), production log settings.
@@ -64,4 +68,7 @@ lark_base_url = "http://127.0.0.1:$P_LARK"
 fastgpt_base_url = "http://127.0.0.1:$P_FASTGPT/api"
 fastgpt_api_key = "$FASTGPT_KEY"
 EOF
+    if [[ -n $streaming ]]; then
+        echo "streaming = $streaming" >>"$file"
+    fi
 }
