@@ -79,6 +79,7 @@ impl Application {
             status: base.status.clone(),
             shown: Default::default(),
             cards,
+            cardkit_refused: Default::default(),
         };
         let worker = Worker {
             name: "responder",

@@ -83,6 +83,14 @@ impl Responder {
         run: u64,
         attempt: u32,
     ) -> Result<Option<CardState>, Outcome> {
+        if self.cardkit_refused.recently(&command.channel) {
+            // Refused a moment ago (a missing scope, most likely): not every
+            // answer pays a failed call and an error line for it.
+            return match self.cards.create(key, &CardState::plain()).await {
+                Ok(_) => Ok(None),
+                Err(e) => Err(self.start_later(attempt, &e.to_string())),
+            };
+        }
         let first = card_chunks(text).swap_remove(0);
         let created = lark.create_card(&streaming_card(&first, true)).await;
         self.count_card_op(command, "create", &created);
@@ -132,7 +140,8 @@ impl Responder {
                 Outcome::Done
             }
             _ => {
-                tracing::error!(error = %e, fix = CARDKIT_FIX, "CardKit refused the card; this answer goes out whole");
+                self.cardkit_refused.record(&command.channel);
+                tracing::error!(error = %e, fix = CARDKIT_FIX, "CardKit refused the card; answers go out whole for the next minute");
                 self.status.error(&command.channel, format!("CardKit refused a streaming card: {e}"), CARDKIT_FIX);
                 let plain = CardState::plain();
                 let marked = match self.cards.create(key, &plain).await {
@@ -176,4 +185,27 @@ impl Responder {
 /// Lark could not build the message from the card (230099).
 fn is_card_error(e: &LarkError) -> bool {
     matches!(e, LarkError::Api { code: Some(CARD_CONTENT_FAILED), .. })
+}
+
+/// Channels whose card CardKit refused lately: their answers go out whole
+/// without asking CardKit again until [`REFUSAL_MEMORY`] has passed (then
+/// one answer tries again, so a scope granted meanwhile is picked up).
+#[derive(Default)]
+pub struct CardkitRefusals(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+/// How long a CardKit refusal is remembered.
+pub const REFUSAL_MEMORY: Duration = Duration::from_secs(60);
+
+impl CardkitRefusals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn record(&self, channel: &str) {
+        self.lock().insert(channel.to_owned(), std::time::Instant::now());
+    }
+
+    pub fn recently(&self, channel: &str) -> bool {
+        self.lock().get(channel).is_some_and(|at| at.elapsed() < REFUSAL_MEMORY)
+    }
 }

@@ -43,6 +43,8 @@ pub struct Responder {
     pub shown: ShownParts,
     /// Streaming cards, shared with the other replicas.
     pub cards: Cards,
+    /// Channels whose cards CardKit refused lately.
+    pub cardkit_refused: crate::card_start::CardkitRefusals,
 }
 
 /// Withdrawn or deleted: the reply can still go into the chat.

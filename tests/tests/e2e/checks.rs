@@ -118,3 +118,21 @@ async fn nats_down_fails_every_check_with_the_fix() {
     }
     f.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_streaming_channel_without_the_cardkit_scope_is_warned_about() {
+    let f = fakes().await;
+    let streaming = [("LARK_BRIDGE__CHANNELS__SUPPORT__STREAMING", "true")];
+    let (code, out) = check(&f, RESPONDER, &streaming).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("streaming cards of support") && out.contains("answers stream"), "{out}");
+    f.lark.remove_scope(APP_ID, "cardkit:card:write");
+    let (code, out) = check(&f, RESPONDER, &streaming).await;
+    assert_eq!(code, 0, "a warning: answers still go out, whole: {out}");
+    assert!(
+        out.contains("streaming cards of support") && out.contains("cardkit:card:write"),
+        "the scope is named: {out}"
+    );
+    assert!(out.contains("without streaming"), "{out}");
+    f.cleanup().await;
+}

@@ -142,6 +142,11 @@ async fn without_the_cardkit_scope_the_answer_goes_out_whole_once() {
     assert!(b.lark.cards().is_empty());
     let refused = b.lark.card_operations();
     assert!(refused.iter().all(|o| o.code == 99991672), "{refused:?}");
+    // The refusal is remembered a while: the next answer does not try again.
+    b.deliver_ok(&b.events().message_id("om_noscope2").p2p_text("oc_noscope", "ou_a", "again")).await;
+    b.lark.wait_for_messages(2, WAIT).await;
+    assert_eq!(b.lark.visible_messages().len(), 2);
+    assert_eq!(b.lark.card_operations().len(), refused.len(), "CardKit not asked again at once");
     b.stop().await;
 }
 
