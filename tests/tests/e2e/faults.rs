@@ -98,8 +98,14 @@ async fn wait_asked(b: &ProcBridge, n: usize) {
 
 #[tokio::test]
 async fn kill_9_of_any_service_or_of_nats_loses_and_doubles_nothing() {
-    let (mut nats, mut b) =
-        bridge_on_a_cluster(vec![("RUST_LOG".into(), "info,common::worker=debug,async_nats=warn".into())]).await;
+    let mut env = vec![("RUST_LOG".into(), "info,common::worker=debug,async_nats=warn".into())];
+    // `LARK_BRIDGE_FAULTS_STREAMING=1`: the same faults with answers streamed
+    // into cards (one card message per question is still one reply).
+    let streaming = std::env::var("LARK_BRIDGE_FAULTS_STREAMING").is_ok_and(|v| v == "1");
+    if streaming {
+        env.push(("LARK_BRIDGE__CHANNELS__SUPPORT__STREAMING".into(), "true".into()));
+    }
+    let (mut nats, mut b) = bridge_on_a_cluster(env).await;
     let topology = common::topology::Topology::new(&b.settings.nats);
     let events_stream = topology.events_stream();
     let work = [events_stream.clone(), topology.replies_stream()];
@@ -266,6 +272,14 @@ async fn kill_9_of_any_service_or_of_nats_loses_and_doubles_nothing() {
         re_asked_outside.is_empty(),
         "FastGPT asked again, though not in work at a kill or an outage: {re_asked_outside:?}"
     );
+    if streaming {
+        // Every card shown ended: streaming closed, with the echo of its question.
+        for m in b.lark.visible_messages() {
+            let id = m.card_id().map(str::to_owned).unwrap_or_else(|| panic!("a card: {m:?}"));
+            let card = b.lark.card(&id).expect("the card");
+            assert!(!card.streaming && card.text.contains("Echo"), "a finished card: {card:?}");
+        }
+    }
     b.stop().await;
 }
 
