@@ -285,10 +285,18 @@ pub async fn remove_stale_test_namespaces() {
 const STALE_AFTER: Duration = Duration::from_secs(3 * 3600);
 
 /// `t` + 20 hex digits + `_`, or the same behind `KV_` (a bucket's stream).
+/// A stream (or a bucket's or object store's stream) of a test namespace:
+/// `t` (in-process bridges) or `p` (process bridges) and 20 hex digits, or
+/// `c` (`--check` tests) and 16.
 fn is_test_stream(name: &str) -> bool {
-    let ns = name.strip_prefix("KV_").unwrap_or(name);
-    let Some(rest) = ns.strip_prefix('t') else { return false };
-    rest.len() > 21 && rest.as_bytes()[20] == b'_' && rest[..20].bytes().all(|b| b.is_ascii_hexdigit())
+    let ns = name.strip_prefix("KV_").or_else(|| name.strip_prefix("OBJ_")).unwrap_or(name);
+    let digits = match ns.as_bytes().first() {
+        Some(b't' | b'p') => 20,
+        Some(b'c') => 16,
+        _ => return false,
+    };
+    let rest = &ns[1..];
+    rest.len() > digits + 1 && rest.as_bytes()[digits] == b'_' && rest[..digits].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// `toml` with its channel on the long connection: no encrypt key or
@@ -345,4 +353,25 @@ fastgpt_api_key = "{FASTGPT_KEY}"
 streaming = false
 "#,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_test_stream;
+
+    #[test]
+    fn test_namespaces_are_told_apart() {
+        for name in [
+            "t0123456789abcdef0123_events",
+            "KV_t0123456789abcdef0123_cards",
+            "OBJ_t0123456789abcdef0123_files",
+            "pd3434834da98c5e57094_replies",
+            "KV_c0123456789abcdef_status",
+        ] {
+            assert!(is_test_stream(name), "{name}");
+        }
+        for name in ["sandbox_events", "larkbridge_dead", "KV_sandbox_cards", "t0123_events", "bench_e_1_events"] {
+            assert!(!is_test_stream(name), "{name}");
+        }
+    }
 }
