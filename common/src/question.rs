@@ -270,8 +270,9 @@ fn form_answer(fields: &[Field], given: &Map<String, Value>) -> Result<Resolved,
 /// The longest text a button or a field label shows (the value sent back is whole).
 pub const MAX_LABEL_CHARS: usize = 100;
 
-/// `s` cut to `max` characters, with an ellipsis when cut.
-fn clip(s: &str, max: usize) -> String {
+/// `s` cut to `max` characters, with an ellipsis when cut (what a button,
+/// a toast or a chat list shows of a longer text).
+pub fn clip(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
@@ -472,6 +473,12 @@ mod tests {
         );
         let long = "x".repeat(MAX_FIELD_CHARS + 1);
         assert_eq!(p.resolve(&form_click(&[("f0", &long), ("f2", "1")]), Some("ou_a"), None), Err(Refusal::TooLong));
+    }
+
+    #[test]
+    fn clipping_keeps_whole_characters() {
+        assert_eq!(clip("abcdef", 3), "abc…");
+        assert_eq!(clip("产品", 5), "产品");
     }
 
     #[test]

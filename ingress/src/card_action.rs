@@ -14,7 +14,7 @@
 use async_nats::jetstream::{self, kv};
 use common::channel::Channel;
 use common::lark::card_action::CardAction;
-use common::question::{card, CardState, Choice, Click, Pending, Refusal};
+use common::question::{card, clip, CardState, Choice, Click, Pending, Refusal};
 use common::status::StatusBoard;
 use common::topology::{keys, Topology};
 use serde_json::{json, Value};
@@ -136,14 +136,6 @@ fn toast(kind: &str, content: &str) -> Value {
     json!({ "toast": { "type": kind, "content": content } })
 }
 
-/// What the user typed, kept to a toast's length.
-fn clip(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
-}
-
 /// Markup in what a user typed (a form's values shown back) stays inert,
 /// by the same rules as FastGPT's answers.
 fn escape(s: &str) -> String {
@@ -155,9 +147,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn toasts_are_short_and_markup_inert() {
-        assert_eq!(clip("abcdef", 3), "abc…");
-        assert_eq!(clip("产品", 5), "产品");
+    fn values_shown_back_are_markup_inert() {
         assert_ne!(escape("<at id=all></at>"), "<at id=all></at>", "a mention made inert");
     }
 }

@@ -19,6 +19,7 @@ use common::lark::cardkit::{card_message_content, CardFailure, CARDKIT_FIX};
 use common::topology::keys;
 use common::worker::Outcome;
 
+use crate::card_start::count_card_op;
 use crate::card_state::{now_ms, CardState, Phase};
 use crate::handler::{send_part, Responder};
 use crate::render::{card, card_chunks, streaming_card, Part, ANSWER_ELEMENT};
@@ -102,7 +103,7 @@ impl Responder {
                 self.pacing.wait(&lark.channel().app_id, &command.chat_id).await;
                 let part = Part { msg_type: "interactive", content: card_message_content(&card_id) };
                 let sent = send_part(lark, command, 0, &part).await;
-                self.count_card_op(command, "send", &sent);
+                count_card_op(&command.channel, "send", &sent);
                 if let Err(e) = sent {
                     return self.failed(message, command, attempt, &e, 0).await;
                 }
@@ -161,11 +162,11 @@ impl Responder {
     ) -> Result<(), LarkError> {
         if now_ms().saturating_sub(state.opened_at) < STREAMING_WINDOW_MS {
             let set = lark.set_card_text(card_id, ANSWER_ELEMENT, text, sequence).await;
-            self.count_card_op(command, "update", &set);
+            count_card_op(&command.channel, "update", &set);
             let closed = match set {
                 Ok(()) => {
                     let closed = lark.close_streaming(card_id, summary, sequence + 1).await;
-                    self.count_card_op(command, "close", &closed);
+                    count_card_op(&command.channel, "close", &closed);
                     closed
                 }
                 Err(e) => Err(e),
@@ -178,7 +179,7 @@ impl Responder {
             }
         }
         let replaced = lark.replace_card(card_id, &streaming_card(text, false), sequence + 2).await;
-        self.count_card_op(command, "replace", &replaced);
+        count_card_op(&command.channel, "replace", &replaced);
         replaced
     }
 
@@ -203,11 +204,7 @@ impl Responder {
 /// streaming it said "Answering...").
 fn summary_of(text: &str) -> String {
     let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("…");
-    let line = line.trim_start_matches(['#', '*', '>', '-', ' ']);
-    match line.char_indices().nth(60) {
-        Some((i, _)) => format!("{}…", &line[..i]),
-        None => line.to_owned(),
-    }
+    common::question::clip(line.trim_start_matches(['#', '*', '>', '-', ' ']), 60)
 }
 
 #[cfg(test)]

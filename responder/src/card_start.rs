@@ -50,7 +50,7 @@ impl Responder {
         self.pacing.wait(&lark.channel().app_id, &command.chat_id).await;
         let part = Part { msg_type: "interactive", content: card_message_content(card_id) };
         let sent = send_part(lark, command, 0, &part).await;
-        self.count_card_op(command, "send", &sent);
+        count_card_op(&command.channel, "send", &sent);
         match sent {
             Ok(()) => {
                 if let Err(e) = self.cards.modify(&key, |s| !std::mem::replace(&mut s.sent, true)).await {
@@ -93,7 +93,7 @@ impl Responder {
         }
         let first = card_chunks(text).swap_remove(0);
         let created = lark.create_card(&streaming_card(&first, true)).await;
-        self.count_card_op(command, "create", &created);
+        count_card_op(&command.channel, "create", &created);
         let card_id = match created {
             Ok(id) => id,
             Err(e) => return Err(self.card_start_failed(command, key, &e, attempt).await),
@@ -170,16 +170,6 @@ impl Responder {
             }
         }
     }
-
-    /// Counts one CardKit operation (or the message showing the card) by its result.
-    pub(crate) fn count_card_op<T>(&self, command: &ReplyCommand, op: &'static str, result: &Result<T, LarkError>) {
-        let code = match result {
-            Ok(_) => "0".to_owned(),
-            Err(e) => e.code_label(),
-        };
-        metrics::counter!("lark_bridge_card_operations_total", "channel" => command.channel.clone(), "op" => op, "code" => code)
-            .increment(1);
-    }
 }
 
 /// Lark could not build the message from the card (230099).
@@ -208,4 +198,15 @@ impl CardkitRefusals {
     pub fn recently(&self, channel: &str) -> bool {
         self.lock().get(channel).is_some_and(|at| at.elapsed() < REFUSAL_MEMORY)
     }
+}
+
+/// Counts one CardKit operation (or the message showing the card) of
+/// `channel` by its result: draft updates and the answer's own operations alike.
+pub(crate) fn count_card_op<T>(channel: &str, op: &'static str, result: &Result<T, LarkError>) {
+    let code = match result {
+        Ok(_) => "0".to_owned(),
+        Err(e) => e.code_label(),
+    };
+    metrics::counter!("lark_bridge_card_operations_total", "channel" => channel.to_owned(), "op" => op, "code" => code)
+        .increment(1);
 }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::card_finish::STREAMING_WINDOW_MS;
+use crate::card_start::count_card_op;
 use crate::card_state::{now_ms, Cards, Phase};
 use crate::render::{card_chunks, ANSWER_ELEMENT};
 
@@ -179,12 +180,7 @@ impl Drafts {
         };
         let Some(card_id) = state.card_id.as_deref() else { return Shown::Settled };
         let result = lark.set_card_text(card_id, ANSWER_ELEMENT, &text, sequence).await;
-        let code = match &result {
-            Ok(()) => "0".to_owned(),
-            Err(e) => e.code_label(),
-        };
-        metrics::counter!("lark_bridge_card_operations_total", "channel" => draft.channel.clone(), "op" => "draft", "code" => code)
-            .increment(1);
+        count_card_op(&draft.channel, "draft", &result);
         if let Err(e) = result {
             match CardFailure::of(&e) {
                 // A later operation went first, or the window closed: the final answer covers it.
