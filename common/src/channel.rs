@@ -28,6 +28,8 @@ pub struct Channel {
     pub subscription: Subscription,
     /// Answers stream into a card as FastGPT writes them.
     pub streaming: bool,
+    /// The app's monthly Lark call budget (`lark_calls_per_month`).
+    pub lark_calls_per_month: Option<u64>,
 }
 
 impl Channel {
@@ -43,6 +45,7 @@ impl Channel {
             fastgpt_api_key: s.fastgpt_api_key.clone(),
             subscription: s.subscription,
             streaming: s.streaming,
+            lark_calls_per_month: s.lark_calls_per_month,
         }
     }
 
@@ -114,6 +117,7 @@ mod tests {
             allow_unverified: false,
             subscription: Default::default(),
             streaming: true,
+            lark_calls_per_month: None,
         })
     }
 

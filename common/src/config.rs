@@ -222,8 +222,10 @@ pub struct ResponderSettings {
     /// Messages per minute per app, all replicas together (Lark: 1,000 per app).
     #[serde(default = "defaults::app_per_minute")]
     pub app_per_minute: u32,
-    /// A streaming card's text is updated at most this often (200..=5000 ms;
-    /// Lark allows 10 operations per second on one card).
+    /// The floor of a streaming card's updates: never more often than this
+    /// (200..=5000 ms; Lark allows 10 operations per second on one card).
+    /// Above it the responder spaces updates out as the answer grows older
+    /// and as more cards share the app's CardKit budget.
     #[serde(default = "defaults::stream_update_ms")]
     pub stream_update_ms: u64,
 }
@@ -281,6 +283,12 @@ pub struct ChannelSettings {
     /// (CardKit, scope `cardkit:card:write`); `false` sends each answer whole.
     #[serde(default = "defaults::yes")]
     pub streaming: bool,
+    /// The Lark API calls this app may make in a calendar month (a free
+    /// Feishu tenant has 10,000 for all its custom apps). Counted across
+    /// every replica and restart; past 90 % answers go whole instead of
+    /// streaming, and `/status` and an alert say so. Unset: counted, no limit.
+    #[serde(default)]
+    pub lark_calls_per_month: Option<u64>,
 }
 
 /// How Lark delivers a channel's events (DESIGN.md, "Long connection").
@@ -665,6 +673,12 @@ impl Settings {
                 return Err(invalid(
                     key("id"),
                     "use 1 to 64 letters, digits, `-` and `_` (it is part of the Request URL and of NATS subjects)",
+                ));
+            }
+            if c.lark_calls_per_month == Some(0) {
+                return Err(invalid(
+                    key("lark_calls_per_month"),
+                    "must be at least 1 (Lark API calls a month; leave it out for no budget)",
                 ));
             }
             if !seen.insert(c.id.as_str()) {

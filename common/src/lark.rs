@@ -3,6 +3,7 @@
 //! (no Lark SDK crate is mature enough).
 
 pub mod api;
+pub mod calls;
 pub mod card_action;
 pub mod cardkit;
 pub mod crypto;

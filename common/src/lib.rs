@@ -4,7 +4,8 @@
 //! - [`config`]: the TOML contract of DESIGN.md and its validation.
 //! - [`check`]: the `--check` checklist every binary prints.
 //! - [`channel`]: one publishing channel (a Lark app bound to a FastGPT app), looked up by id.
-//! - [`lark`]: Lark's callback protocol: decryption, signatures, event types.
+//! - [`lark`]: Lark's protocol: decryption, signatures, event types, the Open API client and its call counts.
+//! - [`metric_names`]: the names of the metrics the bridge exports.
 //! - [`conversation`]: who shares a FastGPT history, and the chatId.
 //! - [`topology`]: every stream, subject, consumer and KV bucket: the one place.
 //! - [`dead_letter`]: where undeliverable messages end, with the reason.
@@ -32,6 +33,7 @@ pub mod file_link;
 pub mod health;
 pub mod http_server;
 pub mod lark;
+pub mod metric_names;
 pub mod nats;
 pub mod neutralize;
 pub mod question;

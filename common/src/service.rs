@@ -6,12 +6,13 @@
 
 use std::net::SocketAddr;
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, kv};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::health::{Check, Health};
+use crate::lark::api::LarkClients;
 use crate::nats::{retry_until_ready, NatsError};
 use crate::status::StatusBoard;
 use crate::topology::{Topology, TopologyError};
@@ -84,20 +85,26 @@ impl Base {
     }
 
     /// Waits for NATS to create the streams and the status bucket (retrying;
-    /// `shutdown` ends the wait), then starts flushing the status.
+    /// `shutdown` ends the wait), then starts flushing the status. Returns
+    /// the status bucket (it also keeps the month's Lark call counts).
     pub async fn prepare(
         js: &jetstream::Context,
         topology: &Topology,
         streams: &Check,
         status: &StatusBoard,
         shutdown: &CancellationToken,
-    ) -> Result<(), StartError> {
+    ) -> Result<kv::Store, StartError> {
         retry_until_ready("creating the JetStream streams", shutdown, || topology.ensure_streams(js)).await?;
         let store = retry_until_ready("opening the status bucket", shutdown, || topology.status(js)).await?;
-        status.spawn_flusher(store, shutdown.clone());
+        status.spawn_flusher(store.clone(), shutdown.clone());
         crate::topology::usage::spawn_sampler(js.clone(), topology.clone(), shutdown.clone());
         streams.set(true);
-        Ok(())
+        Ok(store)
+    }
+
+    /// Counts `lark`'s calls durably, per app and month, until `shutdown`.
+    pub fn count_lark_calls(store: kv::Store, lark: &LarkClients, shutdown: &CancellationToken) {
+        crate::lark::calls::spawn_flusher(store, lark.counted(), shutdown.clone());
     }
 
     /// Serves `router` on `listener` until `stop` (health and metrics: the

@@ -6,6 +6,7 @@
 //! {ns}.events.{p}.{channel}.{conversation} ──▶ stream {ns}_events  (WorkQueue) ──▶ consumers {ns}_relay_{p}
 //! {ns}.replies.{p}.{channel}.{chat}        ──▶ stream {ns}_replies (WorkQueue) ──▶ consumers {ns}_responder_{p}
 //! {ns}.dead.{channel}.{stage}           ──▶ stream {ns}_dead    (Limits, kept nats.dead_max_age_days)
+//! {ns}.drafts.{p}.{channel}.{chat}         ──▶ core NATS, to the responder owning replies partition {p}
 //! KV {ns}_sessions: conversation generation (Reset)
 //! KV {ns}_attempts: failed attempts of a message in work
 //! KV {ns}_handled:  events already answered (de-duplicates Lark's re-pushes)
@@ -238,24 +239,21 @@ impl Topology {
     pub fn questions_bucket(&self) -> String {
         format!("{}_questions", self.ns)
     }
-    /// The streaming card of each answer: its id and last sequence, shared by
-    /// every responder replica.
+    /// The streaming card of each answer: its id, phase and the sequences
+    /// reserved on it, for whichever responder replica owns the chat next.
     pub fn cards_bucket(&self) -> String {
         format!("{}_cards", self.ns)
     }
     /// Drafts of streamed answers, relay to responder, on core NATS (no
-    /// stream: a lost draft costs nothing, the next one carries the whole text).
+    /// stream: a lost draft costs nothing, the next one carries the whole
+    /// text). The subject carries the chat's replies partition, so a draft
+    /// reaches the one responder that owns the chat, as its replies do.
     pub fn draft_subject(&self, channel: &str, chat_token: &str) -> String {
-        format!("{}.drafts.{channel}.{chat_token}", self.ns)
+        subjects::draft(&self.ns, channel, chat_token)
     }
-    /// What the responders subscribe to for drafts.
-    pub fn drafts_filter(&self) -> String {
-        format!("{}.drafts.>", self.ns)
-    }
-    /// The queue group of the responders' draft subscriptions: each draft
-    /// reaches one replica.
-    pub fn drafts_queue_group(&self) -> String {
-        format!("{}_responder_drafts", self.ns)
+    /// What the owner of replies partition `partition` subscribes to for drafts.
+    pub fn drafts_filter(&self, partition: u16) -> String {
+        subjects::drafts_filter(&self.ns, partition)
     }
 
     // ---- settings ------------------------------------------------------
@@ -639,6 +637,17 @@ pub mod keys {
     /// `{ns}_status`: what one service (`stage`) last saw of a channel.
     pub fn status(channel: &str, stage: &str) -> String {
         format!("{channel}.{stage}")
+    }
+
+    /// `{ns}_status`: the Lark API calls of app `app_id` in `month`
+    /// (`YYYY-MM`), counted by every service (`common::lark::calls`).
+    pub fn lark_calls(app_id: &str, month: &str) -> String {
+        let safe = app_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if safe && !app_id.is_empty() {
+            format!("calls.{app_id}.{month}")
+        } else {
+            format!("calls.{}.{month}", short_hash(&[app_id.as_bytes()]))
+        }
     }
 
     /// `{ns}_questions`: the question waiting in one conversation.

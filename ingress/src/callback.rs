@@ -286,6 +286,7 @@ mod tests {
             allow_unverified: false,
             subscription: Default::default(),
             streaming: true,
+            lark_calls_per_month: None,
         })
     }
 

@@ -40,7 +40,7 @@ impl Application {
         let health_stop = CancellationToken::new();
         let server = Base::serve(base.listener, base.health.router(), health_stop.clone());
         let (js, topology) = (&base.js, &base.topology);
-        Base::prepare(js, topology, &base.streams, &base.status, shutdown).await?;
+        let status_store = Base::prepare(js, topology, &base.streams, &base.status, shutdown).await?;
         let consumers = retry_until_ready("binding the relay consumers", shutdown, || {
             topology.partition_consumers(js, Queue::Events, ACK_WAIT)
         })
@@ -62,8 +62,11 @@ impl Application {
         // FastGPT calls carry their own (long) timeout; Lark calls a short one.
         let fastgpt_http = http_client(settings.relay.fastgpt_timeout())?;
         let lark_http = http_client(std::time::Duration::from_secs(10))?;
+        let lark = LarkClients::new(lark_http, &channels);
+        Base::count_lark_calls(status_store.clone(), &lark, shutdown);
         let relay = Relay {
-            lark: LarkClients::new(lark_http, &channels),
+            lark,
+            lark_usage: common::lark::calls::UsageCache::new(status_store),
             channels,
             fastgpt: FastGpt::new(fastgpt_http, settings.relay.fastgpt_timeout()),
             sessions: Sessions::new(sessions),

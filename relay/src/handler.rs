@@ -60,6 +60,8 @@ pub struct Relay {
     pub attachments: Attachments,
     /// Question cards waiting for a click.
     pub questions: Questions,
+    /// Each app's Lark calls this month, against its budget.
+    pub lark_usage: common::lark::calls::UsageCache,
 }
 
 /// What the relay decided to say for one event.
@@ -255,6 +257,21 @@ impl Relay {
         Outcome::Done
     }
 
+    /// Whether this answer streams: the channel says so, and its app has not
+    /// spent 90 % of its monthly Lark call budget (a streamed answer costs
+    /// several calls more than a whole one).
+    async fn streams(&self, channel: &Channel) -> bool {
+        if !channel.streaming {
+            return false;
+        }
+        let usage = self.lark_usage.usage(&channel.app_id, channel.lark_calls_per_month).await;
+        if usage.streaming_allowed() {
+            return true;
+        }
+        tracing::info!(calls = usage.calls, budget = ?usage.budget, "past 90 % of the month's Lark calls: answering whole");
+        false
+    }
+
     /// What to say; `Err` carries the outcome when the event must be retried.
     async fn decide(
         &self,
@@ -355,7 +372,7 @@ impl Relay {
         let started = std::time::Instant::now();
         let ask_span = tracing::info_span!("fastgpt.ask", fastgpt_chat_id = %chat_id, outcome = tracing::field::Empty);
         let ask = Ask { chat_id: &chat_id, custom_uid: &custom_uid, text: &text, attachments: &attachments };
-        let (result, partial, interaction) = if channel.streaming {
+        let (result, partial, interaction) = if self.streams(channel).await {
             let streamed =
                 crate::streaming::ask(self, channel, &ask, target, typing).instrument(ask_span.clone()).await;
             (streamed.result, streamed.partial, streamed.interaction)

@@ -4,7 +4,8 @@
 //! publishes a card start (durable, on the replies queue: the responder that
 //! owns the chat creates the card and shows it, in the chat's order); then,
 //! at most every [`DRAFT_EVERY`], a draft with the whole text so far (core
-//! NATS: a lost one costs nothing). The text is appended to as it arrives and
+//! NATS, on a subject of the chat's replies partition, so it reaches the
+//! same responder: a lost one costs nothing). The text is appended to as it arrives and
 //! each draft copies at most `DRAFT_MAX_TEXT` bytes of it, so the cost stays
 //! linear in the answer's length. The final answer is published by the
 //! handler as for any answer; it is what ends up in the card.
@@ -22,9 +23,11 @@ use crate::fastgpt::{Ask, FastGptError, Piece};
 use crate::handler::Relay;
 use crate::typing::Typing;
 
-/// How often the text so far goes to the responder. The responder paces the
-/// card itself (`responder.stream_update_ms`); this only bounds the traffic.
-pub const DRAFT_EVERY: Duration = Duration::from_millis(100);
+/// How often the text so far goes to the responder. The responder decides
+/// when the card shows it (at least `responder.stream_update_ms` apart, less
+/// often as the answer grows older); this only bounds the traffic and the
+/// work per answer.
+pub const DRAFT_EVERY: Duration = Duration::from_millis(250);
 
 /// What a streamed ask ended with.
 pub struct Streamed {

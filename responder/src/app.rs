@@ -1,8 +1,9 @@
 //! Building and running the responder: health listener, NATS, topology, then
 //! the shared pull loop (`common::worker`) with the [`Responder`] handler. The
-//! worker leases partitions of the replies queue (by chat), and the per-app
-//! pacing follows the share of partitions this replica holds
-//! ([`crate::pacing`]).
+//! worker leases partitions of the replies queue (by chat); the per-app
+//! budget follows the share of partitions this replica holds
+//! ([`crate::budget`]), and the drafts of those partitions' cards come here
+//! ([`crate::drafts`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,14 +13,15 @@ use common::config::Settings;
 use common::lark::api::LarkClients;
 use common::nats::retry_until_ready;
 use common::service::{http_client, Base};
-use common::topology::{Queue, ACK_WAIT, LEASE_TTL, PARTITIONS};
+use common::topology::{Queue, ACK_WAIT, LEASE_TTL};
 use common::worker::{Share, Worker};
 use tokio_util::sync::CancellationToken;
 
 pub use common::service::StartError;
 
+use crate::budget::{Budget, Limits};
 use crate::card_state::Cards;
-use crate::drafts::Drafts;
+use crate::drafts::{Drafts, Streams};
 use crate::handler::Responder;
 use crate::pacing::Pacing;
 
@@ -30,6 +32,7 @@ pub struct Application {
     server: tokio::task::JoinHandle<()>,
     worker: Worker<Responder>,
     pacing: Pacing,
+    budget: Budget,
     /// Draft updates of streaming cards, with their NATS client and names.
     drafts: (Arc<Drafts>, async_nats::Client, common::topology::Topology),
 }
@@ -43,7 +46,7 @@ impl Application {
         let health_stop = CancellationToken::new();
         let server = Base::serve(base.listener, base.health.router(), health_stop.clone());
         let (js, topology) = (&base.js, &base.topology);
-        Base::prepare(js, topology, &base.streams, &base.status, shutdown).await?;
+        let status_store = Base::prepare(js, topology, &base.streams, &base.status, shutdown).await?;
         let consumers = retry_until_ready("binding the responder consumers", shutdown, || {
             topology.partition_consumers(js, Queue::Replies, ACK_WAIT)
         })
@@ -60,18 +63,23 @@ impl Application {
 
         let channels = Channels::new(&settings.channels);
         let r = &settings.responder;
-        let pacing = Pacing::new(
-            channels.iter().map(|c| c.app_id.as_str()),
-            r.per_chat_per_second,
-            r.app_per_second,
-            r.app_per_minute,
-        );
-        // Nothing held yet: the smallest share, until the leases say more.
-        pacing.set_share(0, PARTITIONS);
+        // Nothing held yet: nothing to spend until the leases say more.
+        let budget = Budget::new(Limits { per_second: r.app_per_second, per_minute: r.app_per_minute });
+        let pacing = Pacing::new(r.per_chat_per_second, budget.clone());
         let lark = LarkClients::new(http_client(r.lark_timeout())?, &channels);
-        let drafts = Drafts::new(lark.clone(), cards.clone(), r.stream_update());
+        Base::count_lark_calls(status_store, &lark, shutdown);
+        let streams = Streams::default();
+        let drafts = Arc::new(Drafts {
+            lark: lark.clone(),
+            cards: cards.clone(),
+            streams: streams.clone(),
+            budget: budget.clone(),
+            floor: r.stream_update(),
+        });
         let responder = Responder {
             lark,
+            streams,
+            budget: budget.clone(),
             pacing: pacing.clone(),
             js: js.clone(),
             topology: topology.clone(),
@@ -95,7 +103,7 @@ impl Application {
         tracing::info!(addr = %base.addr, "responder ready");
         let (addr, health) = (base.addr, base.health);
         let drafts = (drafts, base.client.clone(), topology.clone());
-        Ok(Self { addr, health, health_stop, server, worker, pacing, drafts })
+        Ok(Self { addr, health, health_stop, server, worker, pacing, budget, drafts })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -117,15 +125,16 @@ impl Application {
         };
         // The per-app limits follow this replica's share of the partitions.
         let mut shares = self.worker.share.subscribe();
+        let budget = self.budget.clone();
         let follow = tokio::spawn(async move {
             while shares.changed().await.is_ok() {
                 let share = *shares.borrow_and_update();
-                pacing.set_share(share.held, share.of);
-                tracing::info!(partitions = share.held, of = share.of, "per-app pacing follows the partitions held");
+                budget.set_share(share);
+                tracing::info!(partitions = share.held, of = share.of, "per-app limits follow the partitions held");
             }
         });
         let (drafts, client, topology) = self.drafts;
-        let drafts = tokio::spawn(drafts.run(client, topology, shutdown.clone()));
+        let drafts = tokio::spawn(drafts.run(client, topology, self.worker.share.subscribe(), shutdown.clone()));
         self.worker.run(shutdown, bound).await;
         let _ = drafts.await;
         janitor.abort();

@@ -3,9 +3,11 @@
 //! cards, in order.
 //!
 //! The final answer first takes the card over (phase `Final`, its
-//! operations' sequences reserved in one compare-and-set): from then on no
-//! draft writes, and a draft already on its way to Lark carries a lower
-//! sequence, so Lark refuses it (300317) or the final text overwrites it.
+//! operations' sequences reserved in one compare-and-set, above every block
+//! of sequences reserved for drafts): from then on no draft writes, and a
+//! draft already on its way to Lark carries a lower sequence, so Lark
+//! refuses it (300317) or the final text overwrites it. Its operations come
+//! out of the app's CardKit budget ahead of any draft (`crate::budget`).
 //! Within the 10-minute streaming window the card's text is set and
 //! streaming closed; after it (or when Lark says it has closed), the whole
 //! card is replaced, which works at any time.
@@ -19,6 +21,7 @@ use common::lark::cardkit::{card_message_content, CardFailure, CARDKIT_FIX};
 use common::topology::keys;
 use common::worker::Outcome;
 
+use crate::budget::{Api, Class};
 use crate::card_start::count_card_op;
 use crate::card_state::{now_ms, CardState, Phase};
 use crate::handler::{send_part, Responder};
@@ -42,7 +45,9 @@ impl Responder {
         attempt: u32,
     ) -> Outcome {
         let key = &keys::card(&command.channel, &command.source);
-        // 1. Take the card over and reserve the final operations.
+        // 1. No draft goes out from now on (one already on its way carries a
+        // lower sequence); take the card over and reserve the final operations.
+        self.streams.settle(key);
         let taken = self
             .cards
             .modify(key, |s| {
@@ -160,12 +165,23 @@ impl Responder {
         state: &CardState,
         sequence: u64,
     ) -> Result<(), LarkError> {
+        let app = &lark.channel().app_id;
         if now_ms().saturating_sub(state.opened_at) < STREAMING_WINDOW_MS {
-            let set = lark.set_card_text(card_id, ANSWER_ELEMENT, text, sequence).await;
+            self.budget.take(app, Api::CardContent, Class::Answer).await;
+            let set = self.paused_on_limit(
+                app,
+                Api::CardContent,
+                lark.set_card_text(card_id, ANSWER_ELEMENT, text, sequence).await,
+            );
             count_card_op(&command.channel, "update", &set);
             let closed = match set {
                 Ok(()) => {
-                    let closed = lark.close_streaming(card_id, summary, sequence + 1).await;
+                    self.budget.take(app, Api::CardSettings, Class::Answer).await;
+                    let closed = self.paused_on_limit(
+                        app,
+                        Api::CardSettings,
+                        lark.close_streaming(card_id, summary, sequence + 1).await,
+                    );
                     count_card_op(&command.channel, "close", &closed);
                     closed
                 }
@@ -178,9 +194,22 @@ impl Responder {
                 other => return other,
             }
         }
+        self.budget.take(app, Api::CardUpdate, Class::Answer).await;
         let replaced = lark.replace_card(card_id, &streaming_card(text, false), sequence + 2).await;
+        let replaced = self.paused_on_limit(app, Api::CardUpdate, replaced);
         count_card_op(&command.channel, "replace", &replaced);
         replaced
+    }
+
+    /// A call Lark refused as over its rate limit pauses that API for the
+    /// app until Lark's reset (the answer itself is retried after it).
+    fn paused_on_limit<T>(&self, app: &str, api: Api, result: Result<T, LarkError>) -> Result<T, LarkError> {
+        if let Err(e) = &result {
+            if e.is_rate_limited() {
+                self.budget.pause(app, api, e.retry_after());
+            }
+        }
+        result
     }
 
     /// Writes the state; a failure is logged (at worst a retry repeats a step,

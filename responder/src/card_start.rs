@@ -18,8 +18,11 @@ use common::lark::cardkit::{card_message_content, CardFailure, CARDKIT_FIX, CARD
 use common::topology::keys;
 use common::worker::{backoff, Outcome};
 
+use crate::budget::{Api, Class};
 use crate::card_state::{now_ms, CardState, Phase};
+use crate::drafts::Chat;
 use crate::handler::{send_part, Responder};
+use crate::live_cards::{partition_of_chat, LiveCard};
 use crate::render::{card_chunks, streaming_card, Part};
 
 impl Responder {
@@ -33,7 +36,14 @@ impl Responder {
         let ReplyBody::CardStart { text, run, first_text_at } = &command.body else { return Outcome::Done };
         let key = keys::card(&command.channel, &command.source);
         let state = match self.cards.read(&key).await {
-            Ok(Some((state, _))) => state,
+            Ok(Some((state, _))) => {
+                // A redelivery, or this replica took the chat over: its drafts
+                // go on here, above the sequences anyone used before.
+                if state.phase == Phase::Streaming && !self.streams.lock().contains(&key) {
+                    self.adopt_card(lark, command, &key).await;
+                }
+                state
+            }
             Ok(None) => match self.create_card(lark, command, &key, text, *run, attempt).await {
                 Ok(Some(state)) => state,
                 Ok(None) => return Outcome::Done,
@@ -57,7 +67,7 @@ impl Responder {
                     tracing::warn!(error = %e, "cannot record the card as shown (the final answer shows it again, once)");
                 }
                 let waited = now_ms().saturating_sub(*first_text_at);
-                metrics::histogram!("lark_bridge_stream_first_text_seconds", "channel" => command.channel.clone())
+                metrics::histogram!(common::metric_names::STREAM_FIRST_TEXT, "channel" => command.channel.clone())
                     .record(waited as f64 / 1000.0);
                 tracing::info!(card_id, first_text_ms = waited, "streaming card shown");
                 Outcome::Done
@@ -92,15 +102,28 @@ impl Responder {
             };
         }
         let first = card_chunks(text).swap_remove(0);
+        let app = &lark.channel().app_id;
+        self.budget.take(app, Api::CardCreate, Class::Answer).await;
         let created = lark.create_card(&streaming_card(&first, true)).await;
         count_card_op(&command.channel, "create", &created);
         let card_id = match created {
             Ok(id) => id,
-            Err(e) => return Err(self.card_start_failed(command, key, &e, attempt).await),
+            Err(e) => {
+                if e.is_rate_limited() {
+                    self.budget.pause(app, Api::CardCreate, e.retry_after());
+                }
+                return Err(self.card_start_failed(command, key, &e, attempt).await);
+            }
         };
-        let state = CardState::streaming(card_id, (run, 0));
+        let state = CardState::streaming(card_id.clone(), (run, 0));
         match self.cards.create(key, &state).await {
-            Ok(Some(_)) => Ok(Some(state)),
+            Ok(Some(_)) => {
+                let ids = (command.channel.clone(), app.clone(), card_id);
+                let partition = partition_of_chat(&command.channel, &command.chat_id);
+                let card = LiveCard::new(ids, partition, state.opened_at, (run, 0), (1, state.sequence));
+                self.streams.start(key.to_owned(), card);
+                Ok(Some(state))
+            }
             // Another replica created one first: use theirs (ours is never shown).
             Ok(None) => match self.cards.read(key).await {
                 Ok(Some((theirs, _))) => Ok(Some(theirs)),
@@ -109,6 +132,15 @@ impl Responder {
             },
             // Each try creates a card nobody sees: a few at most.
             Err(e) => Err(self.start_later(attempt, &e.to_string())),
+        }
+    }
+
+    /// Takes the card into this replica's memory with a new block of
+    /// sequences; without it the card still gets its final answer.
+    async fn adopt_card(&self, lark: &LarkClient, command: &ReplyCommand, key: &str) {
+        let chat = Chat { channel: &command.channel, app_id: &lark.channel().app_id, chat_id: &command.chat_id };
+        if let Err(e) = self.streams.adopt(&self.cards, key, &chat).await {
+            tracing::warn!(error = %e, "cannot take the card over; it shows its final answer only");
         }
     }
 
@@ -207,6 +239,6 @@ pub(crate) fn count_card_op<T>(channel: &str, op: &'static str, result: &Result<
         Ok(_) => "0".to_owned(),
         Err(e) => e.code_label(),
     };
-    metrics::counter!("lark_bridge_card_operations_total", "channel" => channel.to_owned(), "op" => op, "code" => code)
+    metrics::counter!(common::metric_names::CARD_OPERATIONS, "channel" => channel.to_owned(), "op" => op, "code" => code)
         .increment(1);
 }

@@ -1,12 +1,16 @@
-//! The streaming card of one answer, shared by every responder replica in
-//! the `{ns}_cards` bucket (key `common::topology::keys::card`).
+//! The streaming card of one answer, as recorded in the `{ns}_cards` bucket
+//! (key `common::topology::keys::card`): what a responder replica needs to
+//! carry an answer's card on after another replica crashed or gave the
+//! chat's partition up.
 //!
 //! Every change is a compare-and-set on the key's revision, so replicas agree
-//! on one card per answer and on its sequence: an operation reserves its
-//! `sequence` in the bucket before it calls Lark, which makes the sequences
-//! of one card strictly rising whoever sends them. The phase is what keeps a
-//! late draft from overwriting the final answer: once the final answer has
-//! reserved its operations, drafts find the phase changed and stop.
+//! on one card per answer. Sequences (which Lark requires to rise strictly
+//! across every operation on a card) are reserved here in blocks
+//! ([`SEQUENCE_BLOCK`]): the replica updating the card spends its block in
+//! memory (`crate::live_cards`), and whoever comes next (a new owner, or the
+//! final answer) reserves above it. The phase is what keeps a late draft
+//! from overwriting the final answer: once the final answer has taken the
+//! card, no replica adopts it for drafts again.
 
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
@@ -65,18 +69,26 @@ impl CardState {
         }
     }
 
+    /// A new card's record: the first block of sequences is the creator's.
     pub fn streaming(card_id: String, version: (u64, u64)) -> Self {
         let now = now_ms();
         Self {
             phase: Phase::Streaming,
             card_id: Some(card_id),
-            sequence: 0,
+            sequence: SEQUENCE_BLOCK,
             version,
             sent: false,
             opened_at: now,
             last_op_at: now,
             parts_shown: 0,
         }
+    }
+
+    /// Reserves the next block of sequences for the replica that will
+    /// update the card: (first, last).
+    pub fn reserve_block(&mut self) -> (u64, u64) {
+        let first = self.reserve(SEQUENCE_BLOCK);
+        (first, self.sequence)
     }
 
     /// Reserves the next `n` sequences; returns the first.
@@ -87,6 +99,11 @@ impl CardState {
         first
     }
 }
+
+/// Sequences a replica reserves at once for the drafts of one card: more
+/// than a card can take in its 10-minute streaming window at the per-card
+/// limit's pace of the drafts (an update every 300 ms at the most).
+pub const SEQUENCE_BLOCK: u64 = 2_000;
 
 #[derive(Debug, thiserror::Error)]
 #[error("the streaming-cards bucket: {0}")]
@@ -166,12 +183,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reservations_rise() {
+    fn reservations_rise_above_every_block_reserved_before() {
         let mut s = CardState::streaming("c".into(), (1, 1));
-        assert_eq!(s.reserve(1), 1);
-        assert_eq!(s.reserve(3), 2);
-        assert_eq!(s.reserve(1), 5);
-        assert_eq!(s.sequence, 5);
+        assert_eq!(s.sequence, SEQUENCE_BLOCK, "the creator's block: 1..=SEQUENCE_BLOCK");
+        assert_eq!(s.reserve_block(), (SEQUENCE_BLOCK + 1, 2 * SEQUENCE_BLOCK), "a new owner's block");
+        assert_eq!(s.reserve(3), 2 * SEQUENCE_BLOCK + 1, "the final answer's operations");
+        assert_eq!(s.sequence, 2 * SEQUENCE_BLOCK + 3);
     }
 
     #[test]

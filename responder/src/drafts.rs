@@ -1,195 +1,309 @@
-//! Drafts of streamed answers into their cards.
+//! Drafts of streamed answers into their cards, at the replica that owns
+//! the chat.
 //!
-//! Drafts arrive on core NATS in a queue group, so each reaches one replica,
-//! whichever. Each replica keeps, per card, only the newest draft it has not
-//! shown yet, and one task per card shows it when the card may change again:
-//! at most every `responder.stream_update_ms` for the card across every
-//! replica (the time of the card's last operation is in its shared state, and
-//! each operation reserves its sequence there by compare-and-set). A draft
-//! older than the one shown, or arriving once the final answer has the card,
-//! is dropped: each carries the whole text so far, so nothing is lost.
+//! A draft's subject carries its chat's replies partition, and this replica
+//! subscribes to the drafts of exactly the partitions it holds (following
+//! the worker's leases), so a card's drafts, its card start and its final
+//! answer all reach one replica. The cards live in memory there
+//! ([`crate::live_cards`]): one task per replica decides which card changes
+//! next, within the app's budget for element updates ([`crate::budget`],
+//! class `Draft`: the final answers keep the rest), and calls Lark without
+//! waiting for the answer. Each draft carries the whole text so far, so a
+//! draft dropped (too early, outdated, or refused) loses nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::envelope::{header, Draft, TRACEPARENT_HEADER};
 use common::lark::api::LarkClients;
 use common::lark::cardkit::CardFailure;
-use common::topology::{keys, Topology};
+use common::metric_names::STREAMING_CARDS;
+use common::topology::{keys, Topology, PARTITIONS};
+use common::worker::Share;
 use futures::StreamExt;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::budget::{Api, Budget, Class};
 use crate::card_finish::STREAMING_WINDOW_MS;
 use crate::card_start::count_card_op;
-use crate::card_state::{now_ms, Cards, Phase};
+use crate::card_state::{now_ms, Cards, Phase, StoreError};
+use crate::live_cards::{partition_of_chat, LiveCard, LiveCards, Offered, Update};
 use crate::render::{card_chunks, ANSWER_ELEMENT};
+
+/// Drafts received but not yet looked at, at most (more are dropped: the
+/// next one carries the whole text).
+const INBOX: usize = 4096;
+
+/// The cards this replica updates, shared by the card start, the final
+/// answer and the drafts task.
+#[derive(Clone)]
+pub struct Streams {
+    pub cards: Arc<Mutex<LiveCards>>,
+    /// Wakes the drafts task: a card arrived or an update ended.
+    pub changed: Arc<Notify>,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        Self { cards: Arc::new(Mutex::new(LiveCards::default())), changed: Arc::new(Notify::new()) }
+    }
+}
+
+impl Streams {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, LiveCards> {
+        self.cards.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts updating a card at this replica.
+    pub fn start(&self, key: String, card: LiveCard) {
+        self.lock().insert(key, card);
+        self.changed.notify_one();
+    }
+
+    /// The card no longer takes drafts here (its final answer has it).
+    pub fn settle(&self, key: &str) {
+        self.lock().settle(key, Instant::now());
+    }
+
+    /// Takes over the card recorded under `key`, which another replica (or
+    /// an earlier life of this one) was updating: a new block of sequences
+    /// above any used before.
+    pub async fn adopt(&self, cards: &Cards, key: &str, chat: &Chat<'_>) -> Result<Adopted, StoreError> {
+        let mut block = (0, 0);
+        let taken = cards
+            .modify(key, |s| {
+                if s.phase != Phase::Streaming || s.card_id.is_none() {
+                    return false;
+                }
+                block = s.reserve_block();
+                true
+            })
+            .await?;
+        let Some((state, _)) = taken else {
+            return Ok(match cards.read(key).await? {
+                None => Adopted::NotStarted,
+                Some(_) => Adopted::NotStreaming,
+            });
+        };
+        let Some(card_id) = state.card_id else { return Ok(Adopted::NotStreaming) };
+        let ids = (chat.channel.to_owned(), chat.app_id.to_owned(), card_id);
+        let partition = partition_of_chat(chat.channel, chat.chat_id);
+        self.start(key.to_owned(), LiveCard::new(ids, partition, state.opened_at, state.version, block));
+        Ok(Adopted::Yes)
+    }
+}
+
+/// Whose card: its channel, app and chat.
+pub struct Chat<'a> {
+    pub channel: &'a str,
+    pub app_id: &'a str,
+    pub chat_id: &'a str,
+}
+
+/// What [`Streams::adopt`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Adopted {
+    /// The card streams here now.
+    Yes,
+    /// No card yet: its card start is on its way.
+    NotStarted,
+    /// The card is the final answer's, or the answer went out whole.
+    NotStreaming,
+}
 
 pub struct Drafts {
     pub lark: LarkClients,
     pub cards: Cards,
-    /// At most one card operation this often per card.
-    pub every: Duration,
-    /// Per card key: the newest draft not shown yet. A key is present while
-    /// its task runs.
-    pending: Mutex<HashMap<String, Option<Draft>>>,
-}
-
-/// What became of one draft.
-enum Shown {
-    /// Shown, dropped as outdated, or failed (the next draft tries again).
-    Settled,
-    /// The card changed too recently: try again after this.
-    Later(Duration),
+    pub streams: Streams,
+    pub budget: Budget,
+    /// The shortest time between two updates of one card.
+    pub floor: Duration,
 }
 
 impl Drafts {
-    pub fn new(lark: LarkClients, cards: Cards, every: Duration) -> Arc<Self> {
-        Arc::new(Self { lark, cards, every, pending: Mutex::new(HashMap::new()) })
-    }
-
-    /// Receives drafts until `shutdown`.
-    pub async fn run(self: Arc<Self>, client: async_nats::Client, topology: Topology, shutdown: CancellationToken) {
-        let mut subscription = loop {
-            match client.queue_subscribe(topology.drafts_filter(), topology.drafts_queue_group()).await {
-                Ok(s) => break s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot subscribe to drafts; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                }
-            }
-        };
+    /// Receives and shows drafts until `shutdown`, subscribed to the
+    /// partitions `share` says this replica holds.
+    pub async fn run(
+        self: Arc<Self>,
+        client: async_nats::Client,
+        topology: Topology,
+        mut share: watch::Receiver<Share>,
+        shutdown: CancellationToken,
+    ) {
+        let (tx, mut inbox) = mpsc::channel::<(Draft, Option<String>)>(INBOX);
+        let mut subscriptions: HashMap<u16, JoinHandle<()>> = HashMap::new();
+        let held = *share.borrow_and_update();
+        follow(&client, &topology, held, &mut subscriptions, &tx);
+        let mut janitor = tokio::time::interval(Duration::from_secs(5));
+        let mut wake: Option<Instant> = None;
         loop {
-            let message = tokio::select! {
-                m = subscription.next() => m,
-                _ = shutdown.cancelled() => break,
-            };
-            let Some(message) = message else { break };
-            match serde_json::from_slice::<Draft>(&message.payload) {
-                Ok(draft) => {
-                    let traceparent = header(message.headers.as_ref(), TRACEPARENT_HEADER).map(str::to_owned);
-                    self.offer(draft, traceparent);
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
                 }
-                Err(e) => tracing::warn!(error = %e, subject = %message.subject, "not a draft; ignored"),
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = share.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let held = *share.borrow_and_update();
+                    follow(&client, &topology, held, &mut subscriptions, &tx);
+                    self.streams.lock().keep_partitions(|p| held.holds(p));
+                }
+                Some((draft, traceparent)) = inbox.recv() => self.offer(draft, traceparent),
+                _ = self.streams.changed.notified() => {}
+                _ = janitor.tick() => self.tidy(),
+                _ = sleep => {}
             }
+            wake = self.show_due();
         }
-        let _ = subscription.unsubscribe().await;
+        for (_, s) in subscriptions {
+            s.abort();
+        }
     }
 
-    /// Keeps `draft` as its card's newest; starts the card's task if none runs.
+    /// Keeps a draft for its card; a card this replica has not seen is
+    /// looked up in the bucket (a new owner after a crash or rebalance).
     fn offer(self: &Arc<Self>, draft: Draft, traceparent: Option<String>) {
         let key = keys::card(&draft.channel, &draft.source);
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = pending.get_mut(&key) {
-            if slot.as_ref().is_none_or(|d| d.version() < draft.version()) {
-                *slot = Some(draft);
+        let offered = self.streams.lock().offer(&key, draft.clone(), Instant::now());
+        if offered == Offered::Adopt {
+            let span = tracing::info_span!("responder.adopt_card", card = %key, trace_id = tracing::field::Empty);
+            if let Some(tp) = traceparent {
+                let mut h = async_nats::HeaderMap::new();
+                h.insert(TRACEPARENT_HEADER, tp.as_str());
+                common::telemetry::continue_trace(&span, Some(&h));
             }
-            return;
-        }
-        pending.insert(key.clone(), Some(draft));
-        drop(pending);
-        let span = tracing::info_span!("responder.drafts", card = %key, trace_id = tracing::field::Empty);
-        if let Some(tp) = traceparent {
-            let mut h = async_nats::HeaderMap::new();
-            h.insert(TRACEPARENT_HEADER, tp.as_str());
-            common::telemetry::continue_trace(&span, Some(&h));
-        }
-        let me = self.clone();
-        tokio::spawn(async move { me.show_card(key).await }.instrument(span));
-    }
-
-    /// The card's task: shows its newest draft whenever the card may change,
-    /// until no draft waits.
-    async fn show_card(self: Arc<Self>, key: String) {
-        loop {
-            let next = {
-                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-                match pending.get_mut(&key).and_then(Option::take) {
-                    Some(d) => d,
-                    None => {
-                        pending.remove(&key);
-                        return;
-                    }
-                }
-            };
-            match self.show(&key, &next).await {
-                Shown::Settled => tokio::time::sleep(self.every).await,
-                Shown::Later(wait) => {
-                    {
-                        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-                        if let Some(slot @ None) = pending.get_mut(&key) {
-                            *slot = Some(next);
-                        }
-                    }
-                    tokio::time::sleep(wait).await;
-                }
-            }
+            let me = self.clone();
+            tokio::spawn(async move { me.adopt(key, draft).await }.instrument(span));
         }
     }
 
-    async fn show(&self, key: &str, draft: &Draft) -> Shown {
-        let Some(lark) = self.lark.get(&draft.channel) else { return Shown::Settled };
-        let text = card_chunks(&draft.text).swap_remove(0);
-        if text.is_empty() {
-            return Shown::Settled; // Lark refuses an empty text
+    /// Takes over a card another replica was updating. Nothing when the
+    /// card has not started yet (its card start will bring it) or no longer
+    /// streams.
+    async fn adopt(self: Arc<Self>, key: String, draft: Draft) {
+        let Some(lark) = self.lark.get(&draft.channel) else { return };
+        let chat = Chat { channel: &draft.channel, app_id: &lark.channel().app_id, chat_id: &draft.chat_id };
+        match self.streams.adopt(&self.cards, &key, &chat).await {
+            Ok(Adopted::Yes) => tracing::info!("carrying on a streaming card another replica started"),
+            Ok(Adopted::NotStarted) => {}
+            Ok(Adopted::NotStreaming) => self.streams.settle(&key),
+            Err(e) => tracing::debug!(error = %e, "cannot take the card over; a later draft tries again"),
         }
-        let every_ms = self.every.as_millis() as u64;
-        let mut sequence = 0;
-        let mut outdated = false;
-        let mut wait = None;
-        let reserved = self
-            .cards
-            .modify(key, |s| {
-                (outdated, wait) = (false, None);
-                // Not started yet (its card start is on its way), or no longer streaming.
-                if s.phase != Phase::Streaming || s.card_id.is_none() || s.version >= draft.version() {
-                    outdated = true;
-                    return false;
-                }
-                let now = now_ms();
-                if now.saturating_sub(s.opened_at) >= STREAMING_WINDOW_MS {
-                    outdated = true; // the final answer replaces the card
-                    return false;
-                }
-                let since = now.saturating_sub(s.last_op_at);
-                if since < every_ms {
-                    wait = Some(Duration::from_millis(every_ms - since));
-                    return false;
-                }
-                sequence = s.reserve(1);
-                s.version = draft.version();
-                true
-            })
-            .await;
-        let state = match reserved {
-            Ok(Some((state, _))) => state,
-            Ok(None) => {
-                return match wait {
-                    Some(w) if !outdated => Shown::Later(w),
-                    _ => Shown::Settled,
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot reserve a card update; the next draft tries again");
-                return Shown::Settled;
-            }
+    }
+
+    /// Starts the updates that are due and fit the budget; when to look again.
+    fn show_due(self: &Arc<Self>) -> Option<Instant> {
+        let now = Instant::now();
+        let (updates, wake) = self.streams.lock().due(
+            now,
+            self.floor,
+            |app| self.budget.draft_rate(app),
+            |app| self.budget.try_take(app, Api::CardContent, Class::Draft),
+        );
+        for update in updates {
+            let me = self.clone();
+            let span = tracing::info_span!("responder.draft", card = %update.key, sequence = update.sequence);
+            tokio::spawn(async move { me.show(update).await }.instrument(span));
+        }
+        wake
+    }
+
+    /// One update of a card's text.
+    async fn show(self: Arc<Self>, u: Update) {
+        let Some(lark) = self.lark.get(&u.channel) else { return };
+        let text = card_chunks(&u.draft.text).swap_remove(0);
+        let result = if text.is_empty() {
+            Ok(()) // Lark refuses an empty text; the next draft has words
+        } else {
+            lark.set_card_text(&u.card_id, ANSWER_ELEMENT, &text, u.sequence).await
         };
-        let Some(card_id) = state.card_id.as_deref() else { return Shown::Settled };
-        let result = lark.set_card_text(card_id, ANSWER_ELEMENT, &text, sequence).await;
-        count_card_op(&draft.channel, "draft", &result);
-        if let Err(e) = result {
-            match CardFailure::of(&e) {
-                // A later operation went first, or the window closed: the final answer covers it.
+        count_card_op(&u.channel, "draft", &result);
+        let shown = match &result {
+            Ok(()) => true,
+            Err(e) => match CardFailure::of(e) {
+                // A later operation went first (the final answer, or a new
+                // owner), or the window closed: the final answer covers it.
                 CardFailure::SequenceTaken | CardFailure::StreamingClosed => {
-                    tracing::debug!(error = %e, "draft not shown")
+                    tracing::debug!(error = %e, "draft not shown; the card is the final answer's now");
+                    self.streams.settle(&u.key);
+                    return;
                 }
-                _ => tracing::warn!(error = %e, "cannot update the streaming card; the next draft tries again"),
+                _ => {
+                    if e.is_rate_limited() {
+                        self.budget.pause(&u.app_id, Api::CardContent, e.retry_after());
+                    }
+                    tracing::warn!(error = %e, "cannot update the streaming card; the next draft tries again");
+                    false
+                }
+            },
+        };
+        self.streams.lock().updated(&u.key, u.draft, shown, Instant::now());
+        self.streams.changed.notify_one();
+    }
+
+    /// Drops what waited too long and cards whose window closed; reports
+    /// the cards streaming.
+    fn tidy(&self) {
+        let mut cards = self.streams.lock();
+        cards.expire(Instant::now(), now_ms(), STREAMING_WINDOW_MS);
+        metrics::gauge!(STREAMING_CARDS).set(cards.len() as f64);
+        drop(cards);
+        self.budget.forget_idle();
+    }
+}
+
+/// Subscribes to the drafts of the partitions `held` holds and of no other.
+fn follow(
+    client: &async_nats::Client,
+    topology: &Topology,
+    held: Share,
+    subscriptions: &mut HashMap<u16, JoinHandle<()>>,
+    tx: &mpsc::Sender<(Draft, Option<String>)>,
+) {
+    subscriptions.retain(|p, task| {
+        let keep = held.holds(*p);
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    for p in (0..PARTITIONS).filter(|p| held.holds(*p)) {
+        if subscriptions.contains_key(&p) {
+            continue;
+        }
+        let (client, subject, tx) = (client.clone(), topology.drafts_filter(p), tx.clone());
+        subscriptions.insert(p, tokio::spawn(forward(client, subject, tx)));
+    }
+}
+
+/// Forwards one partition's drafts to the drafts task until aborted.
+async fn forward(client: async_nats::Client, subject: String, tx: mpsc::Sender<(Draft, Option<String>)>) {
+    let mut subscription = loop {
+        match client.subscribe(subject.clone()).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(error = %e, %subject, "cannot subscribe to drafts; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-        Shown::Settled
+    };
+    while let Some(message) = subscription.next().await {
+        match serde_json::from_slice::<Draft>(&message.payload) {
+            Ok(draft) => {
+                let traceparent = header(message.headers.as_ref(), TRACEPARENT_HEADER).map(str::to_owned);
+                // Full: this draft is dropped, the next one carries the whole text.
+                let _ = tx.try_send((draft, traceparent));
+            }
+            Err(e) => tracing::warn!(error = %e, subject = %message.subject, "not a draft; ignored"),
+        }
     }
 }

@@ -41,8 +41,13 @@ pub struct Responder {
     pub max_attempts: u32,
     pub status: common::status::StatusBoard,
     pub shown: ShownParts,
-    /// Streaming cards, shared with the other replicas.
+    /// Streaming cards' records, for whichever replica owns the chat next.
     pub cards: Cards,
+    /// The cards this replica is updating.
+    pub streams: crate::drafts::Streams,
+    /// Lark's per-app limits, this replica's share (CardKit; messages go
+    /// through `pacing`, which draws on the same budget).
+    pub budget: crate::budget::Budget,
     /// Channels whose cards CardKit refused lately.
     pub cardkit_refused: crate::card_start::CardkitRefusals,
 }
@@ -152,6 +157,11 @@ impl Responder {
         e: &LarkError,
         part: usize,
     ) -> Outcome {
+        if e.is_rate_limited() {
+            if let Some(lark) = self.lark.get(&command.channel) {
+                self.pacing.pause(&lark.channel().app_id, e.retry_after());
+            }
+        }
         match e.class() {
             ErrorClass::Transient { retry_after } if attempt < self.max_attempts => {
                 // At most MAX_RETRY_DELAY, whatever Lark's reset header says: a

@@ -2,11 +2,14 @@
 //!
 //! - [`render`]: Markdown → Lark card or text; long answers split in order.
 //! - [`neutralize`]: mention markup and non-http(s) links in answers made inert.
-//! - [`pacing`]: Lark's per-chat and per-app send limits.
+//! - [`budget`]: Lark's per-app limits (messages, each CardKit API), shared
+//!   out between the replicas by the partitions each holds.
+//! - [`pacing`]: Lark's per-chat send limit, then the app's message budget.
 //! - [`handler`]: one reply command → Lark messages, retries, dead letters.
 //! - streamed answers: [`card_start`] creates and shows an answer's card,
-//!   [`drafts`] updates it as FastGPT writes, [`card_finish`] puts the final
-//!   answer in it; [`card_state`] is the card's state shared by the replicas.
+//!   [`drafts`] updates it as FastGPT writes (when: [`live_cards`]),
+//!   [`card_finish`] puts the final answer in it; [`card_state`] is the
+//!   card's record for whichever replica owns the chat next.
 //! - [`progress`]: the parts of a split reply already shown, so a retry resumes.
 //! - [`check`]: `responder --check`.
 //! - [`admin`]: `--dead-letters` and `--redrive`, for the operator.
@@ -15,12 +18,14 @@
 
 pub mod admin;
 pub mod app;
+pub mod budget;
 pub mod card_finish;
 pub mod card_start;
 pub mod card_state;
 pub mod check;
 pub mod drafts;
 pub mod handler;
+pub mod live_cards;
 /// Kept in `common`: the ingress shows what users typed back in cards too.
 pub use common::neutralize;
 pub mod pacing;

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{Mutex, OnceCell};
 
+use super::calls::{CallCounter, CallOutcome, LarkApi};
 use super::errors::{classify, retry_after, ErrorClass};
 use super::ids::path_segment as segment;
 use crate::channel::Channel;
@@ -46,6 +47,20 @@ impl LarkError {
             Self::NoAppSecret(_) => ErrorClass::Permanent {
                 fix: "give this service the channel's app_secret (LARK_BRIDGE__CHANNELS__{ID}__APP_SECRET)",
             },
+        }
+    }
+
+    /// Over one of Lark's rate limits (HTTP 429 or code 99991400).
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, Self::Api { http_status, code, .. }
+            if *http_status == 429 || *code == Some(super::errors::RATE_LIMITED))
+    }
+
+    /// How long Lark said to wait (`x-ogw-ratelimit-reset`), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Api { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 
@@ -99,6 +114,8 @@ pub struct LarkClient {
     /// or slow, messages do not each wait on it again (up to the Lark timeout)
     /// before being answered without it.
     bot_failure: Mutex<Option<(Instant, LarkError)>>,
+    /// The app's calls not yet in the durable month count.
+    calls: Arc<CallCounter>,
 }
 
 /// How long a failure to read the bot's info is remembered.
@@ -123,7 +140,24 @@ pub(super) struct Envelope {
 
 impl LarkClient {
     pub fn new(http: reqwest::Client, channel: Arc<Channel>) -> Self {
-        Self { http, channel, token: Mutex::new(None), bot: OnceCell::new(), bot_failure: Mutex::new(None) }
+        Self {
+            http,
+            channel,
+            token: Mutex::new(None),
+            bot: OnceCell::new(),
+            bot_failure: Mutex::new(None),
+            calls: Arc::default(),
+        }
+    }
+
+    /// This app's call counter (shared with the month's flusher).
+    pub fn calls(&self) -> &Arc<CallCounter> {
+        &self.calls
+    }
+
+    /// Counts one call to `api` that ended with `outcome`.
+    pub(super) fn count(&self, api: LarkApi, outcome: CallOutcome) {
+        self.calls.count(&self.channel.app_id, api, outcome);
     }
 
     pub fn channel(&self) -> &Arc<Channel> {
@@ -156,7 +190,8 @@ impl LarkClient {
         metrics::counter!("lark_bridge_lark_token_fetches_total", "channel" => self.channel.id.clone()).increment(1);
         let secret = self.channel.app_secret.as_ref().ok_or_else(|| LarkError::NoAppSecret(self.channel.id.clone()))?;
         let body = json!({ "app_id": self.channel.app_id, "app_secret": secret.expose_secret() });
-        let env = self.send_raw(Method::POST, "auth/v3/tenant_access_token/internal", None, Some(&body)).await?;
+        let path = "auth/v3/tenant_access_token/internal";
+        let env = self.send_raw(LarkApi::TenantToken, Method::POST, path, None, Some(&body)).await?;
         let token = env.tenant_access_token.filter(|t| !t.is_empty()).ok_or_else(|| LarkError::Api {
             http_status: 200,
             code: env.code,
@@ -173,6 +208,7 @@ impl LarkClient {
     /// One HTTP exchange; a non-zero code or a non-2xx status is an error.
     async fn send_raw(
         &self,
+        api: LarkApi,
         method: Method,
         path: &str,
         token: Option<&SecretString>,
@@ -188,11 +224,19 @@ impl LarkClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| LarkError::Network(without_url(e)))?;
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.count(api, CallOutcome::Network);
+                return Err(LarkError::Network(without_url(e)));
+            }
+        };
         let status = resp.status();
         let wait = retry_after(resp.headers());
-        let text = resp.bytes().await.map_err(|e| LarkError::Network(without_url(e)))?;
-        let env: Option<Envelope> = serde_json::from_slice(&text).ok();
+        let text = resp.bytes().await.map_err(|e| LarkError::Network(without_url(e)));
+        let env: Option<Envelope> = text.as_ref().ok().and_then(|t| serde_json::from_slice(t).ok());
+        self.count(api, CallOutcome::of(status.as_u16(), env.as_ref().and_then(|e| e.code)));
+        let text = text?;
         match env {
             Some(env) if status.is_success() && env.code.unwrap_or(0) == 0 => Ok(env),
             Some(env) => {
@@ -208,14 +252,20 @@ impl LarkClient {
     }
 
     /// An authenticated call; on an invalid token, fetches a new one and retries once.
-    pub(super) async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Envelope, LarkError> {
+    pub(super) async fn call(
+        &self,
+        api: LarkApi,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Envelope, LarkError> {
         let token = self.tenant_token().await?;
-        match self.send_raw(method.clone(), path, Some(&token), body).await {
+        match self.send_raw(api, method.clone(), path, Some(&token), body).await {
             Err(e) if e.class() == ErrorClass::TokenInvalid => {
                 tracing::info!(channel = %self.channel.id, code = %e.code_label(), "Lark says the token is invalid; fetching a new one");
                 self.invalidate(&token).await;
                 let token = self.tenant_token().await?;
-                self.send_raw(method, path, Some(&token), body).await
+                self.send_raw(api, method, path, Some(&token), body).await
             }
             other => other,
         }
@@ -257,7 +307,7 @@ impl LarkClient {
     async fn fetch_bot_info(&self) -> Result<&BotInfo, LarkError> {
         self.bot
             .get_or_try_init(|| async {
-                let env = self.call(Method::GET, "bot/v3/info", None).await?;
+                let env = self.call(LarkApi::BotInfo, Method::GET, "bot/v3/info", None).await?;
                 serde_json::from_value(env.bot.unwrap_or(Value::Null)).map_err(|e| LarkError::Api {
                     http_status: 200,
                     code: Some(0),
@@ -279,7 +329,7 @@ impl LarkClient {
     ) -> Result<SentMessage, LarkError> {
         let body = json!({ "msg_type": msg_type, "content": content, "reply_in_thread": in_thread, "uuid": uuid });
         let path = format!("im/v1/messages/{}/reply", segment("message_id", message_id)?);
-        let env = self.call(Method::POST, &path, Some(&body)).await?;
+        let env = self.call(LarkApi::MessageReply, Method::POST, &path, Some(&body)).await?;
         Self::data(env)
     }
 
@@ -292,7 +342,8 @@ impl LarkClient {
         uuid: &str,
     ) -> Result<SentMessage, LarkError> {
         let body = json!({ "receive_id": chat_id, "msg_type": msg_type, "content": content, "uuid": uuid });
-        let env = self.call(Method::POST, "im/v1/messages?receive_id_type=chat_id", Some(&body)).await?;
+        let path = "im/v1/messages?receive_id_type=chat_id";
+        let env = self.call(LarkApi::MessageCreate, Method::POST, path, Some(&body)).await?;
         Self::data(env)
     }
 
@@ -300,7 +351,7 @@ impl LarkClient {
     pub async fn add_reaction(&self, message_id: &str, emoji_type: &str) -> Result<Reaction, LarkError> {
         let body = json!({ "reaction_type": { "emoji_type": emoji_type } });
         let path = format!("im/v1/messages/{}/reactions", segment("message_id", message_id)?);
-        let env = self.call(Method::POST, &path, Some(&body)).await?;
+        let env = self.call(LarkApi::ReactionCreate, Method::POST, &path, Some(&body)).await?;
         Self::data(env)
     }
 
@@ -311,7 +362,7 @@ impl LarkClient {
             segment("message_id", message_id)?,
             segment("reaction_id", reaction_id)?
         );
-        self.call(Method::DELETE, &path, None).await.map(|_| ())
+        self.call(LarkApi::ReactionDelete, Method::DELETE, &path, None).await.map(|_| ())
     }
 }
 
@@ -339,5 +390,21 @@ impl LarkClients {
 
     pub fn get(&self, channel: &str) -> Option<&Arc<LarkClient>> {
         self.0.get(channel)
+    }
+
+    /// Each channel's call counter and its app's budget, for the month's
+    /// count (channels of one app add to the same count).
+    pub fn counted(&self) -> Vec<super::calls::Counted> {
+        let mut apps: Vec<super::calls::Counted> = Vec::new();
+        let mut clients: Vec<&Arc<LarkClient>> = self.0.values().collect();
+        clients.sort_by(|a, b| a.channel.id.cmp(&b.channel.id));
+        for c in clients {
+            apps.push(super::calls::Counted {
+                app_id: c.channel.app_id.clone(),
+                counter: c.calls.clone(),
+                budget: c.channel.lark_calls_per_month,
+            });
+        }
+        apps
     }
 }

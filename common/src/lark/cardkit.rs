@@ -12,8 +12,18 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::api::{LarkClient, LarkError};
+use super::calls::LarkApi;
 use super::errors::ErrorClass;
 use super::ids::path_segment as segment;
+
+/// Each CardKit API's limits per app (per second, per minute), from each
+/// API's page ("接口频率限制": create a card, update an element's text,
+/// change settings, replace a card: 1000 次/分钟、50 次/秒). Past them Lark
+/// answers HTTP 429, code 99991400, with `x-ogw-ratelimit-reset`.
+pub const CARDKIT_LIMITS: (u32, u32) = (50, 1000);
+
+/// Operations per second Lark allows on one card, whichever API.
+pub const CARD_OPERATIONS_PER_SECOND: u32 = 10;
 
 /// A sequence not above the card's last one (another operation went first).
 pub const SEQUENCE_TAKEN: i64 = 300317;
@@ -64,7 +74,7 @@ impl LarkClient {
     /// Creates a card entity from card JSON 2.0; returns its `card_id`.
     pub async fn create_card(&self, card_json: &str) -> Result<String, LarkError> {
         let body = json!({ "type": "card_json", "data": card_json });
-        let env = self.call(Method::POST, "cardkit/v1/cards", Some(&body)).await?;
+        let env = self.call(LarkApi::CardCreate, Method::POST, "cardkit/v1/cards", Some(&body)).await?;
         let created: Created = Self::data(env)?;
         if created.card_id.is_empty() {
             return Err(LarkError::Api {
@@ -92,7 +102,7 @@ impl LarkClient {
             segment("element_id", element_id)?
         );
         let body = json!({ "content": text, "sequence": sequence, "uuid": format!("s{sequence}-{card_id}") });
-        self.call(Method::PUT, &path, Some(&body)).await.map(|_| ())
+        self.call(LarkApi::CardElementContent, Method::PUT, &path, Some(&body)).await.map(|_| ())
     }
 
     /// Turns streaming mode off (the card is final, its buttons clickable)
@@ -101,7 +111,7 @@ impl LarkClient {
         let path = format!("cardkit/v1/cards/{}/settings", segment("card_id", card_id)?);
         let settings = json!({ "config": { "streaming_mode": false, "summary": { "content": summary } } }).to_string();
         let body = json!({ "settings": settings, "sequence": sequence, "uuid": format!("c{sequence}-{card_id}") });
-        self.call(Method::PATCH, &path, Some(&body)).await.map(|_| ())
+        self.call(LarkApi::CardSettings, Method::PATCH, &path, Some(&body)).await.map(|_| ())
     }
 
     /// Replaces the whole card (works after streaming mode has closed).
@@ -112,7 +122,7 @@ impl LarkClient {
             "sequence": sequence,
             "uuid": format!("r{sequence}-{card_id}"),
         });
-        self.call(Method::PUT, &path, Some(&body)).await.map(|_| ())
+        self.call(LarkApi::CardUpdate, Method::PUT, &path, Some(&body)).await.map(|_| ())
     }
 }
 

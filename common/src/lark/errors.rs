@@ -20,6 +20,9 @@ pub enum ErrorClass {
 /// Codes that mean "the app lacks a scope" (its name is in the message).
 pub const MISSING_SCOPE: [i64; 2] = [99991672, 99991679];
 
+/// Over one of Lark's rate limits (with HTTP 429 and `x-ogw-ratelimit-reset`).
+pub const RATE_LIMITED: i64 = 99991400;
+
 /// Codes that mean "this token is no longer good".
 pub const TOKEN_INVALID_CODES: [i64; 4] = [99991661, 99991663, 99991664, 99991668];
 
@@ -28,7 +31,7 @@ pub fn classify(http_status: u16, code: Option<i64>, retry_after: Option<Duratio
     use ErrorClass::*;
     match code {
         Some(c) if TOKEN_INVALID_CODES.contains(&c) => TokenInvalid,
-        Some(99991400) => Transient { retry_after },
+        Some(RATE_LIMITED) => Transient { retry_after },
         Some(230020) => Transient { retry_after: retry_after.or(Some(Duration::from_secs(1))) },
         Some(230002) => Permanent {
             fix: "the bot is not in this chat: add the bot to the group, or check that the chat still exists",

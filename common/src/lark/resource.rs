@@ -22,6 +22,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::api::{LarkClient, LarkError};
+use super::calls::{CallOutcome, LarkApi};
 use super::errors::{retry_after, ErrorClass};
 use super::ids::path_segment as segment;
 
@@ -203,7 +204,13 @@ impl LarkClient {
         for (name, value) in crate::telemetry::http_headers() {
             req = req.header(name, value);
         }
-        let mut resp = req.bearer_auth(token.expose_secret()).send().await.map_err(network)?;
+        let sent = req.bearer_auth(token.expose_secret()).send().await;
+        let outcome = match &sent {
+            Ok(r) => CallOutcome::of(r.status().as_u16(), None),
+            Err(_) => CallOutcome::Network,
+        };
+        self.count(LarkApi::MessageResource, outcome);
+        let mut resp = sent.map_err(network)?;
         let status = resp.status();
         let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let is_json = content_type.as_deref().is_some_and(|t| t.starts_with("application/json"));

@@ -4,6 +4,7 @@
 //! {ns}.events.{partition}.{channel}.{conversation}
 //! {ns}.replies.{partition}.{channel}.{chat}
 //! {ns}.dead.{channel}.{stage}
+//! {ns}.drafts.{partition}.{channel}.{chat}     (core NATS: the partition of the chat's replies)
 //! ```
 //!
 //! Why a partition: one replica at a time owns a partition (a lease in KV,
@@ -80,6 +81,14 @@ pub fn partition_of(channel: &str, token: &str) -> u16 {
 
 pub(super) fn work(ns: &str, queue: Queue, channel: &str, token: &str) -> String {
     format!("{ns}.{}.{}.{channel}.{token}", queue.token(), partition_of(channel, token))
+}
+
+pub(super) fn draft(ns: &str, channel: &str, chat_token: &str) -> String {
+    format!("{ns}.drafts.{}.{channel}.{chat_token}", partition_of(channel, chat_token))
+}
+
+pub(super) fn drafts_filter(ns: &str, partition: u16) -> String {
+    format!("{ns}.drafts.{partition}.>")
 }
 
 pub(super) fn partition_filter(ns: &str, queue: Queue, partition: u16) -> String {

@@ -65,16 +65,31 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, message: &Message, attempt: u32) -> impl Future<Output = Outcome> + Send;
 }
 
-/// The part of the work queue this replica holds: `held` of `of` partitions.
+/// The part of the work queue this replica holds: `held` of `of` partitions,
+/// which ones in `set` (bit `p` for partition `p`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Share {
     pub held: u16,
     pub of: u16,
+    pub set: u64,
+}
+
+const _: () = assert!(PARTITIONS <= 64, "Share::set has a bit per partition");
+
+impl Share {
+    /// Whether partition `p` is held.
+    pub fn holds(&self, p: u16) -> bool {
+        p < 64 && self.set & (1 << p) != 0
+    }
+
+    fn of_set(set: u64) -> Self {
+        Self { held: set.count_ones() as u16, of: PARTITIONS, set }
+    }
 }
 
 impl Default for Share {
     fn default() -> Self {
-        Self { held: 0, of: PARTITIONS }
+        Self::of_set(0)
     }
 }
 
@@ -161,7 +176,7 @@ impl<H: Handler> Worker<H> {
             }
         }
         leases.leave().await;
-        self.share.send_replace(Share { held: 0, of: PARTITIONS });
+        self.share.send_replace(Share::default());
         let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
         if tokio::time::timeout(self.grace, permits.acquire_many(all)).await.is_err() {
             shared.hard_stop.cancel();
@@ -274,13 +289,10 @@ impl<H: Handler> Worker<H> {
                 Err(e) => tracing::warn!(worker = name, partition = p, error = %e, "cannot take the partition"),
             }
         }
-        let now = held.values().filter(|h| !h.releasing && !h.lost).count() as u16;
-        self.share.send_if_modified(|s| {
-            let changed = s.held != now;
-            s.held = now;
-            changed
-        });
-        metrics::gauge!("lark_bridge_partitions_held", "worker" => name).set(f64::from(now));
+        let set = held.iter().filter(|(_, h)| !h.releasing && !h.lost).fold(0u64, |set, (p, _)| set | (1 << *p));
+        let now = Share::of_set(set);
+        self.share.send_if_modified(|s| std::mem::replace(s, now) != now);
+        metrics::gauge!("lark_bridge_partitions_held", "worker" => name).set(f64::from(now.held));
         true
     }
 }

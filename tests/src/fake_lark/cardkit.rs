@@ -31,7 +31,11 @@
 //! executed again; with another request it is 200770. At most 10 operations
 //! per second on one card: Lark's pages state the limit but not its code, so
 //! the fake answers like its other rate limits, HTTP 429 with code 99991400
-//! and `x-ogw-ratelimit-reset`. Sending a card that does not exist, belongs to
+//! and `x-ogw-ratelimit-reset`. Each CardKit API is also limited per app,
+//! across every caller: 50 requests a second and 1,000 a minute (each API's
+//! page, "接口频率限制"), answered the same way with the seconds until the
+//! window frees a request in `x-ogw-ratelimit-reset`
+//! ([`FakeLark::set_cardkit_app_limits`]). Sending a card that does not exist, belongs to
 //! another app or was already sent is 230099 ("Failed to create card
 //! content", with the CardKit code in `ext`); that a card entity can be sent
 //! once is in Lark's streaming guide, its exact inner code is the fake's
@@ -198,17 +202,62 @@ impl CardState {
     }
 }
 
+/// Lark's limits of each CardKit API per app: per second, per minute.
+pub const APP_LIMITS: (usize, usize) = (50, 1000);
+
 /// The CardKit part of the fake's state.
 pub(super) struct CardKit {
     cards: HashMap<String, CardState>,
     ops: Vec<CardOperation>,
     window: Duration,
     rate_limit: Option<usize>,
+    /// Per app and API: per second, per minute (`None`: not enforced).
+    app_limits: Option<(usize, usize)>,
+    /// Per app and API: the requests admitted in the last minute.
+    app_recent: HashMap<(String, CardOpKind), VecDeque<Instant>>,
 }
 
 impl Default for CardKit {
     fn default() -> Self {
-        Self { cards: HashMap::new(), ops: Vec::new(), window: STREAMING_WINDOW, rate_limit: Some(CARD_OPS_PER_SECOND) }
+        Self {
+            cards: HashMap::new(),
+            ops: Vec::new(),
+            window: STREAMING_WINDOW,
+            rate_limit: Some(CARD_OPS_PER_SECOND),
+            app_limits: Some(APP_LIMITS),
+            app_recent: HashMap::new(),
+        }
+    }
+}
+
+impl CardKit {
+    /// Admits one request of `app_id` to `kind` within the app's limits, or
+    /// answers as Lark does past them.
+    fn admit(&mut self, app_id: &str, kind: CardOpKind, now: Instant) -> Result<(), Outcome> {
+        let Some((per_second, per_minute)) = self.app_limits else { return Ok(()) };
+        let recent = self.app_recent.entry((app_id.to_owned(), kind)).or_default();
+        while recent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+            recent.pop_front();
+        }
+        let in_second = recent.iter().rev().take_while(|t| now.duration_since(**t) < Duration::from_secs(1)).count();
+        let over = if in_second >= per_second {
+            Some((per_second, recent.get(recent.len() - in_second).map(|t| *t + Duration::from_secs(1))))
+        } else if recent.len() >= per_minute {
+            Some((per_minute, recent.front().map(|t| *t + Duration::from_secs(60))))
+        } else {
+            None
+        };
+        if let Some((limit, frees_at)) = over {
+            let wait = frees_at.map_or(Duration::from_secs(1), |at| at.saturating_duration_since(now));
+            let reset = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let headers = vec![
+                ("x-ogw-ratelimit-limit".to_owned(), limit.to_string()),
+                ("x-ogw-ratelimit-reset".to_owned(), reset.max(1).to_string()),
+            ];
+            return Err(Outcome::error_with(429, 99991400, "request trigger frequency limit", json!({}), headers));
+        }
+        recent.push_back(now);
+        Ok(())
     }
 }
 
@@ -592,11 +641,18 @@ impl Shared {
         self.finish(endpoint, call, applied.outcome, None, false)
     }
 
-    /// The common start of a CardKit call; a refusal is recorded and answered.
+    /// The common start of a CardKit call; a refusal (including the app's
+    /// rate limits) is recorded and answered.
     async fn begin_op(&self, draft: &OpDraft, headers: &HeaderMap) -> Result<Call, Response> {
         let endpoint = draft.kind.endpoint();
         match self.begin(endpoint, headers).await {
-            Ok(call) => Ok(call),
+            Ok(call) => {
+                let admitted = self.lock().cardkit.admit(&call.app_id, draft.kind, Instant::now());
+                match admitted {
+                    Ok(()) => Ok(call),
+                    Err(outcome) => Err(self.finish_op(draft.clone(), &call, Applied::of(outcome))),
+                }
+            }
             Err((app_id, outcome)) => {
                 self.record_op(draft.clone(), app_id.clone(), &outcome, false, false);
                 Err(self.refuse(endpoint, (app_id, outcome)))
@@ -805,6 +861,17 @@ impl FakeLark {
     /// minutes). Applies to cards already streaming too.
     pub fn set_streaming_window(&self, window: Duration) {
         self.shared.lock().cardkit.window = window;
+    }
+
+    /// Lark's limits of each CardKit API per app, (per second, per minute):
+    /// default [`APP_LIMITS`]; `None` turns them off.
+    pub fn set_cardkit_app_limits(&self, limits: Option<(usize, usize)>) {
+        self.shared.lock().cardkit.app_limits = limits;
+    }
+
+    /// CardKit requests refused as over a rate limit (the app's or a card's).
+    pub fn cardkit_rate_limited(&self) -> usize {
+        self.shared.lock().cardkit.ops.iter().filter(|o| o.code == 99991400).count()
     }
 
     /// Lark's limit of operations per second on one card (default 10); `None` turns it off.
