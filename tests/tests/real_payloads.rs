@@ -247,7 +247,8 @@ fn frame_outcome(bytes: &[u8], fragments: &mut Fragments) -> String {
 }
 
 /// `answer: TEXT` (complete, the answer is TEXT), `interactive: TYPE`
-/// (complete, with a user-select or form node of that type), `error: LABEL`
+/// (complete, with a user-select or form node of that type that the relay
+/// turns into a question card), `error: LABEL`
 /// (ends in an error of that class: `auth`, `quota`, `workflow`, `transient`...).
 #[tokio::test]
 async fn real_fastgpt_streams_parse() {
@@ -272,7 +273,12 @@ async fn stream_outcome(chunks: Vec<Vec<u8>>) -> String {
     for item in items {
         match item {
             Ok(Piece::Text(t)) => text.push_str(&t),
-            Ok(Piece::Interactive(v)) => interactive = Some(v["type"].as_str().unwrap_or("?").to_owned()),
+            Ok(Piece::Interactive(v)) => {
+                if relay::interactive::read(&v).is_none() {
+                    return format!("an interactive node the relay cannot turn into a question card: {v}");
+                }
+                interactive = Some(v["type"].as_str().unwrap_or("?").to_owned());
+            }
             Err(e) => return format!("error: {}", e.label()),
         }
     }
