@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 mod stream;
-pub use stream::{AnswerStream, Piece};
+pub use stream::{pieces, AnswerStream, Piece};
 
 /// One question to FastGPT.
 #[derive(Debug, Clone)]

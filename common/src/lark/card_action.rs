@@ -21,9 +21,12 @@ pub struct CardAction {
     pub context: Context,
 }
 
+/// Who clicked. `user_id` is absent over the long connection and `null` or
+/// `""` without the user-id scope, so the bridge reads the open_id only; an
+/// empty one is no id (`None`).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Operator {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::ids::empty_as_none")]
     pub open_id: Option<String>,
 }
 
@@ -41,11 +44,12 @@ pub struct Action {
     pub name: Option<String>,
 }
 
+/// Where the card is.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Context {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::ids::empty_as_none")]
     pub open_message_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::ids::empty_as_none")]
     pub open_chat_id: Option<String>,
 }
 
@@ -80,5 +84,22 @@ mod tests {
         assert_eq!(action.action.form_value.as_ref().map(Map::len), Some(8));
         assert_eq!(action.context.open_message_id.as_deref(), Some("om_574d639e4a44e4dd646eaf628e2*****"));
         assert!(action.check_ids().is_err(), "the sample's masked ids are not Lark's shape");
+    }
+
+    #[test]
+    fn empty_optional_ids_are_absent() {
+        let envelope: EventEnvelope = serde_json::from_value(serde_json::json!({
+            "schema": "2.0",
+            "header": { "event_id": "e1", "event_type": CARD_ACTION, "token": "", "app_id": "cli_a" },
+            "event": {
+                "operator": { "open_id": "ou_1", "user_id": null, "union_id": "" },
+                "action": { "value": { "k": "v" }, "tag": "button" },
+                "context": { "open_message_id": "om_1", "open_chat_id": "" }
+            }
+        }))
+        .expect("an envelope");
+        let action = CardAction::of(&envelope).expect("a card action").expect("its shape");
+        assert_eq!(action.context.open_chat_id, None);
+        assert_eq!(action.check_ids(), Ok(()));
     }
 }

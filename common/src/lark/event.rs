@@ -124,11 +124,12 @@ pub struct EventHeader {
     pub event_type: String,
     #[serde(default)]
     pub create_time: Option<String>,
-    /// The verification token, when the app has one.
-    #[serde(default)]
+    /// The verification token, when the app has one (`""` over the long
+    /// connection, which carries none: read as `None`).
+    #[serde(default, deserialize_with = "super::ids::empty_as_none")]
     pub token: Option<String>,
     pub app_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::ids::empty_as_none")]
     pub tenant_key: Option<String>,
 }
 
@@ -178,32 +179,38 @@ pub struct Sender {
     /// `user` for people, `app` for bots (whose messages the bridge ignores).
     #[serde(default)]
     pub sender_type: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::ids::empty_as_none")]
     pub tenant_key: Option<String>,
 }
 
+/// A person's (or a bot's) ids. Each may be missing, `null` (`user_id`
+/// without the app's user-id scope) or `""` (`user_id` of a bot in
+/// `mentions`): all three read as `None`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct UserIds {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::ids::empty_as_none")]
     pub open_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::ids::empty_as_none")]
     pub user_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::ids::empty_as_none")]
     pub union_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Message {
     pub message_id: String,
-    #[serde(default)]
+    /// The first message of the reply chain; `""` (older events) or missing
+    /// when the message replies to nothing, read as `None`.
+    #[serde(default, deserialize_with = "super::ids::empty_as_none")]
     pub root_id: Option<String>,
-    #[serde(default)]
+    /// The message this one replies to; like `root_id`.
+    #[serde(default, deserialize_with = "super::ids::empty_as_none")]
     pub parent_id: Option<String>,
     #[serde(default)]
     pub create_time: Option<String>,
     pub chat_id: String,
-    /// Set when the message is in a topic (thread).
-    #[serde(default)]
+    /// Set when the message is in a topic (thread); `""` reads as `None`.
+    #[serde(default, deserialize_with = "super::ids::empty_as_none")]
     pub thread_id: Option<String>,
     /// `p2p` or `group`.
     pub chat_type: String,
@@ -450,6 +457,52 @@ mod tests {
             br#"{"schema":"2.0","header":{"event_id":"e","event_type":"im.message.receive_v1","app_id":"a"}}"#;
         let Callback::Event(env) = Callback::parse(without_body).expect("parses") else { panic!("not an event") };
         assert!(env.message_event().expect("a message type").is_err(), "no body is an error, not a panic");
+    }
+
+    /// Lark writes an absent optional id as `""` or `null` too: such an
+    /// event is read as if the field were missing, and passes the id checks;
+    /// a required id that is empty is still refused.
+    #[test]
+    fn empty_and_null_optional_ids_are_absent() {
+        let body = serde_json::json!({
+            "schema": "2.0",
+            "header": { "event_id": "e1", "event_type": MESSAGE_RECEIVE, "token": "", "app_id": "cli_a", "tenant_key": "" },
+            "event": {
+                "sender": { "sender_id": { "open_id": "ou_1", "union_id": "on_1", "user_id": null }, "sender_type": "user", "tenant_key": "" },
+                "message": {
+                    "message_id": "om_x100b55d9e360b0a0b32bf294c928fe1", "root_id": "", "parent_id": "", "thread_id": "",
+                    "chat_id": "oc_1", "chat_type": "group", "message_type": "text", "content": "{\"text\":\"@_user_1 hi\"}",
+                    "mentions": [{ "key": "@_user_1", "id": { "open_id": "ou_bot", "union_id": "on_bot", "user_id": "" }, "name": "Bot" }]
+                }
+            }
+        });
+        let Callback::Event(env) = Callback::parse(body.to_string().as_bytes()).expect("parses") else {
+            panic!("not an event")
+        };
+        assert_eq!((env.header.token.as_deref(), env.header.tenant_key.as_deref()), (None, None));
+        env.check_ids().expect("header ids");
+        let ev = env.message_event().expect("a message").expect("typed");
+        assert_eq!((ev.message.root_id.as_deref(), ev.message.parent_id.as_deref()), (None, None));
+        assert_eq!(ev.message.thread_id, None, "an empty thread_id is no topic");
+        assert_eq!(ev.sender.sender_id.user_id, None);
+        assert_eq!(ev.message.mentions[0].id.user_id, None);
+        assert_eq!(ev.message.mentions[0].id.open_id.as_deref(), Some("ou_bot"));
+        ev.check_ids().expect("an empty optional id is no id");
+
+        let mut required = body.clone();
+        required["event"]["message"]["chat_id"] = "".into();
+        let Callback::Event(env) = Callback::parse(required.to_string().as_bytes()).expect("parses") else {
+            panic!("not an event")
+        };
+        let ev = env.message_event().expect("a message").expect("typed");
+        assert_eq!(ev.check_ids(), Err(super::super::ids::IdError::Empty { field: "message.chat_id" }));
+        let mut blank = body;
+        blank["event"]["message"]["root_id"] = " ".into();
+        let Callback::Event(env) = Callback::parse(blank.to_string().as_bytes()).expect("parses") else {
+            panic!("not an event")
+        };
+        let ev = env.message_event().expect("a message").expect("typed");
+        assert!(ev.check_ids().is_err(), "a blank id is not an empty one");
     }
 
     #[test]

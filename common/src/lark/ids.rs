@@ -64,6 +64,24 @@ pub fn check_opt(field: &'static str, value: Option<&str>) -> Result<(), IdError
     value.map_or(Ok(()), |v| check(field, v))
 }
 
+/// Reads an optional id: `""` and `null` are no id at all.
+///
+/// Lark writes an absent optional id in three ways: no field, `null` (a
+/// `user_id` when the app lacks the user-id scope) and `""` (`root_id` and
+/// `parent_id` of a message that replies to nothing, in older events; the
+/// `user_id` of a bot in `mentions`). Refusing `""` would refuse every such
+/// event, and Lark would give it up after its retries. So `""` becomes
+/// `None` where the field is read, and the code after it (the id checks,
+/// the conversation, the reply target) never sees an empty id. A required
+/// id is a plain `String` and keeps [`check`]'s refusal of `""`.
+pub fn empty_as_none<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+    Ok(value.filter(|v| !v.is_empty()))
+}
+
 /// Everything but letters, digits, `-` and `_` is encoded in a path segment
 /// (`.` too, though a checked id has none).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_');
@@ -102,6 +120,23 @@ mod tests {
         }
         let long = "o".repeat(200_000);
         assert!(matches!(check("event_id", &long), Err(IdError::TooLong { len: 200_000, .. })));
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Optional {
+        #[serde(default, deserialize_with = "empty_as_none")]
+        id: Option<String>,
+    }
+
+    #[test]
+    fn an_empty_or_null_optional_id_is_absent() {
+        let read = |json: &str| serde_json::from_str::<Optional>(json).map(|o| o.id);
+        assert_eq!(read(r#"{"id":""}"#).expect("empty"), None);
+        assert_eq!(read(r#"{"id":null}"#).expect("null"), None);
+        assert_eq!(read(r#"{}"#).expect("missing"), None);
+        assert_eq!(read(r#"{"id":"om_1"}"#).expect("an id"), Some("om_1".to_owned()));
+        assert_eq!(read(r#"{"id":" "}"#).expect("a blank"), Some(" ".to_owned()), "left for check to refuse");
+        assert!(read(r#"{"id":7}"#).is_err(), "not a string");
     }
 
     proptest! {

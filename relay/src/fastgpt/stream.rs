@@ -215,8 +215,9 @@ fn idle_timeout(idle: Duration) -> FastGptError {
 
 /// The answer's pieces from its body's bytes, however they are chunked.
 /// `http_status` is the status the stream came with (for errors it reports);
-/// `idle` bounds each wait for bytes.
-pub(crate) fn pieces<S, E>(
+/// `idle` bounds each wait for bytes. Public so that recorded FastGPT
+/// bodies (`testdata/real/fastgpt/`) go through this very parser.
+pub fn pieces<S, E>(
     bytes: S,
     http_status: u16,
     idle: Duration,
