@@ -45,6 +45,9 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// How often a wait looks again (the share may have grown meanwhile).
 const RECHECK: Duration = Duration::from_millis(100);
 
+/// How much longer than its window a send is remembered, as a share of it.
+const MARGIN: f64 = 0.05;
+
 /// The share of an allowance drafts may use; the rest is for answers.
 pub const DRAFT_SHARE: f64 = 0.8;
 
@@ -114,8 +117,16 @@ impl Window {
         Self { span, limit, sent: VecDeque::new() }
     }
 
+    /// Sends are remembered a little longer than the window: a request
+    /// that reached Lark late (a busy runtime, the network) must not let
+    /// the next one in early in Lark's own window.
+    fn remembered(&self) -> Duration {
+        self.span.mul_f64(1.0 + MARGIN)
+    }
+
     fn forget_before(&mut self, now: Instant) {
-        while self.sent.front().is_some_and(|t| now.saturating_duration_since(*t) >= self.span) {
+        let kept = self.remembered();
+        while self.sent.front().is_some_and(|t| now.saturating_duration_since(*t) >= kept) {
             self.sent.pop_front();
         }
     }
@@ -147,7 +158,7 @@ impl Window {
         }
         // The send whose expiry brings the count under the allowance.
         let wait = match self.sent.len().checked_sub(allowed).and_then(|i| self.sent.get(i)) {
-            Some(t) => (*t + self.span).saturating_duration_since(now),
+            Some(t) => (*t + self.remembered()).saturating_duration_since(now),
             None => RECHECK,
         };
         Err(wait.clamp(Duration::from_millis(1), RECHECK))

@@ -1,6 +1,7 @@
 //! End-to-end suites: a real nats-server (each test in its own namespace),
 //! the fakes of Lark and FastGPT, and the three services from their libraries.
 
+mod app_limits;
 mod attacks;
 mod checks;
 mod cluster;
@@ -16,5 +17,6 @@ mod questions;
 mod replies;
 mod status;
 mod streaming;
+mod streaming_at_scale;
 mod streams;
 mod telemetry;
