@@ -71,10 +71,20 @@ pub fn serve_if_enabled(settings: &Settings, js: &jetstream::Context, topology: 
             let signer = LinkSigner::new(key.clone(), topology.files_max_age());
             router(Arc::new(Files::new(signer, js.clone(), topology.clone())))
         }
-        None => {
-            tracing::info!(
-                "files are off: no /files/ route (set ingress.files_signing_key and ingress.public_url to enable them)"
+        // With `public_url` set the operator likely meant files on (the relay
+        // then links to them): say loudly which key is missing, and how.
+        None if settings.ingress.public_url.is_some() => {
+            let fix = settings.files_fix();
+            tracing::warn!(
+                missing = "ingress.files_signing_key",
+                "files are off although ingress.public_url is set: a file a user sends gets a notice, and there \
+                 is no /files/ route; to turn them on, {fix}"
             );
+            Router::new()
+        }
+        None => {
+            let fix = settings.files_fix();
+            tracing::info!("files are off: no /files/ route; to turn them on, {fix}");
             Router::new()
         }
     }

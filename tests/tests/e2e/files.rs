@@ -503,3 +503,23 @@ async fn stalled_downloads_cost_a_few_chunks_each_not_the_file() {
     drop(clients);
     b.stop().await;
 }
+
+/// `ingress.public_url` without `ingress.files_signing_key` looks like files
+/// are set up: the ingress says at start, as a warning, which key is missing
+/// and how to set it.
+#[tokio::test]
+async fn a_public_url_without_the_signing_key_is_a_warning_naming_the_key() {
+    use crate::procs::{ProcBridge, Service};
+    let b =
+        ProcBridge::start(vec![("LARK_BRIDGE__INGRESS__PUBLIC_URL".into(), "https://bot.example.com".into())]).await;
+    let logs = b.logs(Service::Ingress);
+    let warned = logs.iter().find(|l| {
+        l["level"] == "WARN"
+            && l.pointer("/fields/message")
+                .and_then(Value::as_str)
+                .is_some_and(|m| m.contains("files are off") && m.contains("LARK_BRIDGE__INGRESS__FILES_SIGNING_KEY"))
+    });
+    let warned = warned.unwrap_or_else(|| panic!("a warning naming the key: {logs:#?}"));
+    assert_eq!(warned.pointer("/fields/missing").and_then(Value::as_str), Some("ingress.files_signing_key"));
+    b.stop().await;
+}
