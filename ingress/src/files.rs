@@ -220,8 +220,8 @@ enum ChunkError {
 /// answered as the reader consumes, but the server only waits for an answer
 /// once megabytes are unanswered; so a client that stops reading left
 /// megabytes of the file in the ingress's memory (about 4 MiB per stalled
-/// download of a 10 MiB file, measured), and an
-/// ephemeral consumer on the server, until it went away.
+/// download of a 10 MiB file, measured), and an ephemeral consumer on the
+/// server, until it went away.
 ///
 /// Here nothing is pushed: each chunk (128 KiB as the relay stores them) is
 /// one request for the next message on the object's chunk subject, sent

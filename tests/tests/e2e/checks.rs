@@ -159,14 +159,11 @@ async fn a_public_url_without_the_files_signing_key_names_the_key_and_how_to_set
 async fn a_channel_without_keys_is_refused_by_its_place_and_its_id() {
     let f = fakes().await;
     let toml = std::fs::read_to_string(f.config.path()).expect("config");
-    let open: String = toml
+    let open = toml
         .lines()
         .filter(|l| !l.starts_with("encrypt_key") && !l.starts_with("verification_token"))
-        .fold(String::new(), |mut all, l| {
-            all.push_str(l);
-            all.push('\n');
-            all
-        });
+        .collect::<Vec<_>>()
+        .join("\n");
     std::fs::write(f.config.path(), open).expect("config without keys");
     let (code, out) = check(&f, INGRESS, &[]).await;
     assert_eq!(code, 1, "{out}");

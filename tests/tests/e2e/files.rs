@@ -491,7 +491,10 @@ async fn stalled_downloads_cost_a_few_chunks_each_not_the_file() {
         mib(growth / CLIENTS)
     );
     assert!(
-        growth < CLIENTS * 2 * 1024 * 1024,
+        // 2.5 MiB: hyper's write buffer (400 KiB), a chunk being decoded and
+        // the allocator's slack, with room; the push consumer's prefetch
+        // alone was 4 MiB and more.
+        growth < CLIENTS * 5 * 512 * 1024,
         "a stalled download holds at most a few chunks: +{:.1} MiB for {CLIENTS} (the file is {:.0} MiB)",
         mib(growth),
         mib(SIZE as u64)
