@@ -55,10 +55,7 @@ pub fn files(list: &mut Checklist, settings: &Settings) {
         crate::config::FilesSetup::Disabled { missing } => list.warn(
             "files",
             format!("off: {missing} not set, so a file a user sends gets a notice instead of an answer (images work)"),
-            format!(
-                "set {missing}: the public address FastGPT fetches files from, and a random key of 32 characters or \
-                 more (README.md, \"Images and files\")"
-            ),
+            format!("{} (README.md, \"Images and files\")", settings.files_fix()),
         ),
     }
 }

@@ -685,11 +685,14 @@ impl Settings {
                 return Err(invalid(key("id"), format!("channel id {:?} is used twice", c.id)));
             }
             if c.app_id.trim().is_empty() {
-                return Err(invalid(key("app_id"), "must not be empty (the App ID from the Lark console, cli_...)"));
+                return Err(invalid(
+                    key("app_id"),
+                    format!("must not be empty for channel {:?} (the App ID from the Lark console, cli_...)", c.id),
+                ));
             }
             for (k, url) in [("lark_base_url", &c.lark_base_url), ("fastgpt_base_url", &c.fastgpt_base_url)] {
                 if !matches!(url.scheme(), "http" | "https") {
-                    return Err(invalid(key(k), "must be an http:// or https:// URL"));
+                    return Err(invalid(key(k), format!("must be an http:// or https:// URL (channel {:?})", c.id)));
                 }
             }
         }
@@ -722,6 +725,26 @@ pub enum FilesSetup<'a> {
 }
 
 impl Settings {
+    /// What to set for files to be on: each missing key with its
+    /// environment variable and what to put there, for the start-up log and
+    /// `--check` (a config with `public_url` alone looks set up, and is not).
+    pub fn files_fix(&self) -> String {
+        let mut set = Vec::new();
+        if self.ingress.public_url.is_none() {
+            set.push(format!(
+                "ingress.public_url (or {ENV_PREFIX}__INGRESS__PUBLIC_URL), the public address FastGPT fetches files from"
+            ));
+        }
+        if self.ingress.files_signing_key.is_none() {
+            set.push(format!(
+                "ingress.files_signing_key (or {ENV_PREFIX}__INGRESS__FILES_SIGNING_KEY), a random secret of \
+                 {MIN_SIGNING_KEY_LEN} characters or more (e.g. `openssl rand -hex 32`), the same for the ingress and \
+                 the relay"
+            ));
+        }
+        format!("set {}", set.join("; and "))
+    }
+
     /// See [`FilesSetup`].
     pub fn files(&self) -> FilesSetup<'_> {
         match (&self.ingress.public_url, &self.ingress.files_signing_key) {
@@ -886,6 +909,8 @@ fastgpt_api_key = "fastgpt-key2"
         assert_eq!(s.nats.files_max_age_secs, 24 * 3600);
         let FilesSetup::Disabled { missing } = s.files() else { panic!("off by default") };
         assert_eq!(missing, "ingress.public_url and ingress.files_signing_key");
+        let fix = s.files_fix();
+        assert!(fix.contains("LARK_BRIDGE__INGRESS__PUBLIC_URL") && fix.contains("openssl rand"), "{fix}");
         let key = "k".repeat(32);
         let only_key = [("LARK_BRIDGE__INGRESS__FILES_SIGNING_KEY", key.as_str())];
         let s = Settings::from_toml_with_env(MINIMAL, &env(&only_key)).expect("valid");

@@ -52,11 +52,14 @@ impl Settings {
             self.ingress.files_signing_key = None;
         }
         for (i, c) in self.channels.iter_mut().enumerate() {
+            // The key by its place in the file, the message by the channel's
+            // id: an operator knows the channel by one or the other.
             let missing = |key: &str| ConfigError::Invalid {
                 key: format!("channels[{i}].{key}"),
                 message: format!(
-                    "the {} needs it: set it in the file or as {}__CHANNELS__{}__{}",
+                    "the {} needs it for channel {:?}: set it in the file or as {}__CHANNELS__{}__{}",
                     service.name(),
+                    c.id,
                     crate::config::ENV_PREFIX,
                     crate::config::env_token(&c.id),
                     key.to_uppercase()
@@ -72,10 +75,12 @@ impl Settings {
             {
                 return Err(ConfigError::Invalid {
                     key: format!("channels[{i}]"),
-                    message: "has neither encrypt_key nor verification_token, so anyone could post forged events to \
-                              its Request URL: set encrypt_key (Lark console: Events & Callbacks > Encryption \
-                              Strategy), or say allow_unverified = true to accept that"
-                        .into(),
+                    message: format!(
+                        "channel {:?} has neither encrypt_key nor verification_token, so anyone could post forged \
+                         events to its Request URL: set encrypt_key (Lark console: Events & Callbacks > Encryption \
+                         Strategy), or say allow_unverified = true to accept that",
+                        c.id
+                    ),
                 });
             }
             match (uses_app_secret(service, c.subscription), &c.app_secret) {
@@ -168,6 +173,7 @@ fastgpt_api_key = "fastgpt-key"
             e.contains("channels[0].app_secret") && e.contains("LARK_BRIDGE__CHANNELS__SUPPORT__APP_SECRET"),
             "{e}"
         );
+        assert!(e.contains("channel \"support\""), "the channel by its id too: {e}");
         let e = settings(&FILE.replace("fastgpt_api_key = \"fastgpt-key\"\n", ""))
             .for_service(Service::Relay)
             .expect_err("no FastGPT key")
@@ -182,6 +188,7 @@ fastgpt_api_key = "fastgpt-key"
         let open = FILE.replace("encrypt_key = \"ek\"\n", "").replace("verification_token = \"vt\"\n", "");
         let e = settings(&open).for_service(Service::Ingress).expect_err("refused").to_string();
         assert!(e.contains("channels[0]") && e.contains("allow_unverified"), "{e}");
+        assert!(e.contains("channel \"support\""), "the channel by its id too: {e}");
         let allowed = open.replace("fastgpt_api_key", "allow_unverified = true\nfastgpt_api_key");
         let s = settings(&allowed);
         assert_eq!(s.unverified_channels().collect::<Vec<_>>(), ["support"]);

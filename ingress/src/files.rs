@@ -18,10 +18,14 @@
 //! name, `X-Content-Type-Options: nosniff` and a sandboxing
 //! `Content-Security-Policy` (an HTML file a user sent stays inert on the
 //! bridge's origin), and no caching.
+//!
+//! A download holds a few chunks of memory, however slowly the client reads
+//! (see [`Chunks`]): a thousand stalled downloads must not cost the ingress
+//! a thousand files.
 
 use std::sync::Arc;
 
-use async_nats::jetstream::{self, object_store};
+use async_nats::jetstream::{self, object_store, stream};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -32,7 +36,7 @@ use axum::Router;
 use common::config::{FilesSetup, Settings};
 use common::file_link::{now_secs, LinkSigner, META_NAME, META_TYPE};
 use common::topology::Topology;
-use tokio::io::AsyncReadExt;
+use futures::{StreamExt as _, TryStreamExt as _};
 use tokio::sync::OnceCell;
 
 /// What the route needs: the signer (with `ingress.files_signing_key`) and the bucket.
@@ -67,10 +71,20 @@ pub fn serve_if_enabled(settings: &Settings, js: &jetstream::Context, topology: 
             let signer = LinkSigner::new(key.clone(), topology.files_max_age());
             router(Arc::new(Files::new(signer, js.clone(), topology.clone())))
         }
-        None => {
-            tracing::info!(
-                "files are off: no /files/ route (set ingress.files_signing_key and ingress.public_url to enable them)"
+        // With `public_url` set the operator likely meant files on (the relay
+        // then links to them): say loudly which key is missing, and how.
+        None if settings.ingress.public_url.is_some() => {
+            let fix = settings.files_fix();
+            tracing::warn!(
+                missing = "ingress.files_signing_key",
+                "files are off although ingress.public_url is set: a file a user sends gets a notice, and there \
+                 is no /files/ route; to turn them on, {fix}"
             );
+            Router::new()
+        }
+        None => {
+            let fix = settings.files_fix();
+            tracing::info!("files are off: no /files/ route; to turn them on, {fix}");
             Router::new()
         }
     }
@@ -130,6 +144,10 @@ async fn serve(
     if info.metadata.get(META_NAME) != Some(&name) {
         return not_found("other_name");
     }
+    // The relay stores files, never links to other objects.
+    if info.options.as_ref().is_some_and(|o| o.link.is_some()) {
+        return not_found("gone");
+    }
     let size = info.size as u64;
     let mut answer = Response::builder()
         .header(header::CONTENT_TYPE, content_type(info.metadata.get(META_TYPE)))
@@ -157,20 +175,117 @@ async fn serve(
         count("head");
         return answer.body(Body::empty()).unwrap_or_else(|e| unavailable(&e));
     }
-    let mut reader = match store.get(&object).await {
-        Ok(reader) => reader,
-        Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return not_found("gone"),
+    let stream = match files.js.get_stream_no_info(files.topology.files_bucket_config().name).await {
+        Ok(stream) => stream,
         Err(e) => return unavailable(&e),
     };
-    if start > 0 {
-        if let Err(e) = tokio::io::copy(&mut (&mut reader).take(start), &mut tokio::io::sink()).await {
-            return unavailable(&e);
-        }
-    }
+    let mut chunks = Chunks::new(stream, &info, start, len);
+    // The first chunk before the status line, so that NATS failing shows as
+    // a 503 FastGPT may retry rather than as a download cut short.
+    let first = match chunks.next_chunk().await {
+        Ok(first) => first,
+        Err(ChunkError::Gone { .. }) => return not_found("gone"),
+        Err(e) => return unavailable(&e),
+    };
     count(if status == StatusCode::OK { "served" } else { "served_range" });
     tracing::info!(%object, size, start, len, "serving a file");
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader.take(len)));
+    let rest = futures::stream::try_unfold(chunks, |mut chunks| async move {
+        Ok::<_, ChunkError>(chunks.next_chunk().await?.map(|chunk| (chunk, chunks)))
+    });
+    let chunks = futures::stream::iter(first.map(Ok::<_, ChunkError>)).chain(rest).inspect_err(|e| {
+        count("broken_off");
+        tracing::warn!(error = %e, "a file download broke off");
+    });
+    let body = Body::from_stream(chunks);
     answer.body(body).unwrap_or_else(|e| unavailable(&e))
+}
+
+/// Why a download stopped (after its answer started, the connection is cut:
+/// the client sees fewer bytes than `Content-Length` announced).
+#[derive(Debug, thiserror::Error)]
+enum ChunkError {
+    #[error("chunk {index} of the object is gone (replaced or expired while being read)")]
+    Gone { index: u64 },
+    #[error("cannot read chunk {index} of the object from NATS: {source}")]
+    Nats { index: u64, source: stream::RawMessageError },
+}
+
+/// One download's chunks, fetched from the files bucket's stream one
+/// request at a time, each only when the body asks for the next.
+///
+/// Why not async-nats's `ObjectStore::get`: the reader it returns keeps only
+/// the rest of one chunk itself, but fills it from an ordered *push*
+/// consumer, which the server feeds as fast as it can into the client's
+/// subscription buffer (64 Ki messages by default). Its flow control is
+/// answered as the reader consumes, but the server only waits for an answer
+/// once megabytes are unanswered; so a client that stops reading left
+/// megabytes of the file in the ingress's memory (about 4 MiB per stalled
+/// download of a 10 MiB file, measured), and an ephemeral consumer on the
+/// server, until it went away.
+///
+/// Here nothing is pushed: each chunk (128 KiB as the relay stores them) is
+/// one request for the next message on the object's chunk subject, sent
+/// when hyper polls the body, which it does only while the connection's
+/// write buffer has room (hyper's 400 KiB). A download thus holds that
+/// buffer and the chunk being decoded, whatever the client does (about
+/// 1.4 MiB per stalled download measured, allocator included), and nothing
+/// on the server. The requests go to the stream's leader (not `direct`
+/// gets, which any replica may answer before it holds a new file), as the
+/// consumer's did. A range drops the chunks before its start one at a time
+/// (chunk sizes are not indexed), never more than one in memory.
+struct Chunks {
+    stream: stream::Stream<()>,
+    /// `$O.{bucket}.C.{nuid}`: where this object's chunks are, in order.
+    subject: String,
+    /// The stream sequence to look for the next chunk from.
+    next: u64,
+    /// Chunks read so far (for the error).
+    read: u64,
+    /// Bytes of the object still to drop (a range's start), then to send.
+    skip: u64,
+    left: u64,
+}
+
+impl Chunks {
+    fn new(stream: stream::Stream<()>, info: &object_store::ObjectInfo, start: u64, len: u64) -> Self {
+        Self {
+            stream,
+            subject: format!("$O.{}.C.{}", info.bucket, info.nuid),
+            next: 1,
+            read: 0,
+            skip: start,
+            left: len,
+        }
+    }
+
+    /// The next bytes to send, `None` once all were.
+    async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, ChunkError> {
+        while self.left > 0 {
+            let index = self.read;
+            let message = match self.stream.get_first_raw_message_by_subject(&self.subject, self.next).await {
+                Ok(message) => message,
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
+                    return Err(ChunkError::Gone { index })
+                }
+                Err(source) => return Err(ChunkError::Nats { index, source }),
+            };
+            self.next = message.sequence.saturating_add(1);
+            self.read += 1;
+            let len = message.payload.len() as u64;
+            if self.skip >= len {
+                self.skip -= len;
+                continue;
+            }
+            let mut chunk = message.payload.slice(self.skip as usize..);
+            self.skip = 0;
+            chunk.truncate(self.left.min(chunk.len() as u64) as usize);
+            self.left -= chunk.len() as u64;
+            if !chunk.is_empty() {
+                return Ok(Some(chunk));
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// The stored MIME type when it is a plain `type/subtype[; param]` (it is

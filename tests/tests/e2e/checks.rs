@@ -136,3 +136,38 @@ async fn a_streaming_channel_without_the_cardkit_scope_is_warned_about() {
     assert!(out.contains("without streaming"), "{out}");
     f.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_public_url_without_the_files_signing_key_names_the_key_and_how_to_set_it() {
+    let f = fakes().await;
+    let public = [("LARK_BRIDGE__INGRESS__PUBLIC_URL", "https://bot.example.com")];
+    for binary in [INGRESS, RELAY] {
+        let (code, out) = check(&f, binary, &public).await;
+        assert_eq!(code, 0, "a warning: everything but files works: {out}");
+        let files = out.lines().skip_while(|l| !l.contains("[warn] files:")).take(2).collect::<Vec<_>>().join("\n");
+        assert!(files.contains("ingress.files_signing_key not set"), "the missing key: {out}");
+        assert!(
+            files.contains("LARK_BRIDGE__INGRESS__FILES_SIGNING_KEY") && files.contains("openssl rand -hex 32"),
+            "where to set it, and how to make one: {out}"
+        );
+        assert!(!files.contains("LARK_BRIDGE__INGRESS__PUBLIC_URL"), "the public URL is set: {out}");
+    }
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_channel_without_keys_is_refused_by_its_place_and_its_id() {
+    let f = fakes().await;
+    let toml = std::fs::read_to_string(f.config.path()).expect("config");
+    let open = toml
+        .lines()
+        .filter(|l| !l.starts_with("encrypt_key") && !l.starts_with("verification_token"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(f.config.path(), open).expect("config without keys");
+    let (code, out) = check(&f, INGRESS, &[]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("[FAIL] secrets"), "{out}");
+    assert!(out.contains("channels[0]") && out.contains("channel \"support\""), "both its place and its id: {out}");
+    f.cleanup().await;
+}

@@ -380,3 +380,149 @@ async fn links_expire_with_their_files() {
     assert!(store.info(&object).await.is_err(), "the object expired too");
     b.stop().await;
 }
+
+/// The resident memory of process `pid`, in bytes (`VmRSS`).
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process runs");
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
+/// A client that sends `GET {path}` and then never reads: a socket with a
+/// tiny receive buffer, so the ingress's writes stall almost at once.
+async fn stalled_get(addr: std::net::SocketAddr, path: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("a small receive buffer");
+    let mut conn = socket.connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.expect("send");
+    conn
+}
+
+/// Clients that ask for a file and stop reading cost the ingress a few
+/// chunks each, not the file: the real ingress binary, a 10 MiB file, 16
+/// stalled downloads, its resident memory measured before and during.
+#[tokio::test]
+async fn stalled_downloads_cost_a_few_chunks_each_not_the_file() {
+    use crate::procs::{ProcBridge, Service};
+    const SIZE: usize = 10 * 1024 * 1024;
+    const CLIENTS: u64 = 16;
+    let b = ProcBridge::start(vec![
+        ("LARK_BRIDGE__INGRESS__FILES_SIGNING_KEY".into(), SIGNING_KEY.into()),
+        ("LARK_BRIDGE__NATS__FILES_MAX_BYTES".into(), (24 * 1024 * 1024).to_string()),
+    ])
+    .await;
+    // The file as the relay stores it (default chunks of 128 KiB), with its link.
+    let topology = common::topology::Topology::new(&b.settings.nats);
+    let store = topology.files(&b.js).await.expect("the files bucket");
+    let object = common::topology::keys::file_object("support", "om_big_download", "file_big");
+    let file: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    let meta = async_nats::jetstream::object_store::ObjectMetadata {
+        name: object.clone(),
+        metadata: [
+            (common::file_link::META_NAME.to_owned(), "big.pdf".to_owned()),
+            (common::file_link::META_TYPE.to_owned(), "application/pdf".to_owned()),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    store.put(meta, &mut file.as_slice()).await.expect("stored");
+    let addr = b.addr(Service::Ingress);
+    let signer = common::file_link::LinkSigner::new(
+        secrecy::SecretString::from(SIGNING_KEY.to_owned()),
+        topology.files_max_age(),
+    );
+    let base = reqwest::Url::parse(&format!("http://{addr}/")).expect("the ingress's URL");
+    let link = signer.link(&base, &object, "big.pdf", common::file_link::now_secs());
+    let path = link.strip_prefix(&format!("http://{addr}")).expect("a path").to_owned();
+
+    // A whole download and a range across chunks first: the bytes are right,
+    // and what one download allocates is in the baseline.
+    let got = b.http.get(&link).send().await.expect("served");
+    assert_eq!(got.status(), 200);
+    assert!(got.bytes().await.expect("body").as_ref() == file.as_slice(), "the whole file, byte for byte");
+    let (from, to) = (131_000, 400_000);
+    let part = b.http.get(&link).header("range", format!("bytes={from}-{to}")).send().await.expect("range");
+    assert_eq!(part.status(), 206);
+    assert!(part.bytes().await.expect("body").as_ref() == &file[from..=to], "a range across chunk boundaries");
+
+    let pid = b.pid(Service::Ingress).expect("the ingress runs");
+    let served = || b.raw_logs().iter().filter(|l| l.contains("serving a file")).count();
+    let before = rss(pid);
+    let already = served();
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(stalled_get(addr, &path).await);
+    }
+    // Every download started, then memory watched until it stops growing
+    // for 2 s (or for 20 s at most): what a stalled download buffers, it
+    // buffers as fast as NATS sends it.
+    while served() < already + CLIENTS as usize {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut during, mut still) = (before, 0);
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = rss(pid);
+        if now > during + 256 * 1024 {
+            (during, still) = (now, 0);
+        } else {
+            during = during.max(now);
+            still += 1;
+            if still == 20 {
+                break;
+            }
+        }
+    }
+    let growth = during.saturating_sub(before);
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "ingress VmRSS: {:.1} MiB before, {:.1} MiB with {CLIENTS} stalled downloads of a {:.0} MiB file: +{:.1} MiB \
+         ({:.2} MiB per download)",
+        mib(before),
+        mib(during),
+        mib(SIZE as u64),
+        mib(growth),
+        mib(growth / CLIENTS)
+    );
+    assert!(
+        // 2.5 MiB: hyper's write buffer (400 KiB), a chunk being decoded and
+        // the allocator's slack, with room; the push consumer's prefetch
+        // alone was 4 MiB and more.
+        growth < CLIENTS * 5 * 512 * 1024,
+        "a stalled download holds at most a few chunks: +{:.1} MiB for {CLIENTS} (the file is {:.0} MiB)",
+        mib(growth),
+        mib(SIZE as u64)
+    );
+
+    // Others are still served meanwhile.
+    let got = b.http.get(&link).header("range", "bytes=-1000").send().await.expect("served");
+    assert!(got.bytes().await.expect("body").as_ref() == &file[SIZE - 1000..]);
+    drop(clients);
+    b.stop().await;
+}
+
+/// `ingress.public_url` without `ingress.files_signing_key` looks like files
+/// are set up: the ingress says at start, as a warning, which key is missing
+/// and how to set it.
+#[tokio::test]
+async fn a_public_url_without_the_signing_key_is_a_warning_naming_the_key() {
+    use crate::procs::{ProcBridge, Service};
+    let b =
+        ProcBridge::start(vec![("LARK_BRIDGE__INGRESS__PUBLIC_URL".into(), "https://bot.example.com".into())]).await;
+    let logs = b.logs(Service::Ingress);
+    let warned = logs.iter().find(|l| {
+        l["level"] == "WARN"
+            && l.pointer("/fields/message")
+                .and_then(Value::as_str)
+                .is_some_and(|m| m.contains("files are off") && m.contains("LARK_BRIDGE__INGRESS__FILES_SIGNING_KEY"))
+    });
+    let warned = warned.unwrap_or_else(|| panic!("a warning naming the key: {logs:#?}"));
+    assert_eq!(warned.pointer("/fields/missing").and_then(Value::as_str), Some("ingress.files_signing_key"));
+    b.stop().await;
+}

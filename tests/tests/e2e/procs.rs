@@ -195,6 +195,11 @@ impl ProcBridge {
         self.lark.deliver(&self.events_url(), event, Some(&self.key)).await.ok().map(|r| r.status().as_u16())
     }
 
+    /// The process id of `s`, while it runs.
+    pub fn pid(&self, s: Service) -> Option<u32> {
+        self.running.iter().find(|r| r.service == s).and_then(|r| r.child.id())
+    }
+
     /// The JSON log lines of one service.
     pub fn logs(&self, s: Service) -> Vec<Value> {
         let lines = self.lines.lock().expect("lines");
