@@ -131,6 +131,10 @@ impl LiveCards {
         self.cards.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.cards.is_empty()
+    }
+
     pub fn contains(&self, key: &str) -> bool {
         self.cards.contains_key(key)
     }
