@@ -83,6 +83,7 @@ impl Application {
             leases,
             attempts,
             handler: Arc::new(relay),
+            max_attempts: settings.relay.max_attempts,
             max_in_flight: settings.relay.max_in_flight,
             grace: settings.relay.shutdown_grace(),
             share: tokio::sync::watch::Sender::new(Share::default()),

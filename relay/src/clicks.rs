@@ -83,7 +83,7 @@ impl Relay {
                 metrics::counter!("lark_bridge_relay_clicks_total", "channel" => channel.id.clone(), "outcome" => "expired")
                     .increment(1);
                 let decision = Decision { kind: ReplyKind::Notice, text: EXPIRED.into(), pending: None };
-                return self.conclude(&mut command, &handled_key, decision, None).await;
+                return self.conclude(message, attempt, &mut command, &handled_key, decision, None).await;
             }
             Some((_, Err(refusal))) => {
                 tracing::info!(refusal = refusal.label(), event_id = %envelope.header.event_id, "click refused at resume");
@@ -110,6 +110,6 @@ impl Relay {
             Err(retry) => return retry,
         };
         let closing = decision.pending.is_none().then_some(click.conversation.as_str());
-        self.conclude(&mut command, &handled_key, decision, closing).await
+        self.conclude(message, attempt, &mut command, &handled_key, decision, closing).await
     }
 }

@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, Message};
-use common::envelope::{ReplyBody, ReplyCommand};
+use common::envelope::{header, ReplyBody, ReplyCommand, CHANNEL_HEADER};
 use common::lark::api::{LarkClient, LarkClients, LarkError};
 use common::lark::errors::ErrorClass;
 use common::topology::keys;
@@ -67,6 +67,14 @@ impl Handler for Responder {
         );
         common::telemetry::continue_trace(&span, message.headers.as_ref());
         self.send(message, &command, attempt).instrument(span).await
+    }
+
+    async fn give_up(&self, message: &Message, attempt: u32) -> Outcome {
+        let channel = header(message.headers.as_ref(), CHANNEL_HEADER).unwrap_or("unknown").to_owned();
+        let reason = format!(
+            "still failing after {attempt} attempts (responder.max_attempts): NATS did not answer (the cards bucket, the streams); the responder's log has each failure"
+        );
+        self.dead(message, &channel, &reason).await
     }
 }
 

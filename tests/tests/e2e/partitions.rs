@@ -384,6 +384,7 @@ impl Probe {
             leases: t.leases(&js, LEASE_TTL).await.expect("leases"),
             attempts: t.attempts(&js).await.expect("attempts"),
             handler,
+            max_attempts: 5,
             max_in_flight: 4,
             grace: Duration::from_secs(1),
             share: tokio::sync::watch::Sender::new(Share::default()),
