@@ -140,12 +140,7 @@ impl FastGpt {
         // Bounded: with `detail: true` the answer carries every node's details.
         let bytes = stream::read_bounded(resp, MAX_ANSWER_BYTES, self.timeout).await?;
         if bytes.len() >= MAX_ANSWER_BYTES {
-            // Cut JSON cannot be read, and asking again costs the same tokens
-            // for the same answer.
-            return Err(FastGptError::TooLarge(format!(
-                "the whole answer (node details included) is larger than {} MiB",
-                MAX_ANSWER_BYTES >> 20
-            )));
+            return Err(too_large());
         }
         let text = classify(status, &bytes)?;
         // A run that stopped at a node asking the user carries it in the content array.
@@ -162,6 +157,15 @@ impl FastGpt {
 /// not asked again) and a streamed one is cut there; either way a runaway
 /// workflow costs the relay at most this much memory per question.
 pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// A whole answer cut at [`MAX_ANSWER_BYTES`]: cut JSON cannot be read, and
+/// asking again would pay for the same answer.
+pub(crate) fn too_large() -> FastGptError {
+    FastGptError::TooLarge(format!(
+        "the whole answer (node details included) is larger than {} MiB",
+        MAX_ANSWER_BYTES >> 20
+    ))
+}
 
 /// A whole (non-streamed) answer.
 #[derive(Debug, Clone, PartialEq)]

@@ -44,7 +44,8 @@ pub mod text {
     pub const EMPTY_ANSWER: &str = "(FastGPT returned an empty answer.)";
     pub const INTERRUPTED: &str = "**The answer was interrupted.**";
     pub const CUT: &str = "**The answer was cut here: it is too long to show in the chat.**";
-    pub const UNDELIVERED: &str = "Sorry, I could not deliver the answer: the bridge failed to queue it. Please tell your administrator.";
+    pub const UNDELIVERED: &str =
+        "Sorry, I could not deliver the answer: the bridge failed to queue it. Please tell your administrator.";
     pub const NOT_A_CHOICE: &str = "The app was waiting for a choice in the card above, and your message did not match any option. Please ask again, or send Reset to start over.";
 }
 
@@ -117,7 +118,7 @@ impl Handler for Relay {
             .or_else(|| self.topology.parse(&message.subject).map(|s| s.channel().to_owned()))
             .unwrap_or_default();
         let reason = format!(
-            "still failing after {attempt} attempts (relay.max_attempts): NATS did not answer (a bucket, the streams); the relay's log has each failure"
+            "still failing after {attempt} attempts (relay.max_attempts); the relay's log has each failure (most likely a NATS bucket not answering). Fix: check NATS and JetStream, then redrive"
         );
         self.dead(message, &channel, &reason).await
     }
@@ -257,7 +258,11 @@ impl Relay {
         (command.kind, command.body) = (kind, ReplyBody::Markdown { text, question: pending.map(|p| p.question) });
         if let Some(length) = fit_reply(command, self.nats.max_payload()) {
             metrics::counter!("lark_bridge_relay_answers_cut_total", "channel" => command.channel.clone()).increment(1);
-            tracing::warn!(length, shown = MAX_REPLY_TEXT, "the answer is too long for the chat; cut, with a line saying so");
+            tracing::warn!(
+                length,
+                shown = MAX_REPLY_TEXT,
+                "the answer is too long for the chat; cut, with a line saying so"
+            );
         }
         if let Err(e) = self.publish_reply(command).await {
             return self.undelivered(message, attempt, command, handled_key, e).await;
@@ -543,9 +548,13 @@ impl PublishError {
     /// What an operator does about it.
     pub fn fix(&self) -> &'static str {
         match self {
-            Self::TooLarge { .. } => "raise max_payload in the NATS server's configuration (FastGPT's question card is that large)",
+            Self::TooLarge { .. } => {
+                "raise max_payload in the NATS server's configuration (FastGPT's question card is that large)"
+            }
             Self::Encode(_) => "report this bug with the relay's log",
-            Self::Failed(_) => "check that NATS and its JetStream are up and that the replies stream has room (nats.replies_max_bytes)",
+            Self::Failed(_) => {
+                "check that NATS and its JetStream are up and that the replies stream has room (nats.replies_max_bytes)"
+            }
         }
     }
 }
@@ -698,7 +707,11 @@ mod tests {
         assert!(cut.len() > MAX_REPLY_TEXT - 8192, "most of the room is used: {}", cut.len());
         assert!(cut.ends_with(text::CUT));
         let kept = &cut[..cut.len() - text::CUT.len() - "\n\n---\n".len()];
-        assert!(text.starts_with(kept) && kept.ends_with("32 bytes."), "cut after a whole line: {:?}", &kept[kept.len() - 40..]);
+        assert!(
+            text.starts_with(kept) && kept.ends_with("32 bytes."),
+            "cut after a whole line: {:?}",
+            &kept[kept.len() - 40..]
+        );
         assert!(serde_json::to_vec(&command).expect("JSON").len() < 1 << 20);
     }
 

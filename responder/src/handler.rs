@@ -70,9 +70,14 @@ impl Handler for Responder {
     }
 
     async fn give_up(&self, message: &Message, attempt: u32) -> Outcome {
+        if let Ok(ReplyCommand { body: ReplyBody::CardStart { .. }, .. }) = serde_json::from_slice(&message.payload) {
+            // The final answer still comes, and shows or replaces the card.
+            tracing::warn!(attempt, "cannot start the streaming card; the final answer will show the answer");
+            return Outcome::Done;
+        }
         let channel = header(message.headers.as_ref(), CHANNEL_HEADER).unwrap_or("unknown").to_owned();
         let reason = format!(
-            "still failing after {attempt} attempts (responder.max_attempts): NATS did not answer (the cards bucket, the streams); the responder's log has each failure"
+            "still failing after {attempt} attempts (responder.max_attempts); the responder's log has each failure (most likely the cards bucket not answering). Fix: check NATS and JetStream, then redrive"
         );
         self.dead(message, &channel, &reason).await
     }

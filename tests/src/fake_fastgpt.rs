@@ -853,7 +853,10 @@ fn runaway(shared: &Arc<Shared>, index: usize, request: &FastGptRequest, bytes: 
         }
     };
     if !request.stream {
-        let (head, tail) = (r#"{"id":"","model":"","choices":[{"message":{"role":"assistant","content":""#, r#""},"finish_reason":"stop","index":0}]}"#);
+        let (head, tail) = (
+            r#"{"id":"","model":"","choices":[{"message":{"role":"assistant","content":""#,
+            r#""},"finish_reason":"stop","index":0}]}"#,
+        );
         let pieces = futures::stream::repeat(Bytes::from(text)).take(deltas).map(counted(shared.clone()));
         let body = futures::stream::once(async move { Ok(Bytes::from_static(head.as_bytes())) })
             .chain(pieces)

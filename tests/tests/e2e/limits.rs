@@ -42,7 +42,11 @@ fn assert_cut_answer(shown: &[SentMessage], message_id: &str) {
         assert!(m.uuid.as_deref().is_some_and(|u| u.ends_with(&format!("-{i}"))), "part {i} in order: {:?}", m.uuid);
     }
     let last = shown.last().map(SentMessage::text).unwrap_or_default();
-    assert!(last.trim_end().ends_with(text::CUT), "the cut is said at the end: {:?}", &last[last.len().saturating_sub(200)..]);
+    assert!(
+        last.trim_end().ends_with(text::CUT),
+        "the cut is said at the end: {:?}",
+        &last[last.len().saturating_sub(200)..]
+    );
     assert_eq!(shown.iter().filter(|m| m.text().contains(text::CUT)).count(), 1, "said once");
     let total: usize = shown.iter().map(|m| m.text().len()).sum();
     assert!(total > MAX_REPLY_TEXT * 3 / 4 && total <= MAX_REPLY_TEXT + 4096, "{total} bytes shown");
