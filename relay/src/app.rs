@@ -75,6 +75,7 @@ impl Application {
             status: base.status.clone(),
             attachments,
             questions: Questions::new(questions),
+            unsent: Default::default(),
         };
         let worker = Worker {
             name: "relay",

@@ -105,6 +105,11 @@ impl Relay {
             conversation: click.conversation.clone(),
             asked_by: pending.asked_by.clone(),
         };
+        if let Some(kept) = self.unsent.take(&handled_key) {
+            tracing::info!("publishing the answer of the last attempt; FastGPT not asked again");
+            let closing = kept.closing.as_deref();
+            return self.conclude(message, attempt, &mut command, &handled_key, kept.decision, closing).await;
+        }
         let decision = match self.ask_fastgpt(channel, asking, attempt, &command).await {
             Ok(d) => d,
             Err(retry) => return retry,

@@ -34,6 +34,7 @@ use crate::question::{self, Question};
 use crate::questions::Questions;
 use crate::sessions::Sessions;
 use crate::typing::Typing;
+use crate::unsent::Kept;
 
 pub mod text {
     //! What the bot says on its own behalf.
@@ -65,6 +66,8 @@ pub struct Relay {
     pub attachments: Attachments,
     /// Question cards waiting for a click.
     pub questions: Questions,
+    /// Answers whose reply command was not stored, for the next attempt.
+    pub unsent: crate::unsent::Unsent,
 }
 
 /// What the relay decided to say for one event.
@@ -184,6 +187,11 @@ impl Relay {
             kind: ReplyKind::Answer,
             body: ReplyBody::Markdown { text: String::new(), question: None },
         };
+        if let Some(kept) = self.unsent.take(&handled_key) {
+            tracing::info!("publishing the answer of the last attempt; FastGPT not asked again");
+            let closing = kept.closing.as_deref();
+            return self.conclude(message, attempt, &mut command, &handled_key, kept.decision, closing).await;
+        }
         let waiting = match self.questions.get(&channel.id, &conversation.token()).await {
             Ok(w) => w.is_some(),
             Err(e) => {
@@ -242,6 +250,7 @@ impl Relay {
         closing: Option<&str>,
     ) -> Outcome {
         let Decision { kind, text, mut pending } = decision;
+        let kept_pending = pending.clone();
         if let Some(p) = &pending {
             if let Err(e) = self.questions.put(&command.channel, p).await {
                 // The answer still goes; a click on a card that was never
@@ -265,7 +274,11 @@ impl Relay {
             );
         }
         if let Err(e) = self.publish_reply(command).await {
-            return self.undelivered(message, attempt, command, handled_key, e).await;
+            let kept = Kept {
+                decision: Decision { kind, text: String::new(), pending: kept_pending },
+                closing: closing.map(str::to_owned),
+            };
+            return self.undelivered(message, attempt, command, handled_key, e, kept).await;
         }
         if let Err(e) = self.handled.put(handled_key, kind.as_str().into()).await {
             // The reply command is stored; its message id absorbs a second publish
@@ -284,10 +297,11 @@ impl Relay {
         Outcome::Done
     }
 
-    /// The reply command could not be stored: tried again (FastGPT is asked
-    /// again with it) up to `relay.max_attempts`, never when retrying
-    /// cannot help; then the user gets a short apology, and the event goes
-    /// to the dead letters with the reason.
+    /// The reply command could not be stored: tried again up to
+    /// `relay.max_attempts` (with the answer `kept` in this replica, so
+    /// FastGPT is not asked again), never when retrying cannot help; then
+    /// the user gets a short apology, and the event goes to the dead letters
+    /// with the reason.
     async fn undelivered(
         &self,
         message: &Message,
@@ -295,10 +309,15 @@ impl Relay {
         command: &mut ReplyCommand,
         handled_key: &str,
         e: PublishError,
+        mut kept: Kept,
     ) -> Outcome {
         if !e.is_permanent() && attempt < self.settings.max_attempts {
             let delay = backoff(attempt, Duration::from_secs(60));
             tracing::warn!(error = %e, attempt, retry_in = ?delay, "cannot publish the reply command; will retry");
+            if let ReplyBody::Markdown { text, .. } = &mut command.body {
+                kept.decision.text = std::mem::take(text);
+                self.unsent.keep(handled_key, kept);
+            }
             return Outcome::Retry(delay);
         }
         let reason = format!("cannot publish the reply command (attempt {attempt}): {e}");

@@ -147,7 +147,9 @@ async fn a_whole_answer_over_the_limit_gets_an_apology_and_is_not_asked_again() 
 }
 
 /// The reply command once failed to publish and the event was retried every
-/// second whatever `relay.max_attempts` said, asking FastGPT each time.
+/// second whatever `relay.max_attempts` said, asking FastGPT each time. Now
+/// the publish is tried `relay.max_attempts` times (3 here, the answer kept
+/// meanwhile), then the user gets an apology and the event a dead letter.
 #[tokio::test]
 async fn a_reply_that_cannot_be_queued_is_tried_max_attempts_times_then_apologised_and_dead_lettered() {
     let env = vec![("LARK_BRIDGE__RELAY__MAX_ATTEMPTS", "3".to_owned())];
@@ -172,9 +174,9 @@ async fn a_reply_that_cannot_be_queued_is_tried_max_attempts_times_then_apologis
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let reason = reason.expect("the event is dead-lettered");
-    assert!(reason.contains("cannot publish the reply command") && reason.contains("Fix:"), "{reason}");
+    assert!(reason.contains("cannot publish the reply command (attempt 3)") && reason.contains("Fix:"), "{reason}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(b.fastgpt.requests().len(), 3, "asked relay.max_attempts times, no more");
-    assert_eq!(b.lark.visible_messages().len(), 1);
+    assert_eq!(b.fastgpt.requests().len(), 1, "the answer was kept for the retries: FastGPT asked once");
+    assert_eq!(b.lark.visible_messages().len(), 1, "nothing more");
     b.stop().await;
 }
