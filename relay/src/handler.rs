@@ -8,7 +8,11 @@
 //!    failure is retried by redelivery with backoff, a refusal or the last
 //!    failed attempt becomes an apology naming the cause.
 //! 5. Publish the reply command (its `Nats-Msg-Id` makes a second publish a
-//!    no-op), record the event as answered, then ack (the worker does).
+//!    no-op), record the event as answered, then ack (the worker does). An
+//!    answer too long for the chat is cut first, with a line saying so
+//!    ([`fit_reply`]); a publish that fails is tried up to
+//!    `relay.max_attempts` with the answer kept, then apologised for and
+//!    dead-lettered.
 
 use std::sync::Arc;
 use std::time::Duration;
