@@ -10,7 +10,7 @@
 //! 5. Publish the reply command (its `Nats-Msg-Id` makes a second publish a
 //!    no-op), record the event as answered, then ack (the worker does). An
 //!    answer too long for the chat is cut first, with a line saying so
-//!    ([`fit_reply`]); a publish that fails is tried up to
+//!    (`fit_reply`); a publish that fails is tried up to
 //!    `relay.max_attempts` with the answer kept, then apologised for and
 //!    dead-lettered.
 
@@ -552,7 +552,7 @@ impl Relay {
 /// Why a reply command was not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// Over NATS's `max_payload` even after [`fit_reply`]: only a question
+    /// Over NATS's `max_payload` even after `fit_reply`: only a question
     /// card that large could do it. Retrying cannot help.
     #[error("the reply command is {bytes} bytes, over NATS's max_payload of {max}")]
     TooLarge { bytes: usize, max: usize },
