@@ -177,7 +177,8 @@ pub struct RelaySettings {
     /// Timeout of one FastGPT call; workflows can be slow.
     #[serde(default = "defaults::fastgpt_timeout_secs")]
     pub fastgpt_timeout_secs: u64,
-    /// Attempts at a question before the user gets an apology.
+    /// Attempts at a question before the user gets an apology; of any event
+    /// before it is dead-lettered (`worker::Handler::give_up`).
     #[serde(default = "defaults::attempts")]
     pub max_attempts: u32,
     /// After this long without FastGPT's answer, a `Typing` reaction shows the

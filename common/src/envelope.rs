@@ -162,6 +162,15 @@ pub fn reply_uuid(source: &str, part: usize) -> String {
     format!("lb-{}-{part}", short_hash(&[source.as_bytes()]))
 }
 
+/// The most of one answer the bridge shows in Lark: about 20 cards (a card
+/// holds about 28 KB, `responder::render`), 18 at the least. A longer answer
+/// is cut here by the relay, with a line saying so: more is no longer read
+/// in a chat, floods it for minutes under Lark's per-chat limit, and could
+/// not travel one NATS message (1 MB by default). Cut, every answer is one
+/// reply command, so its order, its Lark `uuid`s and a streaming card's
+/// ending need nothing more.
+pub const MAX_REPLY_TEXT: usize = 512 * 1024;
+
 /// The longest text a draft carries: a card holds about this much (the rest
 /// of a longer answer follows the card as further messages, sent with the
 /// final answer), so a longer draft would show nothing more.

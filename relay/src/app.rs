@@ -78,6 +78,7 @@ impl Application {
             status: base.status.clone(),
             attachments,
             questions: Questions::new(questions),
+            unsent: Default::default(),
         };
         let worker = Worker {
             name: "relay",
@@ -86,6 +87,7 @@ impl Application {
             leases,
             attempts,
             handler: Arc::new(relay),
+            max_attempts: settings.relay.max_attempts,
             max_in_flight: settings.relay.max_in_flight,
             grace: settings.relay.shutdown_grace(),
             share: tokio::sync::watch::Sender::new(Share::default()),

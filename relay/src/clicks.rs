@@ -83,7 +83,7 @@ impl Relay {
                 metrics::counter!("lark_bridge_relay_clicks_total", "channel" => channel.id.clone(), "outcome" => "expired")
                     .increment(1);
                 let decision = Decision { kind: ReplyKind::Notice, text: EXPIRED.into(), pending: None };
-                return self.conclude(&mut command, &handled_key, decision, None).await;
+                return self.conclude(message, attempt, &mut command, &handled_key, decision, None).await;
             }
             Some((_, Err(refusal))) => {
                 tracing::info!(refusal = refusal.label(), event_id = %envelope.header.event_id, "click refused at resume");
@@ -105,11 +105,16 @@ impl Relay {
             conversation: click.conversation.clone(),
             asked_by: pending.asked_by.clone(),
         };
+        if let Some(kept) = self.unsent.take(&handled_key) {
+            tracing::info!("publishing the answer of the last attempt; FastGPT not asked again");
+            let closing = kept.closing.as_deref();
+            return self.conclude(message, attempt, &mut command, &handled_key, kept.decision, closing).await;
+        }
         let decision = match self.ask_fastgpt(channel, asking, attempt, &command).await {
             Ok(d) => d,
             Err(retry) => return retry,
         };
         let closing = decision.pending.is_none().then_some(click.conversation.as_str());
-        self.conclude(&mut command, &handled_key, decision, closing).await
+        self.conclude(message, attempt, &mut command, &handled_key, decision, closing).await
     }
 }

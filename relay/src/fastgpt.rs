@@ -42,6 +42,10 @@ pub enum FastGptError {
     /// The app's workflow failed (HTTP 200 with a top-level `error`).
     #[error("the FastGPT app's workflow failed: {0}")]
     Workflow(String),
+    /// The answer is larger than [`MAX_ANSWER_BYTES`]; asking again would
+    /// pay for the same runaway answer.
+    #[error("FastGPT's answer is too large: {0}")]
+    TooLarge(String),
 }
 
 /// The kind of refusal, for the user's apology and the operator's log.
@@ -67,6 +71,7 @@ impl FastGptError {
             Self::Refused { cause: Refusal::Model, .. } => "give the app a model its FastGPT team may use",
             Self::Refused { .. } => "see FastGPT's message; check the app in FastGPT",
             Self::Workflow(_) => "open the app in FastGPT and run it once: its workflow fails",
+            Self::TooLarge(_) => "bound the app's answer (the model's max tokens, the loops of its workflow), or turn streaming on for the channel: a streamed answer is cut instead",
         }
     }
 
@@ -79,6 +84,7 @@ impl FastGptError {
             Self::Refused { cause: Refusal::Model, .. } => "model",
             Self::Refused { cause: Refusal::Other, .. } => "refused",
             Self::Workflow(_) => "workflow",
+            Self::TooLarge(_) => "too_large",
         }
     }
 }
@@ -132,7 +138,10 @@ impl FastGpt {
             .map_err(|e| FastGptError::Transient(network_error(&e, self.timeout)))?;
         let status = resp.status().as_u16();
         // Bounded: with `detail: true` the answer carries every node's details.
-        let bytes = stream::read_bounded(resp, MAX_WHOLE_ANSWER_BYTES, self.timeout).await?;
+        let bytes = stream::read_bounded(resp, MAX_ANSWER_BYTES, self.timeout).await?;
+        if bytes.len() >= MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
         let text = classify(status, &bytes)?;
         // A run that stopped at a node asking the user carries it in the content array.
         let interaction = serde_json::from_slice::<Value>(&bytes)
@@ -142,8 +151,21 @@ impl FastGpt {
     }
 }
 
-/// The largest whole (non-streamed) answer read, node details included.
-pub const MAX_WHOLE_ANSWER_BYTES: usize = 16 << 20;
+/// The most of one answer the relay holds: a whole (non-streamed) answer's
+/// body, node details included, and a streamed answer's text
+/// (`crate::streaming`). Past it a whole answer cannot be read (an apology,
+/// not asked again) and a streamed one is cut there; either way a runaway
+/// workflow costs the relay at most this much memory per question.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// A whole answer cut at [`MAX_ANSWER_BYTES`]: cut JSON cannot be read, and
+/// asking again would pay for the same answer.
+pub(crate) fn too_large() -> FastGptError {
+    FastGptError::TooLarge(format!(
+        "the whole answer (node details included) is larger than {} MiB",
+        MAX_ANSWER_BYTES >> 20
+    ))
+}
 
 /// A whole (non-streamed) answer.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,7 +8,11 @@
 //!    failure is retried by redelivery with backoff, a refusal or the last
 //!    failed attempt becomes an apology naming the cause.
 //! 5. Publish the reply command (its `Nats-Msg-Id` makes a second publish a
-//!    no-op), record the event as answered, then ack (the worker does).
+//!    no-op), record the event as answered, then ack (the worker does). An
+//!    answer too long for the chat is cut first, with a line saying so
+//!    (`fit_reply`); a publish that fails is tried up to
+//!    `relay.max_attempts` with the answer kept, then apologised for and
+//!    dead-lettered.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +21,9 @@ use async_nats::jetstream::{self, kv, Message};
 use common::channel::{Channel, Channels};
 use common::config::RelaySettings;
 use common::conversation::{short_hash, ConversationKey};
-use common::envelope::{dedup_key, header, ReplyBody, ReplyCommand, ReplyKind, CHANNEL_HEADER};
+use common::envelope::{
+    dedup_key, header, truncate_at_char, ReplyBody, ReplyCommand, ReplyKind, CHANNEL_HEADER, MAX_REPLY_TEXT,
+};
 use common::lark::api::LarkClients;
 use common::lark::card_action::CardAction;
 use common::lark::event::{EventEnvelope, MessageEvent};
@@ -32,6 +38,7 @@ use crate::question::{self, Question};
 use crate::questions::Questions;
 use crate::sessions::Sessions;
 use crate::typing::Typing;
+use crate::unsent::Kept;
 
 pub mod text {
     //! What the bot says on its own behalf.
@@ -41,6 +48,9 @@ pub mod text {
     pub const NOT_TEXT: &str = "Sorry, I can only read text messages. Please type your question.";
     pub const EMPTY_ANSWER: &str = "(FastGPT returned an empty answer.)";
     pub const INTERRUPTED: &str = "**The answer was interrupted.**";
+    pub const CUT: &str = "**The answer was cut here: it is too long to show in the chat.**";
+    pub const UNDELIVERED: &str =
+        "Sorry, I could not deliver the answer: the bridge failed to queue it. Please tell your administrator.";
     pub const NOT_A_CHOICE: &str = "The app was waiting for a choice in the card above, and your message did not match any option. Please ask again, or send Reset to start over.";
 }
 
@@ -62,6 +72,8 @@ pub struct Relay {
     pub questions: Questions,
     /// Each app's Lark calls this month, against its budget.
     pub lark_usage: common::lark::calls::UsageCache,
+    /// Answers whose reply command was not stored, for the next attempt.
+    pub unsent: crate::unsent::Unsent,
 }
 
 /// What the relay decided to say for one event.
@@ -108,7 +120,22 @@ impl Handler for Relay {
         common::telemetry::continue_trace(&span, message.headers.as_ref());
         self.handle_event(message, &channel_id, attempt).instrument(span).await
     }
+
+    async fn give_up(&self, message: &Message, attempt: u32) -> Outcome {
+        let channel = header(message.headers.as_ref(), CHANNEL_HEADER)
+            .map(str::to_owned)
+            .or_else(|| self.topology.parse(&message.subject).map(|s| s.channel().to_owned()))
+            .unwrap_or_default();
+        let reason = format!(
+            "still failing after {attempt} attempts (relay.max_attempts); the relay's log has each failure (most likely a NATS bucket not answering). Fix: check NATS and JetStream, then redrive"
+        );
+        self.dead(message, &channel, &reason).await
+    }
 }
+
+// A runaway streamed answer, cut at `MAX_ANSWER_BYTES`, is always cut again
+// for the chat, with the line that says so.
+const _: () = assert!(MAX_REPLY_TEXT < crate::fastgpt::MAX_ANSWER_BYTES);
 
 impl Relay {
     async fn handle_event(&self, message: &Message, channel_id: &str, attempt: u32) -> Outcome {
@@ -166,6 +193,11 @@ impl Relay {
             kind: ReplyKind::Answer,
             body: ReplyBody::Markdown { text: String::new(), question: None },
         };
+        if let Some(kept) = self.unsent.take(&handled_key) {
+            tracing::info!("publishing the answer of the last attempt; FastGPT not asked again");
+            let closing = kept.closing.as_deref();
+            return self.conclude(message, attempt, &mut command, &handled_key, kept.decision, closing).await;
+        }
         let waiting = match self.questions.get(&channel.id, &conversation.token()).await {
             Ok(w) => w.is_some(),
             Err(e) => {
@@ -187,7 +219,7 @@ impl Relay {
         // this answer asks a new one, which replaces it).
         let token = conversation.token();
         let closing = (waiting && decision.pending.is_none()).then_some(token.as_str());
-        self.conclude(&mut command, &handled_key, decision, closing).await
+        self.conclude(message, attempt, &mut command, &handled_key, decision, closing).await
     }
 
     /// The answered-events key of `source`, unless it is answered already
@@ -216,12 +248,15 @@ impl Relay {
     /// reply itself not being stored.
     pub(crate) async fn conclude(
         &self,
+        message: &Message,
+        attempt: u32,
         command: &mut ReplyCommand,
         handled_key: &str,
         decision: Decision,
         closing: Option<&str>,
     ) -> Outcome {
         let Decision { kind, text, mut pending } = decision;
+        let kept_pending = pending.clone();
         if let Some(p) = &pending {
             if let Err(e) = self.questions.put(&command.channel, p).await {
                 // The answer still goes; a click on a card that was never
@@ -236,9 +271,20 @@ impl Relay {
             }
         }
         (command.kind, command.body) = (kind, ReplyBody::Markdown { text, question: pending.map(|p| p.question) });
+        if let Some(length) = fit_reply(command, self.nats.max_payload()) {
+            metrics::counter!("lark_bridge_relay_answers_cut_total", "channel" => command.channel.clone()).increment(1);
+            tracing::warn!(
+                length,
+                shown = MAX_REPLY_TEXT,
+                "the answer is too long for the chat; cut, with a line saying so"
+            );
+        }
         if let Err(e) = self.publish_reply(command).await {
-            tracing::warn!(error = %e, "cannot publish the reply command; retrying the event");
-            return Outcome::Retry(Duration::from_secs(1));
+            let kept = Kept {
+                decision: Decision { kind, text: String::new(), pending: kept_pending },
+                closing: closing.map(str::to_owned),
+            };
+            return self.undelivered(message, attempt, command, handled_key, e, kept).await;
         }
         if let Err(e) = self.handled.put(handled_key, kind.as_str().into()).await {
             // The reply command is stored; its message id absorbs a second publish
@@ -270,6 +316,46 @@ impl Relay {
         }
         tracing::info!(calls = usage.calls, budget = ?usage.budget, "past 90 % of the month's Lark calls: answering whole");
         false
+    }
+
+    /// The reply command could not be stored: tried again up to
+    /// `relay.max_attempts` (with the answer `kept` in this replica, so
+    /// FastGPT is not asked again), never when retrying cannot help; then
+    /// the user gets a short apology, and the event goes to the dead letters
+    /// with the reason.
+    async fn undelivered(
+        &self,
+        message: &Message,
+        attempt: u32,
+        command: &mut ReplyCommand,
+        handled_key: &str,
+        e: PublishError,
+        mut kept: Kept,
+    ) -> Outcome {
+        if !e.is_permanent() && attempt < self.settings.max_attempts {
+            let delay = backoff(attempt, Duration::from_secs(60));
+            tracing::warn!(error = %e, attempt, retry_in = ?delay, "cannot publish the reply command; will retry");
+            if let ReplyBody::Markdown { text, .. } = &mut command.body {
+                kept.decision.text = std::mem::take(text);
+                self.unsent.keep(handled_key, kept);
+            }
+            return Outcome::Retry(delay);
+        }
+        let reason = format!("cannot publish the reply command (attempt {attempt}): {e}");
+        tracing::error!(error = %e, attempt, "cannot publish the reply command; apologising and dead-lettering the event");
+        self.status.error(&command.channel, reason.clone(), e.fix());
+        (command.kind, command.body) =
+            (ReplyKind::Apology, ReplyBody::Markdown { text: text::UNDELIVERED.into(), question: None });
+        match self.publish_reply(command).await {
+            Ok(()) => {
+                if let Err(e) = self.handled.put(handled_key, ReplyKind::Apology.as_str().into()).await {
+                    tracing::warn!(error = %e, "cannot record the event as answered");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot publish the apology either"),
+        }
+        let channel = command.channel.clone();
+        self.dead(message, &channel, &format!("{reason}. Fix: {}", e.fix())).await
     }
 
     /// What to say; `Err` carries the outcome when the event must be retried.
@@ -440,10 +526,12 @@ impl Relay {
         }
     }
 
-    pub(crate) async fn publish_reply(&self, command: &ReplyCommand) -> Result<(), async_nats::Error> {
+    /// Publishes a reply command, trying three times within about a second
+    /// (a NATS leader change); not again when retrying cannot help.
+    pub(crate) async fn publish_reply(&self, command: &ReplyCommand) -> Result<(), PublishError> {
         let subject = self.topology.reply_subject(&command.channel, &short_hash(&[command.chat_id.as_bytes()]));
-        let payload = serde_json::to_vec(command)?;
-        let mut last = None;
+        let payload: bytes::Bytes = serde_json::to_vec(command).map_err(PublishError::Encode)?.into();
+        let mut last = PublishError::Failed("not tried".into());
         for pause in [0u64, 200, 1000] {
             // No sleep before the first try: tokio rounds even a zero sleep up to its 1 ms tick.
             if pause > 0 {
@@ -451,15 +539,18 @@ impl Relay {
             }
             let mut headers = command.headers();
             common::telemetry::inject_nats(&mut headers);
-            match self.js.publish_with_headers(subject.clone(), headers, payload.clone().into()).await {
+            last = match self.js.publish_with_headers(subject.clone(), headers, payload.clone()).await {
                 Ok(ack) => match ack.await {
                     Ok(_) => return Ok(()),
-                    Err(e) => last = Some(e.into()),
+                    Err(e) => PublishError::Failed(e.to_string()),
                 },
-                Err(e) => last = Some(e.into()),
-            }
+                Err(e) if e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
+                    return Err(PublishError::TooLarge { bytes: payload.len(), max: self.nats.max_payload() })
+                }
+                Err(e) => PublishError::Failed(e.to_string()),
+            };
         }
-        Err(last.unwrap_or_else(|| "publish failed".into()))
+        Err(last)
     }
 
     pub(crate) async fn dead(&self, message: &Message, channel_id: &str, reason: &str) -> Outcome {
@@ -475,9 +566,115 @@ impl Relay {
     }
 }
 
-/// A streamed answer that stopped midway: what was written, then why it stopped.
+/// Why a reply command was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Over NATS's `max_payload` even after `fit_reply`: only a question
+    /// card that large could do it. Retrying cannot help.
+    #[error("the reply command is {bytes} bytes, over NATS's max_payload of {max}")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("the reply command cannot be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// NATS did not store it (no connection, no stream leader, the stream full).
+    #[error("JetStream did not store the reply command: {0}")]
+    Failed(String),
+}
+
+impl PublishError {
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, Self::Failed(_))
+    }
+
+    /// What an operator does about it.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => {
+                "raise max_payload in the NATS server's configuration (FastGPT's question card is that large)"
+            }
+            Self::Encode(_) => "report this bug with the relay's log",
+            Self::Failed(_) => {
+                "check that NATS and its JetStream are up and that the replies stream has room (nats.replies_max_bytes)"
+            }
+        }
+    }
+}
+
+/// Room kept in a NATS message beside the reply's JSON: headers (message
+/// id, channel, trace context).
+const HEADERS_ROOM: usize = 4 * 1024;
+
+/// Bytes a cut takes at most beyond what it keeps: the closing of a code
+/// block and the line saying the answer was cut.
+const CUT_ROOM: usize = 256;
+
+/// Cuts the reply's text, with a line saying so, to at most
+/// [`MAX_REPLY_TEXT`] bytes and so that the command fits one NATS message
+/// of `max_payload` bytes. An answer of any size thus reaches the user, its
+/// start at least, as one reply command: one Lark `uuid` sequence, in
+/// order, ending a streaming card like any answer. Returns the text's
+/// length before the cut, when it was cut.
+pub(crate) fn fit_reply(command: &mut ReplyCommand, max_payload: usize) -> Option<usize> {
+    let ReplyBody::Markdown { text, .. } = &mut command.body else { return None };
+    let length = text.len();
+    let mut cut = false;
+    if text.len() > MAX_REPLY_TEXT {
+        cut_text(text, MAX_REPLY_TEXT - CUT_ROOM);
+        cut = true;
+    }
+    let budget = max_payload.saturating_sub(HEADERS_ROOM);
+    let size_of = |command: &ReplyCommand| serde_json::to_vec(command).map_or(usize::MAX, |json| json.len());
+    let mut empty = command.clone();
+    if let ReplyBody::Markdown { text, .. } = &mut empty.body {
+        text.clear();
+    }
+    let overhead = size_of(&empty);
+    // JSON escapes some characters to 2 or 6 bytes: keep the share of the
+    // text that fits; the last round removes at least the excess (an
+    // escaped byte is at least one byte of text), so the command then fits
+    // unless the question card alone is too large.
+    for round in 0..4 {
+        let size = size_of(command);
+        let ReplyBody::Markdown { text, .. } = &mut command.body else { break };
+        if size <= budget || text.is_empty() {
+            break;
+        }
+        let keep = match round {
+            3 => text.len().saturating_sub(size - budget),
+            _ => text.len().saturating_mul(budget.saturating_sub(overhead)) / size.saturating_sub(overhead).max(1),
+        };
+        cut_text(text, keep.saturating_sub(CUT_ROOM));
+        cut = true;
+    }
+    cut.then_some(length)
+}
+
+/// Cuts `text` to at most `keep` bytes (at a line end when one is near, on a
+/// character boundary), closes a code block left open, and says it was cut.
+fn cut_text(text: &mut String, keep: usize) {
+    let mut end = truncate_at_char(text, keep).len();
+    if let Some(line_end) = text[..end].rfind('\n').filter(|&i| end - i < 4096) {
+        end = line_end;
+    }
+    text.truncate(end);
+    let trimmed = text.trim_end().len();
+    text.truncate(trimmed);
+    let fences = text.lines().filter(|l| l.trim_start().starts_with("```")).count();
+    if fences % 2 == 1 {
+        text.push_str("\n```");
+    }
+    text.push_str("\n\n---\n");
+    text.push_str(text::CUT);
+}
+
+/// A streamed answer that stopped midway: what was written, then why it
+/// stopped (the reason kept whatever the length of what was written).
 pub fn interrupted(partial: &str, apology: &str) -> String {
-    format!("{}\n\n---\n{} {apology}", partial.trim_end(), text::INTERRUPTED)
+    let room = MAX_REPLY_TEXT - CUT_ROOM - text::INTERRUPTED.len() - apology.len() - 16;
+    let mut partial = partial.trim_end().to_owned();
+    if partial.len() > room {
+        cut_text(&mut partial, room.saturating_sub(CUT_ROOM));
+    }
+    format!("{partial}\n\n---\n{} {apology}", text::INTERRUPTED)
 }
 
 /// The user's apology: short, naming the kind of failure.
@@ -502,5 +699,95 @@ pub fn apology(e: &FastGptError, attempts: u32) -> String {
         FastGptError::Workflow(_) => {
             "Sorry, the app's workflow failed while answering. Please try again; tell your administrator if it keeps happening.".into()
         }
+        FastGptError::TooLarge(_) => {
+            "Sorry, the app's answer was far too long to show. Please ask for a shorter answer; tell your administrator if it keeps happening.".into()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(text: String) -> ReplyCommand {
+        ReplyCommand {
+            channel: "support".into(),
+            source: "support:msg:om_1".into(),
+            reply_to: "om_1".into(),
+            chat_id: "oc_1".into(),
+            in_thread: false,
+            kind: ReplyKind::Answer,
+            body: ReplyBody::Markdown { text, question: None },
+        }
+    }
+
+    fn text_of(command: &ReplyCommand) -> &str {
+        match &command.body {
+            ReplyBody::Markdown { text, .. } => text,
+            ReplyBody::CardStart { text, .. } => text,
+        }
+    }
+
+    #[test]
+    fn a_reply_that_fits_is_left_alone() {
+        let mut command = reply("short **answer**\n".repeat(1000));
+        let before = command.clone();
+        assert_eq!(fit_reply(&mut command, 1 << 20), None);
+        assert_eq!(command, before);
+    }
+
+    #[test]
+    fn a_long_answer_is_cut_at_a_line_with_a_line_saying_so() {
+        let line = "a line of the answer, 32 bytes.\n";
+        let text = line.repeat(1_500_000 / line.len());
+        let mut command = reply(text.clone());
+        assert_eq!(fit_reply(&mut command, 1 << 20), Some(text.len()));
+        let cut = text_of(&command);
+        assert!(cut.len() <= MAX_REPLY_TEXT, "{}", cut.len());
+        assert!(cut.len() > MAX_REPLY_TEXT - 8192, "most of the room is used: {}", cut.len());
+        assert!(cut.ends_with(text::CUT));
+        let kept = &cut[..cut.len() - text::CUT.len() - "\n\n---\n".len()];
+        assert!(
+            text.starts_with(kept) && kept.ends_with("32 bytes."),
+            "cut after a whole line: {:?}",
+            &kept[kept.len() - 40..]
+        );
+        assert!(serde_json::to_vec(&command).expect("JSON").len() < 1 << 20);
+    }
+
+    #[test]
+    fn a_code_block_left_open_by_the_cut_is_closed_before_the_line() {
+        let text = format!("Intro\n\n```rust\n{}```\n", "let x = 1;\n".repeat(100_000));
+        let mut command = reply(text);
+        assert!(fit_reply(&mut command, 1 << 20).is_some());
+        let cut = text_of(&command);
+        let fences = cut.lines().filter(|l| l.trim_start().starts_with("```")).count();
+        assert_eq!(fences, 2, "opened and closed");
+        assert!(cut.ends_with(&format!("```\n\n---\n{}", text::CUT)));
+    }
+
+    /// Quotes and control characters take two to six bytes in JSON: the
+    /// command still fits the server's limit, whatever it is.
+    #[test]
+    fn the_command_fits_max_payload_whatever_the_escaping() {
+        for max_payload in [1 << 20, 256 << 10, 64 << 10] {
+            let mut command = reply("\u{1}\"\\\n".repeat(200_000));
+            assert!(fit_reply(&mut command, max_payload).is_some());
+            let json = serde_json::to_vec(&command).expect("JSON");
+            assert!(json.len() <= max_payload - HEADERS_ROOM, "{} > {max_payload}", json.len());
+            assert!(text_of(&command).ends_with(text::CUT));
+            assert!(text_of(&command).len() > (max_payload - HEADERS_ROOM) / 8, "not cut more than needed");
+        }
+    }
+
+    #[test]
+    fn an_interrupted_answer_keeps_its_reason_whatever_its_length() {
+        let partial = "word ".repeat(4 << 20);
+        let text = interrupted(&partial, "Sorry, the workflow failed.");
+        assert!(text.len() <= MAX_REPLY_TEXT, "{}", text.len());
+        assert!(text.ends_with("Sorry, the workflow failed."));
+        assert!(text.contains(text::CUT));
+        let mut command = reply(text.clone());
+        assert_eq!(fit_reply(&mut command, 1 << 20), None, "the reason is not cut away again");
     }
 }

@@ -11,6 +11,7 @@
 //!   resumes the workflow.
 //! - [`streaming`]: a streamed answer: the card start, then drafts as FastGPT writes.
 //! - [`typing`]: the "bot is working" reaction on slow answers.
+//! - [`unsent`]: answers NATS did not store, kept for the next attempt (FastGPT not asked again).
 //! - [`check`]: `relay --check`.
 //! - [`app`]: build and run (the pull loop itself is `common::worker`).
 
@@ -26,5 +27,6 @@ pub mod questions;
 pub mod sessions;
 pub mod streaming;
 pub mod typing;
+pub mod unsent;
 
 pub use app::{Application, StartError};

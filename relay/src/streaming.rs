@@ -7,19 +7,20 @@
 //! NATS, on a subject of the chat's replies partition, so it reaches the
 //! same responder: a lost one costs nothing). The text is appended to as it arrives and
 //! each draft copies at most `DRAFT_MAX_TEXT` bytes of it, so the cost stays
-//! linear in the answer's length. The final answer is published by the
+//! linear in the answer's length, and at most `MAX_ANSWER_BYTES` of it are
+//! kept: past that the answer is cut. The final answer is published by the
 //! handler as for any answer; it is what ends up in the card.
 
 use std::time::Duration;
 
 use common::channel::Channel;
 use common::conversation::short_hash;
-use common::envelope::{unix_ms, ReplyBody, ReplyCommand, DRAFT_MAX_TEXT};
+use common::envelope::{truncate_at_char, unix_ms, ReplyBody, ReplyCommand, DRAFT_MAX_TEXT};
 use tokio::time::MissedTickBehavior;
 
 use common::question::Interaction;
 
-use crate::fastgpt::{Ask, FastGptError, Piece};
+use crate::fastgpt::{Ask, FastGptError, Piece, MAX_ANSWER_BYTES};
 use crate::handler::Relay;
 use crate::typing::Typing;
 
@@ -33,7 +34,8 @@ pub const DRAFT_EVERY: Duration = Duration::from_millis(250);
 pub struct Streamed {
     /// The whole answer, or why it stopped.
     pub result: Result<String, FastGptError>,
-    /// The text received before it stopped (the whole answer on success).
+    /// The text received before it failed (empty on success: the answer is
+    /// in `result`).
     pub partial: String,
     /// FastGPT stopped at a node that asks the user (buttons or a form).
     pub interaction: Option<Interaction>,
@@ -69,7 +71,13 @@ pub async fn ask(
                 Some(Err(e)) => break Err(e),
                 Some(Ok(Piece::Text(delta))) if delta.is_empty() => {}
                 Some(Ok(Piece::Text(delta))) => {
-                    text.push_str(&delta);
+                    // A runaway workflow may write without end: keep what
+                    // fits, stop reading (the connection closes, FastGPT
+                    // stops writing) and answer with that, not asking again.
+                    // The reply says it was cut (`handler::fit_reply`).
+                    let room = MAX_ANSWER_BYTES - text.len();
+                    let full = delta.len() >= room;
+                    text.push_str(truncate_at_char(&delta, room));
                     // Lark refuses a card without text: start at the first visible words.
                     if !drafts.started() && !text.trim().is_empty() {
                         // The card replaces the Typing reaction.
@@ -77,6 +85,10 @@ pub async fn ask(
                             tokio::spawn(t.finish());
                         }
                         drafts.start(&text).await;
+                    }
+                    if full {
+                        tracing::warn!(kept = text.len(), "the streamed answer reached the relay's limit; cut there");
+                        break Ok(());
                     }
                 }
                 Some(Ok(Piece::Interactive(node))) => {
@@ -93,7 +105,11 @@ pub async fn ask(
     if let Some(t) = typing.take() {
         t.finish().await;
     }
-    Streamed { result: end.map(|()| text.clone()), partial: text, interaction }
+    // Moved, not copied: the text may be up to `MAX_ANSWER_BYTES`.
+    match end {
+        Ok(()) => Streamed { result: Ok(text), partial: String::new(), interaction },
+        Err(e) => Streamed { result: Err(e), partial: text, interaction },
+    }
 }
 
 /// The drafts of one answer.

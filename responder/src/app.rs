@@ -96,6 +96,7 @@ impl Application {
             leases,
             attempts,
             handler: Arc::new(responder),
+            max_attempts: r.max_attempts,
             max_in_flight: r.max_in_flight,
             grace: r.shutdown_grace(),
             share: tokio::sync::watch::Sender::new(Share::default()),

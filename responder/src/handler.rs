@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, Message};
-use common::envelope::{ReplyBody, ReplyCommand};
+use common::envelope::{header, ReplyBody, ReplyCommand, CHANNEL_HEADER};
 use common::lark::api::{LarkClient, LarkClients, LarkError};
 use common::lark::errors::ErrorClass;
 use common::topology::keys;
@@ -72,6 +72,19 @@ impl Handler for Responder {
         );
         common::telemetry::continue_trace(&span, message.headers.as_ref());
         self.send(message, &command, attempt).instrument(span).await
+    }
+
+    async fn give_up(&self, message: &Message, attempt: u32) -> Outcome {
+        if let Ok(ReplyCommand { body: ReplyBody::CardStart { .. }, .. }) = serde_json::from_slice(&message.payload) {
+            // The final answer still comes, and shows or replaces the card.
+            tracing::warn!(attempt, "cannot start the streaming card; the final answer will show the answer");
+            return Outcome::Done;
+        }
+        let channel = header(message.headers.as_ref(), CHANNEL_HEADER).unwrap_or("unknown").to_owned();
+        let reason = format!(
+            "still failing after {attempt} attempts (responder.max_attempts); the responder's log has each failure (most likely the cards bucket not answering). Fix: check NATS and JetStream, then redrive"
+        );
+        self.dead(message, &channel, &reason).await
     }
 }
 

@@ -172,19 +172,25 @@ pub fn split(text: &str, budget: usize) -> Vec<String> {
         }
         cur.clear();
     };
+    // Sizes are kept as the text grows, not measured again: measuring the
+    // part so far at each block made a long answer quadratic.
+    let mut cur_len = 0;
     for block in blocks(text) {
         let joined = block.lines.join("\n");
+        let joined_len = escaped_len(&joined);
         let sep = if cur.is_empty() { 0 } else { 4 }; // "\n\n" escaped
-        if escaped_len(&cur) + sep + escaped_len(&joined) <= budget {
+        if cur_len + sep + joined_len <= budget {
             if !cur.is_empty() {
                 cur.push_str("\n\n");
             }
             cur.push_str(&joined);
+            cur_len += sep + joined_len;
             continue;
         }
         push(&mut parts, &mut cur);
-        if escaped_len(&joined) <= budget {
-            cur = joined;
+        (cur_len, cur) = (0, String::new());
+        if joined_len <= budget {
+            (cur_len, cur) = (joined_len, joined);
             continue;
         }
         // The block alone is too big: split it by lines, re-fencing code.
@@ -206,6 +212,7 @@ pub fn split(text: &str, budget: usize) -> Vec<String> {
         };
         let room = budget.saturating_sub(escaped_len(&open) + escaped_len(&close)).max(16);
         let mut piece = String::new();
+        let mut piece_len = 0;
         let flush = |parts: &mut Vec<String>, piece: &mut String| {
             if !piece.is_empty() {
                 parts.push(format!("{open}{}{close}", piece.trim_end_matches('\n')));
@@ -214,11 +221,14 @@ pub fn split(text: &str, budget: usize) -> Vec<String> {
         };
         for line in body {
             for segment in split_line(line, room.saturating_sub(2)) {
-                if escaped_len(&piece) + escaped_len(segment) + 2 > room {
+                let segment_len = escaped_len(segment) + 2; // and its "\n"
+                if piece_len + segment_len > room {
                     flush(&mut parts, &mut piece);
+                    piece_len = 0;
                 }
                 piece.push_str(segment);
                 piece.push('\n');
+                piece_len += segment_len;
             }
         }
         flush(&mut parts, &mut piece);

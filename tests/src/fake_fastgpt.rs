@@ -49,6 +49,14 @@
 //!   about `BYTES` bytes (as [`FakeAnswer::long_markdown`]), for answers longer
 //!   than one card; with `stream:NxD` too, that pace.
 //!
+//! - `runaway:BYTES`: a runaway workflow (a loop node around an AI chat node,
+//!   a model without a token limit): `BYTES` of answer text, written as fast
+//!   as the client reads, in deltas of 64 KiB (each FastGPT's
+//!   `textAdaptGptResponse` chunk, as above), then the stop chunk and
+//!   [DONE]. Not streamed, one JSON body whose content is that text. Made
+//!   as it is written, never held whole; [`FastGptRequest::delta_times`]
+//!   counts the deltas written (the text is not recorded).
+//!
 //! - `select:` (or `app:select`): the user-select app ([`Interactive::select_app`]):
 //!   "Let me help you choose." then the node "Which product?" with the
 //!   options Product A, Product B and 产品 C. `form:` (or `app:form`): the
@@ -92,6 +100,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -450,6 +459,9 @@ async fn answer_with(shared: &Arc<Shared>, index: usize, request: &FastGptReques
             if let Some(answer) = take_pending(shared, index, request) {
                 return answer_text(shared, index, request, answer, &hints);
             }
+            if let Some(bytes) = hints.runaway_bytes {
+                return runaway(shared, index, request, bytes);
+            }
             if let Some((kind, wrapper)) = hints.app {
                 return answer_interactive(shared, index, request, interactive::app(kind, wrapper), &hints);
             }
@@ -631,6 +643,8 @@ struct Hints {
     pace: Option<(usize, Duration)>,
     /// `stream-long:BYTES`.
     long_bytes: Option<usize>,
+    /// `runaway:BYTES`.
+    runaway_bytes: Option<usize>,
     /// `select:`, `form:` and their wrapped variants: an interactive app.
     app: Option<(NodeKind, Wrapper)>,
     /// `array:STYLE`.
@@ -647,6 +661,9 @@ impl Hints {
             }
             if let Some(style) = interactive::array_style_of_hint(word) {
                 hints.array_style = Some(style);
+            }
+            if let Some(bytes) = word.strip_prefix("runaway:").and_then(|b| b.parse().ok()) {
+                hints.runaway_bytes = Some(bytes);
             }
             if let Some(bytes) = word.strip_prefix("stream-long:").and_then(|b| b.parse().ok()) {
                 hints.long_bytes = Some(bytes);
@@ -818,7 +835,45 @@ fn stream_answer(
             }
         }
     });
-    let mut response = Response::new(Body::from_stream(body));
+    sse_response(Body::from_stream(body))
+}
+
+/// The bytes of one runaway delta (see the module documentation).
+const RUNAWAY_DELTA: usize = 64 << 10;
+
+/// A runaway answer of `bytes` bytes of text: see the module documentation.
+fn runaway(shared: &Arc<Shared>, index: usize, request: &FastGptRequest, bytes: usize) -> Response {
+    remember_turn(shared, request);
+    let text = "runaway ".repeat(RUNAWAY_DELTA / 8);
+    let deltas = bytes.div_ceil(RUNAWAY_DELTA);
+    let counted = |shared: Arc<Shared>| {
+        move |piece: Bytes| {
+            shared.record(index, |r| r.delta_times.push(Instant::now()));
+            Ok::<_, std::io::Error>(piece)
+        }
+    };
+    if !request.stream {
+        let (head, tail) = (
+            r#"{"id":"","model":"","choices":[{"message":{"role":"assistant","content":""#,
+            r#""},"finish_reason":"stop","index":0}]}"#,
+        );
+        let pieces = futures::stream::repeat(Bytes::from(text)).take(deltas).map(counted(shared.clone()));
+        let body = futures::stream::once(async move { Ok(Bytes::from_static(head.as_bytes())) })
+            .chain(pieces)
+            .chain(futures::stream::once(async move { Ok(Bytes::from_static(tail.as_bytes())) }));
+        return ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response();
+    }
+    shared.record(index, |r| r.streamed = true);
+    let event = |name: &'static str| request.detail.then_some(name);
+    let frame = Bytes::from(sse(event("answer"), &chunk(Some(&text), None)));
+    let tail = sse(event("answer"), &chunk(None, Some("stop"))) + &sse(event("answer"), "[DONE]");
+    let pieces = futures::stream::repeat(frame).take(deltas).map(counted(shared.clone()));
+    sse_response(Body::from_stream(pieces.chain(futures::stream::once(async move { Ok(Bytes::from(tail)) }))))
+}
+
+/// A `text/event-stream` answer with FastGPT's headers.
+fn sse_response(body: Body) -> Response {
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     for (name, value) in [
         (header::CONTENT_TYPE, "text/event-stream;charset=utf-8"),

@@ -20,6 +20,9 @@
 //!   (point 3: FastGPT is asked once per question).
 //! - **Attempts**: failed attempts are counted in a KV bucket, not by
 //!   JetStream's delivery count, so a hand-over never counts as a failure.
+//!   A message still failing at `max_attempts` goes to [`Handler::give_up`]
+//!   (a dead letter) instead of back to the handler: every retry is
+//!   bounded here, whatever path of a handler asked for it.
 //! - **One ack per outcome** ([`task`]): `Done` acks, `Retry` naks with a
 //!   delay, `Drop` terminates; `Progress` while the handler runs. An ack that
 //!   fails is logged: the message comes back and the handlers' idempotency
@@ -63,6 +66,19 @@ pub enum Outcome {
 /// Handles one message. `attempt` starts at 1 and grows with each `Retry`.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, message: &Message, attempt: u32) -> impl Future<Output = Outcome> + Send;
+
+    /// What becomes of a message whose attempt `attempt` (the worker's
+    /// `max_attempts`th or later) still asked for a `Retry`: the handler is
+    /// not run on it again, whatever it would say, so no path retries
+    /// without end. Meant to dead-letter it with the reason; a `Retry` from
+    /// here tries only this again (the dead letter could not be stored).
+    /// By default it is terminated, with an error logged.
+    fn give_up(&self, message: &Message, attempt: u32) -> impl Future<Output = Outcome> + Send {
+        async move {
+            tracing::error!(subject = %message.subject, attempt, "still failing after the last attempt; dropped");
+            Outcome::Drop
+        }
+    }
 }
 
 /// The part of the work queue this replica holds: `held` of `of` partitions,
@@ -103,6 +119,8 @@ pub struct Worker<H> {
     pub leases: kv::Store,
     pub attempts: kv::Store,
     pub handler: Arc<H>,
+    /// Attempts of one message before [`Handler::give_up`] (at least 1).
+    pub max_attempts: u32,
     pub max_in_flight: usize,
     /// After shutdown, how long in-flight work may still run.
     pub grace: Duration,
@@ -143,6 +161,7 @@ impl<H: Handler> Worker<H> {
             name,
             handler: self.handler.clone(),
             attempts: self.attempts.clone(),
+            max_attempts: self.max_attempts.max(1),
             progress_every: (ack_wait / 3).max(Duration::from_millis(100)),
             hard_stop: CancellationToken::new(),
         });

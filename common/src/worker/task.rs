@@ -7,6 +7,7 @@
 //! longer running (issue 15, point 13: the gauge used to stay up after a
 //! panic, and the conversation would have waited forever).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub struct Shared<H> {
     pub name: &'static str,
     pub handler: Arc<H>,
     pub attempts: kv::Store,
+    /// Past this attempt a `Retry` becomes [`Handler::give_up`].
+    pub max_attempts: u32,
     /// How often a held or running message says it is still in work.
     pub progress_every: Duration,
     /// Cancelled when shutdown's grace has run out: hand back and stop.
@@ -97,17 +100,16 @@ async fn process<H: Handler>(shared: &Shared<H>, message: &Message) -> Ended {
     let key = crate::topology::keys::attempts(name, sequence);
     let attempt = if delivered <= 1 { 1 } else { failed_attempts(shared, &key).await + 1 };
 
-    let outcome = {
-        let work = shared.handler.handle(message, attempt);
-        tokio::pin!(work);
-        let every = shared.progress_every;
-        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        loop {
-            tokio::select! {
-                o = &mut work => break Some(o),
-                _ = progress.tick() => ack(name, message, AckKind::Progress).await,
-                _ = shared.hard_stop.cancelled() => break None,
+    let outcome = if attempt > shared.max_attempts {
+        // Giving up failed last time (no dead letter stored): only that again.
+        in_work(shared, message, shared.handler.give_up(message, attempt)).await
+    } else {
+        match in_work(shared, message, shared.handler.handle(message, attempt)).await {
+            Some(Outcome::Retry(_)) if attempt >= shared.max_attempts => {
+                tracing::warn!(worker = name, sequence, attempt, "failed on the last attempt; giving up");
+                in_work(shared, message, shared.handler.give_up(message, attempt)).await
             }
+            outcome => outcome,
         }
     };
     match outcome {
@@ -132,6 +134,21 @@ async fn process<H: Handler>(shared: &Shared<H>, message: &Message) -> Ended {
             }
             ack(name, message, AckKind::Nak(Some(delay))).await;
             Ended::HandedBack
+        }
+    }
+}
+
+/// Runs `work` for `message`, telling JetStream it is in work meanwhile;
+/// `None` when shutdown's grace ran out first.
+async fn in_work<H>(shared: &Shared<H>, message: &Message, work: impl Future<Output = Outcome>) -> Option<Outcome> {
+    tokio::pin!(work);
+    let every = shared.progress_every;
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            o = &mut work => return Some(o),
+            _ = progress.tick() => ack(shared.name, message, AckKind::Progress).await,
+            _ = shared.hard_stop.cancelled() => return None,
         }
     }
 }

@@ -56,8 +56,8 @@ use serde_json::Value;
 use sse_stream::{Sse, SseByteStream};
 
 use super::{
-    api_key, classify, content_text, network_error, request_body, snippet, trace_headers, Ask, ErrorBody, FastGpt,
-    FastGptError, Refusal, WithoutUrlRef,
+    api_key, classify, content_text, network_error, request_body, snippet, too_large, trace_headers, Ask, ErrorBody,
+    FastGpt, FastGptError, Refusal, WithoutUrlRef, MAX_ANSWER_BYTES,
 };
 
 /// The largest single server-sent event read. FastGPT's deltas are a few
@@ -68,8 +68,9 @@ use super::{
 /// transient: the same app would send the same event again.
 pub const MAX_EVENT_BYTES: usize = 4 << 20;
 
-/// How much of a body that is not an event stream (an error, or a whole JSON
-/// answer from an old FastGPT) is read before classifying it.
+/// How much of an error body that is not an event stream is read before
+/// classifying it (a whole JSON answer from an old FastGPT may be as long
+/// as any answer, `MAX_ANSWER_BYTES`).
 pub const MAX_JSON_BODY_BYTES: usize = 1 << 20;
 
 /// A ceiling on one streamed answer, replacing the client's total timeout
@@ -155,7 +156,12 @@ impl FastGpt {
         };
         let status = resp.status();
         if !status.is_success() || !is_event_stream(resp.headers()) {
-            let body = read_bounded(resp, MAX_JSON_BODY_BYTES, self.timeout).await?;
+            // A whole answer (an old FastGPT) may be as long as any answer.
+            let limit = if status.is_success() { MAX_ANSWER_BYTES } else { MAX_JSON_BODY_BYTES };
+            let body = read_bounded(resp, limit, self.timeout).await?;
+            if body.len() >= MAX_ANSWER_BYTES {
+                return Err(too_large());
+            }
             return classify(status.as_u16(), &body).map(AnswerStream::whole);
         }
         let bytes = resp.bytes_stream().map(|chunk| chunk.map_err(|e| body_error(&e)));

@@ -9,6 +9,7 @@ mod conversations;
 mod faults;
 mod files;
 mod ingress;
+mod limits;
 mod long_connection;
 mod partitions;
 mod pipeline;

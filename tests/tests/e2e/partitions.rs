@@ -384,6 +384,7 @@ impl Probe {
             leases: t.leases(&js, LEASE_TTL).await.expect("leases"),
             attempts: t.attempts(&js).await.expect("attempts"),
             handler,
+            max_attempts: 5,
             max_in_flight: 4,
             grace: Duration::from_secs(1),
             share: tokio::sync::watch::Sender::new(Share::default()),
@@ -470,5 +471,50 @@ async fn a_conversation_does_not_wait_for_a_handed_back_message_that_was_removed
     }
     let calls = handler.calls.lock().expect("calls").clone();
     assert_eq!(calls, ["gone", "next"], "next ran once gone was found removed, well before its retry or the max wait");
+    probe.stop().await;
+}
+
+/// A handler that always fails, and whose giving up fails once (its dead
+/// letter not stored) before it works.
+#[derive(Default)]
+struct AlwaysFails {
+    handled: std::sync::atomic::AtomicU32,
+    given_up: std::sync::atomic::AtomicU32,
+}
+
+impl common::worker::Handler for AlwaysFails {
+    async fn handle(&self, _message: &async_nats::jetstream::Message, _attempt: u32) -> common::worker::Outcome {
+        self.handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        common::worker::Outcome::Retry(Duration::from_millis(50))
+    }
+
+    async fn give_up(&self, _message: &async_nats::jetstream::Message, _attempt: u32) -> common::worker::Outcome {
+        match self.given_up.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => common::worker::Outcome::Retry(Duration::from_millis(50)),
+            _ => common::worker::Outcome::Drop,
+        }
+    }
+}
+
+/// Whatever path of a handler asks for a retry, the pull loop stops at
+/// `max_attempts` (5 in the probe): then the message is given up (a dead
+/// letter), and only the giving up is tried again, never the work.
+#[tokio::test]
+async fn a_message_failing_at_max_attempts_is_given_up_not_retried_forever() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let handler = std::sync::Arc::new(AlwaysFails::default());
+    let probe = Probe::start("give_up_probe", handler.clone(), Duration::from_secs(30)).await;
+    let (t, js) = (&probe.t, &probe.js);
+    let stream = js.get_stream(t.events_stream()).await.expect("stream");
+    js.publish(t.event_subject(CHANNEL, "failing"), "fails".into()).await.expect("publish").await.expect("stored");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while handler.given_up.load(SeqCst) < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(handler.handled.load(SeqCst), 5, "handled max_attempts times");
+    assert_eq!(handler.given_up.load(SeqCst), 2, "given up, once more after its own failure, then done");
+    let mut stream = stream;
+    assert_eq!(stream.info().await.expect("info").state.messages, 0, "the message left the queue");
     probe.stop().await;
 }

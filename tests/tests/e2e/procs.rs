@@ -120,6 +120,11 @@ impl ProcBridge {
         self.ports[s as usize]
     }
 
+    /// The process id of `s`, while it runs.
+    pub fn pid(&self, s: Service) -> Option<u32> {
+        self.running.iter().find(|r| r.service == s).and_then(|r| r.child.id())
+    }
+
     pub fn addr(&self, s: Service) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port(s)))
     }
@@ -193,11 +198,6 @@ impl ProcBridge {
 
     pub async fn deliver(&self, event: &Value) -> Option<u16> {
         self.lark.deliver(&self.events_url(), event, Some(&self.key)).await.ok().map(|r| r.status().as_u16())
-    }
-
-    /// The process id of `s`, while it runs.
-    pub fn pid(&self, s: Service) -> Option<u32> {
-        self.running.iter().find(|r| r.service == s).and_then(|r| r.child.id())
     }
 
     /// The JSON log lines of one service.
