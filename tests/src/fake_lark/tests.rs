@@ -500,6 +500,49 @@ async fn at_most_ten_operations_a_second_on_one_card() {
 }
 
 #[tokio::test]
+async fn each_cardkit_api_is_limited_per_app_per_second_and_per_minute() {
+    let lark = lark().await;
+    let client = reqwest::Client::new();
+    let tok = good_token(&client, &lark).await;
+    // 50 card creations a second, then Lark's rate limit with its reset.
+    for _ in 0..50 {
+        assert_eq!(create_card(&client, &lark, &tok, &card_json("x", true)).await.0, 200);
+    }
+    let body = json!({ "type": "card_json", "data": card_json("x", true).to_string() });
+    let resp = client
+        .post(format!("{}/open-apis/cardkit/v1/cards", lark.base_url()))
+        .bearer_auth(&tok)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["x-ogw-ratelimit-reset"], "1");
+    assert_eq!(resp.json::<Value>().await.expect("JSON")["code"], 99991400);
+    // Another API has its own limit.
+    let cards: Vec<String> = lark.cards().iter().map(|c| c.card_id.clone()).collect();
+    assert_eq!(put_text(&client, &lark, &tok, &cards[0], "own limit", 1).await, (200, 0));
+    assert_eq!(lark.cardkit_rate_limited(), 1);
+    // The minute: with a lower limit, the reset says when the oldest leaves the window.
+    lark.set_cardkit_app_limits(Some((1000, 3)));
+    for (i, card) in cards.iter().enumerate().skip(1).take(2) {
+        assert_eq!(put_text(&client, &lark, &tok, card, "minute", i as i64).await, (200, 0));
+    }
+    let resp = client
+        .put(format!("{}/open-apis/cardkit/v1/cards/{}/elements/md/content", lark.base_url(), cards[3]))
+        .bearer_auth(&tok)
+        .json(&json!({ "content": "over the minute", "sequence": 1 }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 429);
+    let reset: u64 = resp.headers()["x-ogw-ratelimit-reset"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((55..=60).contains(&reset), "{reset} s until the minute frees one");
+    lark.set_cardkit_app_limits(None);
+    assert_eq!(put_text(&client, &lark, &tok, &cards[3], "unlimited", 1).await, (200, 0));
+}
+
+#[tokio::test]
 async fn streaming_closes_after_its_window_and_a_full_update_still_works() {
     let lark = lark().await;
     let client = reqwest::Client::new();
