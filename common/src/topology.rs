@@ -9,7 +9,7 @@
 //! KV {ns}_sessions: conversation generation (Reset)
 //! KV {ns}_attempts: failed attempts of a message in work
 //! KV {ns}_handled:  events already answered (de-duplicates Lark's re-pushes)
-//! KV {ns}_status:   last event, answer and error per channel and service (GET /status)
+//! KV {ns}_status:   last event, answer and error per channel and service, and each replica's counts of the last hour (GET /status)
 //! KV {ns}_leases:   which replica owns which partition ({p}, 0..PARTITIONS), and who is alive
 //! Object store {ns}_files: files users sent, served to FastGPT by the ingress (kept nats.files_max_age_secs)
 //! ```
@@ -639,6 +639,18 @@ pub mod keys {
     /// `{ns}_status`: what one service (`stage`) last saw of a channel.
     pub fn status(channel: &str, stage: &str) -> String {
         format!("{channel}.{stage}")
+    }
+
+    /// `{ns}_status`: one replica's counts of the last hour for a channel
+    /// and service (`crate::activity`). Under a prefix of its own, so it
+    /// never meets a [`status`] key (a stage is never `activity`).
+    pub fn activity(channel: &str, stage: &str, replica: &str) -> String {
+        format!("{}{replica}", activity_prefix(channel, stage))
+    }
+
+    /// What every replica's [`activity`] key of a channel and service starts with.
+    pub fn activity_prefix(channel: &str, stage: &str) -> String {
+        format!("activity.{channel}.{stage}.")
     }
 
     /// `{ns}_questions`: the question waiting in one conversation.

@@ -97,8 +97,9 @@ async fn process<H: Handler>(shared: &Shared<H>, message: &Message) -> Ended {
     let key = crate::topology::keys::attempts(name, sequence);
     let attempt = if delivered <= 1 { 1 } else { failed_attempts(shared, &key).await + 1 };
 
+    let since = event_at(message).unwrap_or_else(|| std::time::SystemTime::from(info.published));
     let outcome = {
-        let work = shared.handler.handle(message, attempt);
+        let work = crate::status::WORK_SINCE.scope(since, shared.handler.handle(message, attempt));
         tokio::pin!(work);
         let every = shared.progress_every;
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -134,6 +135,12 @@ async fn process<H: Handler>(shared: &Shared<H>, message: &Message) -> Ended {
             Ended::HandedBack
         }
     }
+}
+
+/// The time of the event a reply answers, from its header.
+fn event_at(message: &Message) -> Option<std::time::SystemTime> {
+    let ms: u64 = crate::envelope::header(message.headers.as_ref(), crate::envelope::EVENT_AT_HEADER)?.parse().ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
 }
 
 async fn failed_attempts<H>(shared: &Shared<H>, key: &str) -> u32 {
