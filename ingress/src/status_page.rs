@@ -431,7 +431,7 @@ th{width:14em;color:#4e5969;font-weight:600}.muted{color:#86909c}.fix{color:#1d2
 .good{background:#e8f7ee;color:#136c2e}.warn{background:#fff3e0;color:#a15c00}.bad{background:#fdecec;color:#b42318}.idle{background:#eef0f3;color:#4e5969}\
 .error{white-space:pre-wrap;word-break:break-word}.next{background:#f2f6ff;border-radius:6px;padding:.6em .8em;margin-top:.8em}\
 form{display:inline;margin:0}button{font:inherit;padding:.2em .8em;cursor:pointer}\
-.letters td{font-size:.92em}.notice{background:#e8f7ee;border:1px solid #b7e1c3;border-radius:6px;padding:.6em .8em;max-width:70em}\
+.letters td{font-size:.92em}.letters th{width:auto}.letters td:first-child,.letters td:nth-child(2){white-space:nowrap}.notice{background:#e8f7ee;border:1px solid #b7e1c3;border-radius:6px;padding:.6em .8em;max-width:70em}\
 .figures span{margin-right:1.5em}time{border-bottom:1px dotted #86909c}";
 
 fn redrive_form(csrf: &str, channel: &str, sequence: Option<u64>, label: &str) -> String {
@@ -549,7 +549,7 @@ fn html_headers() -> [(header::HeaderName, &'static str); 5] {
         ),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
         (header::CACHE_CONTROL, "no-store"),
     ]
 }
@@ -633,9 +633,11 @@ fn parse_form(body: &[u8]) -> RedriveForm {
 
 /// True when a browser says the form came from another site.
 fn cross_site(headers: &HeaderMap) -> bool {
-    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if fetch_site.is_some_and(|s| s != "same-origin" && s != "none") {
-        return true;
+    // A browser that says where the request came from is believed (an
+    // Origin may be "null" for a same-site form under a strict referrer
+    // policy); an older one's Origin must name this host.
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return site != "same-origin" && site != "none";
     }
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
@@ -664,8 +666,17 @@ async fn redrive(State(page): State<Arc<StatusPage>>, headers: HeaderMap, body: 
     let form = parse_form(&body);
     let expected = csrf_token(&page);
     let csrf_ok = !expected.is_empty() && bool::from(form.csrf.as_bytes().ct_eq(expected.as_bytes()));
-    if !csrf_ok || cross_site(&headers) {
+    if !csrf_ok {
         return (StatusCode::FORBIDDEN, html_headers(), "the form's CSRF token is missing or wrong: reload /status\n")
+            .into_response();
+    }
+    if cross_site(&headers) {
+        tracing::warn!(origin = ?headers.get(header::ORIGIN), fetch_site = ?headers.get("sec-fetch-site"), host = ?headers.get(header::HOST), "re-drive form from another site refused");
+        return (
+            StatusCode::FORBIDDEN,
+            html_headers(),
+            "this form came from another site: open /status and use its buttons\n",
+        )
             .into_response();
     }
     let Some(channel) = page.channels.iter().find(|c| c.id == form.channel) else {
@@ -832,5 +843,11 @@ mod tests {
         assert!(!cross_site(&headers(&[("host", "bridge:8080")])), "a client without Origin (curl)");
         assert!(cross_site(&headers(&[("host", "bridge:8080"), ("origin", "https://evil.example")])));
         assert!(cross_site(&headers(&[("host", "bridge:8080"), ("sec-fetch-site", "cross-site")])));
+        assert!(!cross_site(&headers(&[
+            ("host", "bridge:8080"),
+            ("origin", "null"),
+            ("sec-fetch-site", "same-origin")
+        ])));
+        assert!(cross_site(&headers(&[("host", "bridge:8080"), ("origin", "null")])));
     }
 }
