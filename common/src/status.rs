@@ -154,27 +154,26 @@ impl StatusBoard {
 
     async fn flush(&self, store: &kv::Store) {
         let now = SystemTime::now();
-        let (changed, activity): (Vec<(String, StageStatus)>, Vec<(String, crate::activity::Snapshot)>) =
-            match self.entries.lock() {
-                Ok(mut map) => {
-                    let mut changed = Vec::new();
-                    let mut activity = Vec::new();
-                    for (c, e) in map.iter_mut() {
-                        if e.dirty {
-                            e.dirty = false;
-                            changed.push((c.clone(), e.stored()));
-                        }
-                        if e.activity_dirty {
-                            e.activity_dirty = false;
-                            if let Some(ring) = &e.activity {
-                                activity.push((c.clone(), ring.snapshot(&self.replica, now)));
-                            }
+        let (changed, activity) = match self.entries.lock() {
+            Ok(mut map) => {
+                let mut changed: Vec<(String, StageStatus)> = Vec::new();
+                let mut activity: Vec<(String, crate::activity::Snapshot)> = Vec::new();
+                for (c, e) in map.iter_mut() {
+                    if e.dirty {
+                        e.dirty = false;
+                        changed.push((c.clone(), e.stored()));
+                    }
+                    if e.activity_dirty {
+                        e.activity_dirty = false;
+                        if let Some(ring) = &e.activity {
+                            activity.push((c.clone(), ring.snapshot(&self.replica, now)));
                         }
                     }
-                    (changed, activity)
                 }
-                Err(_) => return,
-            };
+                (changed, activity)
+            }
+            Err(_) => return,
+        };
         for (channel, snapshot) in activity {
             let Ok(json) = serde_json::to_vec(&snapshot) else { continue };
             let key = crate::topology::keys::activity(&channel, self.stage, &self.replica);
