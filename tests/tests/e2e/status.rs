@@ -72,6 +72,48 @@ async fn the_status_page_needs_the_token_and_reflects_known_traffic() {
     b.stop().await;
 }
 
+/// Events and answers of the last hour add up every replica: two ingresses
+/// (each sees half the events), two relays, two responders.
+#[tokio::test]
+async fn the_last_hour_adds_up_every_replica() {
+    let mut b = Bridge::start_with(Options {
+        env: vec![("LARK_BRIDGE__INGRESS__ADMIN_TOKEN", TOKEN.into())],
+        relays: 2,
+        responders: 2,
+        ..Default::default()
+    })
+    .await;
+    let first = b.ingress_addr.expect("the first ingress");
+    b.spawn_ingress().await;
+    let second = b.ingress_addr.expect("the second ingress");
+    assert_ne!(first, second);
+    for i in 0..6 {
+        let url = b.events_url().replace(&second.to_string(), &(if i % 2 == 0 { first } else { second }).to_string());
+        let event = b.events().p2p_text(&format!("oc_hour{i}"), "ou_h", "hello");
+        let resp = b.lark.deliver(&url, &event, b.key.as_ref()).await.expect("ingress answers");
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(b.lark.wait_for_messages(6, WAIT).await.len(), 6);
+    for addr in [first, second] {
+        let mut status = Value::Null;
+        for _ in 0..50 {
+            let url = format!("http://{addr}/status.json");
+            status = b.http.get(url).bearer_auth(TOKEN).send().await.expect("answer").json().await.expect("JSON");
+            if status[0]["answers_last_hour"] == 6 && status[0]["events_last_hour"] == 6 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let c = &status[0];
+        assert_eq!((c["events_last_hour"].as_u64(), c["answers_last_hour"].as_u64()), (Some(6), Some(6)), "{status}");
+        assert_eq!(c["questions_last_hour"], 6, "{status}");
+        assert!(c["answer_latency_p50_ms"].is_u64() && c["question_latency_p50_ms"].is_u64(), "{status}");
+        assert_eq!(c["mode"], "webhook");
+        assert!(c["lark_calls"].is_null(), "not counted yet: {status}");
+    }
+    b.stop().await;
+}
+
 /// The page in a real browser: headless Chromium driven through
 /// chromedriver (W3C WebDriver), as an operator uses it.
 mod browser {
