@@ -196,26 +196,24 @@ impl StatusBoard {
     }
 }
 
-/// Every replica's activity snapshot of `channel` and `stage`, as stored;
-/// snapshots of replicas gone for [`crate::activity::STALE_AFTER`] are
-/// removed on the way (the bucket keeps a key until it is).
-pub async fn read_activity(store: &kv::Store, channel: &str, stage: &str) -> Vec<crate::activity::Snapshot> {
+/// Every replica's activity snapshots, by channel and stage, as stored (one
+/// pass over the bucket's keys for the whole page); snapshots of replicas
+/// gone for [`crate::activity::STALE_AFTER`] are removed on the way (the
+/// bucket keeps a key until it is).
+pub async fn read_activity(store: &kv::Store) -> HashMap<(String, String), Vec<crate::activity::Snapshot>> {
     use futures::StreamExt as _;
-    let mut out = Vec::new();
-    let prefix = crate::topology::keys::activity_prefix(channel, stage);
+    let mut out: HashMap<(String, String), Vec<crate::activity::Snapshot>> = HashMap::new();
     let Ok(mut keys) = store.keys().await else { return out };
     let now = SystemTime::now();
     while let Some(Ok(key)) = keys.next().await {
-        if !key.starts_with(&prefix) {
-            continue;
-        }
+        let Some((channel, stage, _)) = crate::topology::keys::parse_activity(&key) else { continue };
         let Ok(Some(v)) = store.get(&key).await else { continue };
         let Ok(snapshot) = serde_json::from_slice::<crate::activity::Snapshot>(&v) else { continue };
         if snapshot.is_stale(now) {
             let _ = store.purge(&key).await;
             continue;
         }
-        out.push(snapshot);
+        out.entry((channel.to_owned(), stage.to_owned())).or_default().push(snapshot);
     }
     out
 }

@@ -650,7 +650,16 @@ pub mod keys {
 
     /// What every replica's [`activity`] key of a channel and service starts with.
     pub fn activity_prefix(channel: &str, stage: &str) -> String {
-        format!("activity.{channel}.{stage}.")
+        format!("{ACTIVITY}{channel}.{stage}.")
+    }
+
+    const ACTIVITY: &str = "activity.";
+
+    /// An [`activity`] key read back: (channel, stage, replica).
+    pub fn parse_activity(key: &str) -> Option<(&str, &str, &str)> {
+        let mut parts = key.strip_prefix(ACTIVITY)?.rsplitn(3, '.');
+        let (replica, stage, channel) = (parts.next()?, parts.next()?, parts.next()?);
+        Some((channel, stage, replica))
     }
 
     /// `{ns}_questions`: the question waiting in one conversation.
@@ -771,5 +780,14 @@ mod tests {
         for bad in ["", "../etc/passwd", &a.to_uppercase(), &a[1..], &format!("{a}0")] {
             assert!(!keys::is_file_object(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn activity_keys_read_back_and_never_meet_status_keys() {
+        let key = keys::activity("support-eu", "responder", "00ff");
+        assert_eq!(keys::parse_activity(&key), Some(("support-eu", "responder", "00ff")));
+        assert!(key.starts_with(&keys::activity_prefix("support-eu", "responder")));
+        assert_eq!(keys::parse_activity(&keys::status("support", "relay")), None);
+        assert_eq!(keys::parse_activity(&keys::status("activity", "relay")), None, "even of a channel named so");
     }
 }

@@ -193,19 +193,19 @@ async fn collect(page: &StatusPage) -> Vec<ChannelStatus> {
     let now = SystemTime::now();
     let mut out = Vec::new();
     let store = page.store.get_or_try_init(|| page.topology.status(&page.js)).await.ok();
+    let activities = match store {
+        Some(s) => read_activity(s).await,
+        None => HashMap::new(),
+    };
     for channel in &page.channels {
         let id = &channel.id;
-        let (stages, [events, questions, answers]) = match store {
-            Some(s) => (
-                read(s, id).await,
-                [
-                    activity::merge(&read_activity(s, id, "ingress").await, now),
-                    activity::merge(&read_activity(s, id, "relay").await, now),
-                    activity::merge(&read_activity(s, id, "responder").await, now),
-                ],
-            ),
+        let stages = match store {
+            Some(s) => read(s, id).await,
             None => Default::default(),
         };
+        let [events, questions, answers] = ["ingress", "relay", "responder"].map(|stage| {
+            activities.get(&(id.clone(), stage.to_owned())).map(|s| activity::merge(s, now)).unwrap_or_default()
+        });
         let ok = |s: &str| stages.get(s).and_then(|st: &StageStatus| st.last_ok_at.clone());
         let last_error = stages
             .iter()
