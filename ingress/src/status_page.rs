@@ -355,6 +355,9 @@ pub fn ago(now: SystemTime, at: SystemTime) -> String {
         Ok(d) => (d.as_secs(), false),
         Err(e) => (e.duration().as_secs(), true),
     };
+    if secs < 2 {
+        return "just now".to_owned();
+    }
     let amount = match secs {
         0..=59 => format!("{secs} s"),
         60..=3599 => format!("{} min", secs / 60),
@@ -492,12 +495,15 @@ fn channel_section(out: &mut String, now: SystemTime, csrf: &str, c: &ChannelSta
     let _ = write!(out, "<tr><th>Last error</th><td data-field=\"last_error\">{error}</td></tr>");
     let _ = write!(
         out,
-        "<tr><th>Last hour</th><td class=\"figures\"><span><b data-field=\"events_last_hour\">{}</b> events</span>\
-         <span><b data-field=\"answers_last_hour\">{}</b> answers</span>\
-         <span>answer time p50: <b data-field=\"answer_latency_p50\">{}</b></span>\
-         <span class=\"muted\">FastGPT p50 (event to answer from FastGPT): {}</span></td></tr>",
+        "<tr><th>Last hour</th><td class=\"figures\"><span><b data-field=\"events_last_hour\">{}</b> {}</span>\
+         <span><b data-field=\"answers_last_hour\">{}</b> {}</span>\
+         <span title=\"median time from the event stored to the answer shown in Lark\">answer time p50: \
+         <b data-field=\"answer_latency_p50\">{}</b></span>\
+         <span class=\"muted\" title=\"median time from the event stored to FastGPT's answer\">of which FastGPT: {}</span></td></tr>",
         c.events_last_hour,
+        if c.events_last_hour == 1 { "event" } else { "events" },
         c.answers_last_hour,
+        if c.answers_last_hour == 1 { "answer" } else { "answers" },
         duration_ms(c.answer_latency_p50_ms),
         duration_ms(c.question_latency_p50_ms),
     );
@@ -784,6 +790,7 @@ mod tests {
         assert!(parse_utc("yesterday").is_none() && parse_utc("2026-13-01T10:00:00Z").is_none());
         let now = at + std::time::Duration::from_secs(185);
         assert_eq!(ago(now, at), "3 min ago");
+        assert_eq!(ago(at, at), "just now");
         assert_eq!(ago(at, now), "in 3 min");
         assert_eq!(ago(now + std::time::Duration::from_secs(3 * 86_400), at), "3 days ago");
         let shown = when(now, Some("2026-01-01T10:00:02.5Z"));
