@@ -254,14 +254,17 @@ fn sortable(t: &str) -> String {
     format!("{head}.{:0<9}{}", &rest[..digits], &rest[digits..])
 }
 
-/// What to look at next for one channel, from what its row shows.
-pub fn advice(c: &ChannelStatus) -> String {
-    let newer = |a: &Option<String>, b: &Option<String>| match (a, b) {
-        (Some(a), Some(b)) => sortable(a) > sortable(b),
+/// True when the channel's last error came after its last answer sent.
+fn error_after_last_answer(c: &ChannelStatus) -> bool {
+    match (c.last_error.as_ref().map(|(_, e)| &e.at), &c.last_answer_sent) {
+        (Some(error), Some(answer)) => sortable(error) > sortable(answer),
         (Some(_), None) => true,
         (None, _) => false,
-    };
-    let error_at = c.last_error.as_ref().map(|(_, e)| e.at.clone());
+    }
+}
+
+/// What to look at next for one channel, from what its row shows.
+pub fn advice(c: &ChannelStatus) -> String {
     let mut out = match (&c.last_event_received, &c.last_question_answered, &c.last_answer_sent) {
         (None, _, _) if c.long_connection.as_ref().is_some_and(|l| l.up == 0) => {
             "No long connection to Lark is up in this replica: see its last problem, and `ingress --check`.".to_owned()
@@ -281,7 +284,7 @@ pub fn advice(c: &ChannelStatus) -> String {
                                      permission (im:message:send_as_bot) or a version not published; \
                                      see the last error and `responder --check`."
             .to_owned(),
-        (Some(_), Some(_), Some(_)) if newer(&error_at, &c.last_answer_sent) => {
+        (Some(_), Some(_), Some(_)) if error_after_last_answer(c) => {
             "Working, but the last error is newer than the last answer sent: see its fix.".to_owned()
         }
         (Some(_), Some(_), Some(_)) => "Working: events received, questions answered, answers sent.".to_owned(),
@@ -301,7 +304,7 @@ pub fn advice(c: &ChannelStatus) -> String {
 fn health(c: &ChannelStatus) -> (&'static str, &'static str) {
     if c.long_connection.as_ref().is_some_and(|l| l.up == 0) {
         ("down", "bad")
-    } else if c.dead_letters_waiting > 0 || c.advice.contains("newer than the last answer") {
+    } else if c.dead_letters_waiting > 0 || error_after_last_answer(c) {
         ("needs attention", "warn")
     } else if c.last_answer_sent.is_some() {
         ("working", "good")
@@ -768,6 +771,21 @@ mod tests {
         c.dead_letters_waiting = 2;
         assert!(advice(&c).contains("2 dead letter(s) waiting") && advice(&c).contains("--redrive"), "{}", advice(&c));
         assert!(advice(&c).contains("button"), "{}", advice(&c));
+    }
+
+    #[test]
+    fn the_badge_says_working_only_when_answers_go_out_and_nothing_newer_failed() {
+        let mut c = status();
+        assert_eq!(health(&c).0, "waiting for traffic");
+        c.last_event_received = Some("2026-01-01T10:00:00Z".into());
+        c.last_error = error_at("2026-01-01T10:00:01Z");
+        assert_eq!(health(&c).0, "needs attention", "events, an error, no answer");
+        c.last_answer_sent = Some("2026-01-01T10:00:02Z".into());
+        assert_eq!(health(&c).0, "working");
+        c.dead_letters_waiting = 1;
+        assert_eq!(health(&c).0, "needs attention");
+        c.long_connection = Some(crate::long_connection::board::ChannelConnections { wanted: 1, ..Default::default() });
+        assert_eq!(health(&c).0, "down");
     }
 
     #[test]
