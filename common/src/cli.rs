@@ -269,4 +269,31 @@ mod tests {
             .expect_err("one thing at a time");
         assert_eq!(both.kind(), ErrorKind::ArgumentConflict);
     }
+
+    #[test]
+    fn ready_asks_the_services_readyz_on_loopback() {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let port = listener.local_addr().expect("its address").port();
+        let server = std::thread::spawn(move || {
+            let mut paths = Vec::new();
+            for answer in ["HTTP/1.1 200 OK\r\n\r\n", "HTTP/1.1 503 Service Unavailable\r\n\r\n"] {
+                let (mut conn, _) = listener.accept().expect("the probe connects");
+                let mut request = [0u8; 256];
+                let n = conn.read(&mut request).expect("a request");
+                paths.push(String::from_utf8_lossy(&request[..n]).lines().next().unwrap_or("").to_owned());
+                conn.write_all(answer.as_bytes()).expect("answered");
+            }
+            paths
+        });
+        let toml = format!(
+            "[nats]\nnamespace = \"t1\"\n[ingress]\nlisten = \"0.0.0.0:{port}\"\n[[channels]]\nid = \"c\"\napp_id = \"cli_a\"\napp_secret = \"s\"\n\
+             encrypt_key = \"ek\"\nfastgpt_base_url = \"http://127.0.0.1:3000/api\"\nfastgpt_api_key = \"k\"\n"
+        );
+        let settings = Settings::from_toml_with_env(&toml, &Default::default()).expect("valid");
+        assert_eq!(probe_ready(Binary::Ingress, &settings), Ok(()), "0.0.0.0 is asked on loopback");
+        let not_ready = probe_ready(Binary::Ingress, &settings).expect_err("503");
+        assert!(not_ready.contains("503"), "{not_ready}");
+        assert_eq!(server.join().expect("server"), vec!["GET /readyz HTTP/1.0"; 2]);
+    }
 }
