@@ -28,6 +28,7 @@ RUN for c in common ingress relay responder tests; do mkdir -p $c/src; touch $c/
       done; \
     done \
  && cargo build --release --locked -p ingress -p relay -p responder \
+ && cargo build --release --locked -p lark-bridge-tests --bin sandbox \
  && rm -rf common/src ingress/src relay/src responder/src tests/src
 
 # Then the real sources. `touch` makes them newer than the stubs' build, so
@@ -38,9 +39,22 @@ COPY relay relay
 COPY responder responder
 COPY tests tests
 RUN find common ingress relay responder -name '*.rs' -exec touch {} + \
+ && find tests -name '*.rs' -exec touch {} + \
  && cargo build --release --locked -p ingress -p relay -p responder \
- && mkdir -p /out \
- && cp target/release/ingress target/release/relay target/release/responder /out/
+ && cargo build --release --locked -p lark-bridge-tests --bin sandbox \
+ && mkdir -p /out /sandbox \
+ && cp target/release/ingress target/release/relay target/release/responder /out/ \
+ && cp target/release/sandbox /sandbox/
+
+# ---- sandbox --------------------------------------------------------------
+# The fake Lark and the fake FastGPT (`sandbox serve`), for compose.yaml's
+# `sandbox` profile; never in the services' image. `docker build --target
+# sandbox`.
+FROM gcr.io/distroless/cc-debian12:nonroot AS sandbox
+COPY --from=builder /sandbox/ /usr/local/bin/
+USER 65532:65532
+EXPOSE 18080 18090
+CMD ["sandbox", "serve", "--lark", "0.0.0.0:18080", "--fastgpt", "0.0.0.0:18090"]
 
 # ---- runtime --------------------------------------------------------------
 # glibc, libgcc and CA certificates, no shell; runs as uid 65532 (nonroot).

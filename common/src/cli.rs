@@ -22,6 +22,12 @@ pub struct ServiceArgs {
     /// (0 only when every check passed).
     #[arg(long)]
     pub check: bool,
+    /// Ask this service, running on this machine with the same
+    /// configuration, whether it is ready (GET /readyz on its listen port),
+    /// and exit 0 if so: a container's health check (the image has no shell
+    /// and no curl).
+    #[arg(long, conflicts_with = "check")]
+    pub ready: bool,
 }
 
 impl ServiceArgs {
@@ -117,8 +123,20 @@ impl Cli {
 
     /// Parses the process's arguments for `binary`; on an error or `--help`,
     /// prints and exits as clap does.
+    /// `--ready` is answered here, for every binary alike: the probe's
+    /// verdict is the exit code.
     pub fn parse(binary: Binary) -> Self {
-        Self::try_parse_from(binary, std::env::args_os()).unwrap_or_else(|e| e.exit())
+        let cli = Self::try_parse_from(binary, std::env::args_os()).unwrap_or_else(|e| e.exit());
+        if cli.service.ready {
+            std::process::exit(match cli.settings().map_err(|e| e.to_string()).and_then(|s| probe_ready(binary, &s)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("{}: not ready: {e}", binary.name());
+                    1
+                }
+            });
+        }
+        cli
     }
 
     pub fn try_parse_from<I, T>(binary: Binary, args: I) -> Result<Self, clap::Error>
@@ -141,6 +159,40 @@ impl Cli {
 
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         self.service.settings()
+    }
+}
+
+/// `GET /readyz` on `binary`'s listen address (loopback when it listens on
+/// every address); Ok when it answers 200.
+pub fn probe_ready(binary: Binary, settings: &Settings) -> Result<(), String> {
+    use std::io::{Read as _, Write as _};
+    let mut addr = match binary {
+        Binary::Ingress => settings.ingress.listen,
+        Binary::Relay => settings.relay.listen,
+        Binary::Responder => settings.responder.listen,
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let timeout = std::time::Duration::from_secs(3);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).map_err(|e| format!("{addr}: {e}"))?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    let status = line.split_whitespace().nth(1).unwrap_or("no answer");
+    if status == "200" {
+        Ok(())
+    } else {
+        Err(format!("http://{addr}/readyz answered {status}"))
     }
 }
 
@@ -216,5 +268,32 @@ mod tests {
         let both = Cli::try_parse_from(Binary::Responder, ["responder", "--check", "--dead-letters"])
             .expect_err("one thing at a time");
         assert_eq!(both.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn ready_asks_the_services_readyz_on_loopback() {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let port = listener.local_addr().expect("its address").port();
+        let server = std::thread::spawn(move || {
+            let mut paths = Vec::new();
+            for answer in ["HTTP/1.1 200 OK\r\n\r\n", "HTTP/1.1 503 Service Unavailable\r\n\r\n"] {
+                let (mut conn, _) = listener.accept().expect("the probe connects");
+                let mut request = [0u8; 256];
+                let n = conn.read(&mut request).expect("a request");
+                paths.push(String::from_utf8_lossy(&request[..n]).lines().next().unwrap_or("").to_owned());
+                conn.write_all(answer.as_bytes()).expect("answered");
+            }
+            paths
+        });
+        let toml = format!(
+            "[nats]\nnamespace = \"t1\"\n[ingress]\nlisten = \"0.0.0.0:{port}\"\n[[channels]]\nid = \"c\"\napp_id = \"cli_a\"\napp_secret = \"s\"\n\
+             encrypt_key = \"ek\"\nfastgpt_base_url = \"http://127.0.0.1:3000/api\"\nfastgpt_api_key = \"k\"\n"
+        );
+        let settings = Settings::from_toml_with_env(&toml, &Default::default()).expect("valid");
+        assert_eq!(probe_ready(Binary::Ingress, &settings), Ok(()), "0.0.0.0 is asked on loopback");
+        let not_ready = probe_ready(Binary::Ingress, &settings).expect_err("503");
+        assert!(not_ready.contains("503"), "{not_ready}");
+        assert_eq!(server.join().expect("server"), vec!["GET /readyz HTTP/1.0"; 2]);
     }
 }

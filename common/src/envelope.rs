@@ -22,6 +22,9 @@ use crate::lark::event::{EventEnvelope, MessageEvent};
 pub const CHANNEL_HEADER: &str = "Lark-Bridge-Channel";
 /// W3C trace context, carried from ingress through relay to responder.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// On a reply: when the event it answers was stored (Unix milliseconds), so
+/// the responder times the whole answer (`crate::status::WORK_SINCE`).
+pub const EVENT_AT_HEADER: &str = "Lark-Bridge-Event-At";
 pub use async_nats::header::NATS_MESSAGE_ID as MSG_ID_HEADER;
 
 /// The de-duplication key of an accepted event: the channel plus Lark's
@@ -151,6 +154,12 @@ impl ReplyCommand {
         let mut h = HeaderMap::new();
         h.insert(MSG_ID_HEADER, self.msg_id().as_str());
         h.insert(CHANNEL_HEADER, self.channel.as_str());
+        if let Some(ms) = crate::status::work_since()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+        {
+            h.insert(EVENT_AT_HEADER, ms.to_string().as_str());
+        }
         h
     }
 }

@@ -21,6 +21,7 @@
 //! - [`status`]: the last event, answer and error per channel, for `/status`.
 //! - [`shutdown`]: SIGTERM / Ctrl-C into a cancellation token.
 
+pub mod activity;
 mod allocator;
 pub mod channel;
 pub mod check;

@@ -5,6 +5,10 @@
 //! The hot path only stores the time in memory (no formatting); a background
 //! task writes what changed to the `{ns}_status` KV bucket every two seconds,
 //! so every ingress replica can show the same page.
+//!
+//! Each `ok` is also counted per minute (and timed, inside a worker, from
+//! when the event was stored: [`WORK_SINCE`]) for the page's figures of the
+//! last hour; each replica writes its own counts ([`crate::activity`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -50,12 +54,28 @@ pub fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
+tokio::task_local! {
+    /// When the work a worker handles started: the event's time in JetStream
+    /// (for a reply, the time of the event it answers, from its
+    /// [`crate::envelope::EVENT_AT_HEADER`]). Set by the worker around each
+    /// message, so an `ok` inside it is timed without the handler's help.
+    pub static WORK_SINCE: SystemTime;
+}
+
+/// When the work being handled started, inside a worker.
+pub fn work_since() -> Option<SystemTime> {
+    WORK_SINCE.try_with(|t| *t).ok()
+}
+
 /// What the hot path writes: the time as it is, formatted only when flushed.
 #[derive(Default)]
 struct Entry {
     last_ok: Option<SystemTime>,
     last_error: Option<StatusError>,
     dirty: bool,
+    /// Boxed: a few KB, allocated at a channel's first `ok`.
+    activity: Option<Box<crate::activity::Ring>>,
+    activity_dirty: bool,
 }
 
 impl Entry {
@@ -68,12 +88,15 @@ impl Entry {
 #[derive(Clone)]
 pub struct StatusBoard {
     stage: &'static str,
+    /// This process's name in the status bucket's activity keys.
+    replica: Arc<str>,
     entries: Arc<Mutex<HashMap<String, Entry>>>,
 }
 
 impl StatusBoard {
     pub fn new(stage: &'static str) -> Self {
-        Self { stage, entries: Default::default() }
+        let replica: String = format!("{:016x}", rand::random::<u64>());
+        Self { stage, replica: replica.into(), entries: Default::default() }
     }
 
     fn update(&self, channel: &str, f: impl FnOnce(&mut Entry)) {
@@ -88,10 +111,16 @@ impl StatusBoard {
         }
     }
 
-    /// The service did its job for `channel` just now.
+    /// The service did its job for `channel` just now: counted for the
+    /// last hour, and timed when inside a worker.
     pub fn ok(&self, channel: &str) {
         let now = SystemTime::now();
-        self.update(channel, |e| e.last_ok = Some(now));
+        let latency = work_since().and_then(|since| now.duration_since(since).ok());
+        self.update(channel, |e| {
+            e.last_ok = Some(now);
+            e.activity.get_or_insert_with(Default::default).record(now, latency);
+            e.activity_dirty = true;
+        });
     }
 
     /// Something went wrong for `channel`; `fix` says what to do. Both are
@@ -124,17 +153,39 @@ impl StatusBoard {
     }
 
     async fn flush(&self, store: &kv::Store) {
-        let changed: Vec<(String, StageStatus)> = match self.entries.lock() {
-            Ok(mut map) => map
-                .iter_mut()
-                .filter(|(_, e)| e.dirty)
-                .map(|(c, e)| {
-                    e.dirty = false;
-                    (c.clone(), e.stored())
-                })
-                .collect(),
+        let now = SystemTime::now();
+        let (changed, activity) = match self.entries.lock() {
+            Ok(mut map) => {
+                let mut changed: Vec<(String, StageStatus)> = Vec::new();
+                let mut activity: Vec<(String, crate::activity::Snapshot)> = Vec::new();
+                for (c, e) in map.iter_mut() {
+                    if e.dirty {
+                        e.dirty = false;
+                        changed.push((c.clone(), e.stored()));
+                    }
+                    if e.activity_dirty {
+                        e.activity_dirty = false;
+                        if let Some(ring) = &e.activity {
+                            activity.push((c.clone(), ring.snapshot(&self.replica, now)));
+                        }
+                    }
+                }
+                (changed, activity)
+            }
             Err(_) => return,
         };
+        for (channel, snapshot) in activity {
+            let Ok(json) = serde_json::to_vec(&snapshot) else { continue };
+            let key = crate::topology::keys::activity(&channel, self.stage, &self.replica);
+            if let Err(e) = store.put(key, json.into()).await {
+                tracing::debug!(error = %e, "cannot write the activity; next time");
+                if let Ok(mut map) = self.entries.lock() {
+                    if let Some(e) = map.get_mut(&channel) {
+                        e.activity_dirty = true;
+                    }
+                }
+            }
+        }
         for (channel, status) in changed {
             let Ok(json) = serde_json::to_vec(&status) else { continue };
             if let Err(e) = store.put(crate::topology::keys::status(&channel, self.stage), json.into()).await {
@@ -143,6 +194,28 @@ impl StatusBoard {
             }
         }
     }
+}
+
+/// Every replica's activity snapshots, by channel and stage, as stored (one
+/// pass over the bucket's keys for the whole page); snapshots of replicas
+/// gone for [`crate::activity::STALE_AFTER`] are removed on the way (the
+/// bucket keeps a key until it is).
+pub async fn read_activity(store: &kv::Store) -> HashMap<(String, String), Vec<crate::activity::Snapshot>> {
+    use futures::StreamExt as _;
+    let mut out: HashMap<(String, String), Vec<crate::activity::Snapshot>> = HashMap::new();
+    let Ok(mut keys) = store.keys().await else { return out };
+    let now = SystemTime::now();
+    while let Some(Ok(key)) = keys.next().await {
+        let Some((channel, stage, _)) = crate::topology::keys::parse_activity(&key) else { continue };
+        let Ok(Some(v)) = store.get(&key).await else { continue };
+        let Ok(snapshot) = serde_json::from_slice::<crate::activity::Snapshot>(&v) else { continue };
+        if snapshot.is_stale(now) {
+            let _ = store.purge(&key).await;
+            continue;
+        }
+        out.entry((channel.to_owned(), stage.to_owned())).or_default().push(snapshot);
+    }
+    out
 }
 
 /// Every stage's status of `channel`, as stored.

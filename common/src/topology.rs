@@ -10,7 +10,7 @@
 //! KV {ns}_sessions: conversation generation (Reset)
 //! KV {ns}_attempts: failed attempts of a message in work
 //! KV {ns}_handled:  events already answered (de-duplicates Lark's re-pushes)
-//! KV {ns}_status:   last event, answer and error per channel and service (GET /status)
+//! KV {ns}_status:   last event, answer and error per channel and service, and each replica's counts of the last hour (GET /status)
 //! KV {ns}_leases:   which replica owns which partition ({p}, 0..PARTITIONS), and who is alive
 //! Object store {ns}_files: files users sent, served to FastGPT by the ingress (kept nats.files_max_age_secs)
 //! ```
@@ -650,6 +650,27 @@ pub mod keys {
         }
     }
 
+    /// `{ns}_status`: one replica's counts of the last hour for a channel
+    /// and service (`crate::activity`). Under a prefix of its own, so it
+    /// never meets a [`status`] key (a stage is never `activity`).
+    pub fn activity(channel: &str, stage: &str, replica: &str) -> String {
+        format!("{}{replica}", activity_prefix(channel, stage))
+    }
+
+    /// What every replica's [`activity`] key of a channel and service starts with.
+    pub fn activity_prefix(channel: &str, stage: &str) -> String {
+        format!("{ACTIVITY}{channel}.{stage}.")
+    }
+
+    const ACTIVITY: &str = "activity.";
+
+    /// An [`activity`] key read back: (channel, stage, replica).
+    pub fn parse_activity(key: &str) -> Option<(&str, &str, &str)> {
+        let mut parts = key.strip_prefix(ACTIVITY)?.rsplitn(3, '.');
+        let (replica, stage, channel) = (parts.next()?, parts.next()?, parts.next()?);
+        Some((channel, stage, replica))
+    }
+
     /// `{ns}_questions`: the question waiting in one conversation.
     pub fn question(channel: &str, conversation_token: &str) -> String {
         format!("{channel}.{conversation_token}")
@@ -768,5 +789,14 @@ mod tests {
         for bad in ["", "../etc/passwd", &a.to_uppercase(), &a[1..], &format!("{a}0")] {
             assert!(!keys::is_file_object(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn activity_keys_read_back_and_never_meet_status_keys() {
+        let key = keys::activity("support-eu", "responder", "00ff");
+        assert_eq!(keys::parse_activity(&key), Some(("support-eu", "responder", "00ff")));
+        assert!(key.starts_with(&keys::activity_prefix("support-eu", "responder")));
+        assert_eq!(keys::parse_activity(&keys::status("support", "relay")), None);
+        assert_eq!(keys::parse_activity(&keys::status("activity", "relay")), None, "even of a channel named so");
     }
 }

@@ -41,7 +41,16 @@ impl Application {
         let status_page = match &settings.ingress.admin_token {
             Some(token) => crate::status_page::router(crate::status_page::StatusPage {
                 token: token.clone(),
-                channels: settings.channels.iter().map(|c| c.id.clone()).collect(),
+                channels: settings
+                    .channels
+                    .iter()
+                    .map(|c| crate::status_page::PageChannel {
+                        id: c.id.clone(),
+                        long_connection: c.subscription == common::config::Subscription::LongConnection,
+                        app_id: c.app_id.clone(),
+                        lark_calls_per_month: c.lark_calls_per_month,
+                    })
+                    .collect(),
                 store: Default::default(),
                 js: base.js.clone(),
                 topology: base.topology.clone(),

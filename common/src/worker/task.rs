@@ -100,14 +100,15 @@ async fn process<H: Handler>(shared: &Shared<H>, message: &Message) -> Ended {
     let key = crate::topology::keys::attempts(name, sequence);
     let attempt = if delivered <= 1 { 1 } else { failed_attempts(shared, &key).await + 1 };
 
+    let since = event_at(message).unwrap_or_else(|| std::time::SystemTime::from(info.published));
     let outcome = if attempt > shared.max_attempts {
         // Giving up failed last time (no dead letter stored): only that again.
-        in_work(shared, message, shared.handler.give_up(message, attempt)).await
+        in_work(shared, message, since, shared.handler.give_up(message, attempt)).await
     } else {
-        match in_work(shared, message, shared.handler.handle(message, attempt)).await {
+        match in_work(shared, message, since, shared.handler.handle(message, attempt)).await {
             Some(Outcome::Retry(_)) if attempt >= shared.max_attempts => {
                 tracing::warn!(worker = name, sequence, attempt, "failed on the last attempt; giving up");
-                in_work(shared, message, shared.handler.give_up(message, attempt)).await
+                in_work(shared, message, since, shared.handler.give_up(message, attempt)).await
             }
             outcome => outcome,
         }
@@ -139,8 +140,15 @@ async fn process<H: Handler>(shared: &Shared<H>, message: &Message) -> Ended {
 }
 
 /// Runs `work` for `message`, telling JetStream it is in work meanwhile;
-/// `None` when shutdown's grace ran out first.
-async fn in_work<H>(shared: &Shared<H>, message: &Message, work: impl Future<Output = Outcome>) -> Option<Outcome> {
+/// `None` when shutdown's grace ran out first. `since` is when the event
+/// the message serves was stored (for the status page's latencies).
+async fn in_work<H>(
+    shared: &Shared<H>,
+    message: &Message,
+    since: std::time::SystemTime,
+    work: impl Future<Output = Outcome>,
+) -> Option<Outcome> {
+    let work = crate::status::WORK_SINCE.scope(since, work);
     tokio::pin!(work);
     let every = shared.progress_every;
     let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -151,6 +159,12 @@ async fn in_work<H>(shared: &Shared<H>, message: &Message, work: impl Future<Out
             _ = shared.hard_stop.cancelled() => return None,
         }
     }
+}
+
+/// The time of the event a reply answers, from its header.
+fn event_at(message: &Message) -> Option<std::time::SystemTime> {
+    let ms: u64 = crate::envelope::header(message.headers.as_ref(), crate::envelope::EVENT_AT_HEADER)?.parse().ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
 }
 
 async fn failed_attempts<H>(shared: &Shared<H>, key: &str) -> u32 {

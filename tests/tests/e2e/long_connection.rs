@@ -118,6 +118,9 @@ async fn an_event_is_stored_acknowledged_and_answered() {
     }
     assert_eq!(status[0]["long_connection"]["up"], 1, "{status}");
     assert!(status[0]["long_connection"]["last_event_at"].is_string(), "{status}");
+    assert_eq!(status[0]["mode"], "long_connection", "{status}");
+    let page = b.http.get(b.url("/status")).bearer_auth(TOKEN).send().await.expect("page").text().await.expect("text");
+    assert!(page.contains("long connection: <span data-connections>1 of 1 up</span>"), "{page}");
     let metrics = b.http.get(b.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
     for name in [
         "lark_bridge_ingress_long_connections_up",

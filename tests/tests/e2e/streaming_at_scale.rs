@@ -178,7 +178,10 @@ async fn drafts_are_shown_by_the_chats_owner_without_a_bucket_write_per_draft() 
 #[tokio::test]
 async fn past_ninety_percent_of_the_monthly_call_budget_answers_go_whole() {
     let b = Bridge::start_with(Options {
-        env: vec![("LARK_BRIDGE__CHANNELS__SUPPORT__LARK_CALLS_PER_MONTH", "1000".to_owned())],
+        env: vec![
+            ("LARK_BRIDGE__CHANNELS__SUPPORT__LARK_CALLS_PER_MONTH", "1000".to_owned()),
+            ("LARK_BRIDGE__INGRESS__ADMIN_TOKEN", "budget-test-token".to_owned()),
+        ],
         ..streaming()
     })
     .await;
@@ -203,5 +206,20 @@ async fn past_ninety_percent_of_the_monthly_call_budget_answers_go_whole() {
         assert!(Instant::now() < deadline, "the calls were not added to the month's count ({n})");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The admin page says so.
+    let status: serde_json::Value = b
+        .http
+        .get(b.url("/status.json"))
+        .bearer_auth("budget-test-token")
+        .send()
+        .await
+        .expect("status answers")
+        .json()
+        .await
+        .expect("JSON");
+    let calls = &status[0]["lark_calls"];
+    assert_eq!(calls["budget"], 1000, "{status:#}");
+    assert!(calls["calls"].as_u64().is_some_and(|n| n >= 950), "{calls}");
+    assert!(calls["state"].as_str().is_some_and(|s| s.contains("whole")), "{calls}");
     b.stop().await;
 }
