@@ -1,4 +1,4 @@
-//! The configuration contract of DESIGN.md: one TOML file for all three
+//! The configuration contract: one TOML file for all three
 //! services, `LARK_BRIDGE__...` environment overrides, validation that names
 //! the key.
 //!
@@ -292,7 +292,7 @@ pub struct ChannelSettings {
     pub lark_calls_per_month: Option<u64>,
 }
 
-/// How Lark delivers a channel's events (DESIGN.md, "Long connection").
+/// How Lark delivers a channel's events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Subscription {

@@ -1,7 +1,7 @@
 //! What the three lark-bridge services share.
 //!
 //! - [`allocator`]: mimalloc, for every binary that links this crate.
-//! - [`config`]: the TOML contract of DESIGN.md and its validation.
+//! - [`config`]: the TOML configuration, `LARK_BRIDGE__` overrides, validation that names the key.
 //! - [`check`]: the `--check` checklist every binary prints.
 //! - [`channel`]: one publishing channel (a Lark app bound to a FastGPT app), looked up by id.
 //! - [`lark`]: Lark's protocol: decryption, signatures, event types, the Open API client and its call counts.
@@ -11,7 +11,7 @@
 //! - [`dead_letter`]: where undeliverable messages end, with the reason.
 //! - [`file_link`]: the signed, expiring links through which FastGPT fetches a file.
 //! - [`envelope`]: what travels on NATS (event, reply command) and its headers.
-//! - [`telemetry`]: logs; later traces.
+//! - [`telemetry`]: logs, OTLP traces, `traceparent` through NATS headers and HTTP.
 //! - [`nats`]: connecting, the same way in every service.
 //! - [`secrets`]: each service keeps only the secrets it uses.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`, shared by the three services.
@@ -19,6 +19,10 @@
 //! - [`worker`]: the pull loop relay and responder share: order, attempts, acks.
 //! - [`service`]: the start-up steps relay and responder share.
 //! - [`status`]: the last event, answer and error per channel, for `/status`.
+//! - [`activity`]: each replica's counts and latencies of the last hour, for `/status`.
+//! - [`cli`]: the command line every binary shares (`--config`, `--check`, `--ready`).
+//! - [`question`]: FastGPT's questions (user-select, form) as cards, and the clicks back.
+//! - [`neutralize`]: mention markup and non-http(s) links in answers made inert.
 //! - [`shutdown`]: SIGTERM / Ctrl-C into a cancellation token.
 
 pub mod activity;

@@ -1,6 +1,5 @@
 //! FastGPT's workflow nodes that ask the user (user-select, form) as Lark
-//! cards, and the answer that comes back as a click (DESIGN.md, "Interactive
-//! workflow nodes").
+//! cards, and the answer that comes back as a click.
 //!
 //! - The relay reads the node ([`Interaction`]), records the question as
 //!   pending for its conversation (`{ns}_questions`, [`Pending`]) and sends it

@@ -21,9 +21,9 @@
 //! order in memory (`common::worker`). The layout is written and parsed in
 //! one place, `topology/subjects.rs` (through [`Topology::parse`]).
 //!
-//! Only NATS 2.9 features are used (DESIGN.md, "NATS").
+//! Only NATS 2.9 features are used: Debian's nats-server is 2.9.
 //!
-//! Settings follow the configuration (DESIGN.md, "Scaled out"): every stream
+//! Settings follow the configuration: every stream
 //! and bucket has a size limit (`nats.*_max_bytes`) with `discard: new`, so a
 //! full one refuses a write (the writer retries, Lark gets 503) instead of
 //! dropping old work; work streams have no age limit (unhandled work never

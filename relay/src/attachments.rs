@@ -1,5 +1,5 @@
 //! The images and files of a message, made into FastGPT content parts
-//! before FastGPT is asked (DESIGN.md, "Images and files").
+//! before FastGPT is asked.
 //!
 //! For each resource of the message, in order:
 //! 1. download it from Lark with the tenant token (`LarkClient::download_resource`),

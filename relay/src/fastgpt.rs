@@ -91,7 +91,7 @@ impl FastGptError {
 
 /// FastGPT's error body. `statusText` names a refusal; an empty or missing
 /// one (with a numeric `code`) is an unexpected internal error, such as a
-/// model provider timing out: transient (DESIGN.md, "Conversations").
+/// model provider timing out: transient.
 #[derive(Debug, Deserialize)]
 struct ErrorBody {
     #[serde(rename = "statusText", default)]

@@ -1,5 +1,5 @@
 //! CardKit: the card entity API that streams an answer into one card
-//! (DESIGN.md, "Streaming answers"; scope `cardkit:card:write`).
+//! (scope `cardkit:card:write`; ARCHITECTURE.md, "Streaming answers").
 //!
 //! A card is created once (`POST /cardkit/v1/cards`), sent as a message by
 //! its `card_id`, then changed with operations that each carry a `sequence`

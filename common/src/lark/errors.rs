@@ -2,7 +2,7 @@
 //! new token, or give up and tell the operator what to fix in the Lark console.
 //!
 //! Lark reports most errors as HTTP 400 with a non-zero `code` in the body;
-//! always read the code (DESIGN.md, "Replies").
+//! always read the code, never only the status.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! What differs between a stream as JetStream has it and as the configuration
-//! wants it (DESIGN.md, "Scaled out": settings follow the configuration). The
+//! wants it (settings follow the configuration). The
 //! differences fall in two kinds: what JetStream changes in place with a
 //! stream update (replicas, limits, discard policy, ...), applied at start,
 //! and what it cannot change (retention, storage, and turning protections

@@ -9,9 +9,9 @@
 //!   lease. So one conversation (one chat, for replies) is handled by one
 //!   replica at a time, and that replica keeps it in order in memory
 //!   ([`queue`]): no nak-and-ask-again loop, a backlog costs NATS one
-//!   delivery per message (issue 15, point 4). It is also why Lark's per-chat
-//!   limit holds across responder replicas, and how they split the per-app
-//!   limits ([`Share`], `responder::pacing`).
+//!   delivery per message. It is also why Lark's per-chat limit holds
+//!   across responder replicas, and how they split the per-app limits
+//!   ([`Share`], `responder::budget`; ARCHITECTURE.md, "Order").
 //! - **Bounded work**: at most `max_in_flight` messages are handled at once
 //!   in a replica; each partition holds at most `partition::MAX_HELD`.
 //! - **Held is not redelivered**: everything pulled and not yet acknowledged

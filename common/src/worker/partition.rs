@@ -2,13 +2,13 @@
 //! each subject's messages in order ([`Queues`]), run each subject's head
 //! when a slot is free, keep everything held alive with `Progress`.
 //!
-//! - **Nothing held is redelivered** (issue 15, point 3): a message pulled
+//! - **Nothing held is redelivered**: a message pulled
 //!   ahead of a free slot gets `Progress` every third of the consumer's ack
 //!   wait, so JetStream never gives it to another replica (which would ask
 //!   FastGPT the same question). Pulls are bounded: at most [`MAX_HELD`]
 //!   messages per partition, each pull a batch that ends by itself
 //!   ([`PULL_EXPIRES`]), so a partition given up leaves no pull request behind.
-//! - **No polling for order** (point 4): order is kept in memory, so a
+//! - **No polling for order**: order is kept in memory, so a
 //!   backlog costs one delivery and one ack per message. A huge backlog of one
 //!   conversation fills its partition's [`MAX_HELD`]; the other conversations
 //!   of that partition then wait behind it (the price of bounded memory).

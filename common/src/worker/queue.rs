@@ -3,8 +3,8 @@
 //!
 //! Why in memory: the partition's owner is the only replica pulling it, so
 //! what it pulled is all there is to order; it needs no round trip to NATS
-//! per held message, and a backlog costs one delivery per message (point 4
-//! of issue 15: the old stream-head check polled NATS for every held message).
+//! per held message, and a backlog costs one delivery per message (a check
+//! of the stream's head would poll NATS for every held message).
 //!
 //! A subject runs one message at a time: its head, once the one before it
 //! has finished. Besides the messages held here, a subject can wait on

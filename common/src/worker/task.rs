@@ -4,8 +4,8 @@
 //! The task reports back to its partition through a [`Slot`], also when it
 //! panics: the slot's `Drop` frees the in-flight permit, lowers the
 //! `lark_bridge_in_flight` gauge and tells the partition the message is no
-//! longer running (issue 15, point 13: the gauge used to stay up after a
-//! panic, and the conversation would have waited forever).
+//! longer running (otherwise the gauge would stay up after a panic, and the
+//! conversation would wait forever).
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,6 +1,5 @@
 //! The streaming FastGPT call: `"stream": true, "detail": true`, read as
-//! server-sent events while FastGPT writes the answer (DESIGN.md, "Streaming
-//! answers").
+//! server-sent events while FastGPT writes the answer.
 //!
 //! The wire shapes come from FastGPT's source (labring/FastGPT):
 //! - `responseWrite` (`packages/service/common/response/index.ts`) writes
@@ -701,7 +700,7 @@ mod tests {
         assert_eq!(run_str(&body).await, texts(&["fine"]));
     }
 
-    /// DESIGN.md, "Interactive workflow nodes": the userSelect shape, with the
+    /// FastGPT's userSelect node as it streams it, with the
     /// fields FastGPT adds (`entryNodeIds`, `memoryEdges`, `nodeOutputs`).
     #[tokio::test]
     async fn an_interactive_event_is_passed_raw() {

@@ -1,6 +1,6 @@
 //! What an attacker can send the ingress, and what a hostile FastGPT answer can
 //! put in a Lark message: each hole an adversarial test found has its test
-//! here (issue 15, points 7 to 11).
+//! here (README, "Security").
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! NATS servers of a test's own, so they can be killed without disturbing
-//! anything else: a 3-node JetStream cluster on loopback (DESIGN.md, "Scaled
-//! out": any one node may die or restart), each node with its own store
+//! anything else: a 3-node JetStream cluster on loopback (any one node may
+//! die or restart), each node with its own store
 //! directory, kept across restarts as a real node's disk would be. The
 //! monitoring port of each node tells who leads (`/jsz`); stream info tells
 //! whether a restarted node caught up. (nats-server 2.9.10's `/healthz` is of

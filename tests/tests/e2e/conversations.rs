@@ -1,4 +1,4 @@
-//! Conversations as Lark users live them (DESIGN.md, "Conversations"): who
+//! Conversations as Lark users live them: who
 //! shares a history, mentions, Reset, message types, FastGPT failures, order.
 
 use std::time::Duration;

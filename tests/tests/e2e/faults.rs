@@ -1,5 +1,5 @@
 //! Exactly one answer per Lark message, through crashes and outages
-//! (DESIGN.md, "Delivery guarantees" and "Scaled out"). Real processes, a
+//! (ARCHITECTURE.md, "Delivery guarantees"). Real processes, a
 //! 3-node NATS cluster of the test's own with R3 streams (so its nodes can be
 //! killed without disturbing anything else; the services get all three URLs),
 //! the fakes of Lark and FastGPT. Each test prints its counts: events sent,

@@ -1,4 +1,4 @@
-//! Images and files reach FastGPT (DESIGN.md, "Images and files"): an image
+//! Images and files reach FastGPT: an image
 //! message, a post with images, a PDF through a signed link served by the
 //! ingress, and each refusal with its notice, FastGPT not asked.
 //!

@@ -1,4 +1,4 @@
-//! The long connection (DESIGN.md, "Long connection"): the ingress dials the
+//! The long connection: the ingress dials the
 //! fake Lark's WebSocket, and every event pushed on it is stored in
 //! JetStream before it is acknowledged; what cannot be stored is not
 //! acknowledged with 200, so the fake (as Lark) pushes it again, and the

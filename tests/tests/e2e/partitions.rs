@@ -1,4 +1,4 @@
-//! Scaled out (DESIGN.md, "Scaled out"; issue 15, points 2 to 4): several
+//! Scaled out (ARCHITECTURE.md, "Order"): several
 //! replicas of relay and responder share the work queues by partition.
 //!
 //! - Lark's limits hold for all responder replicas together: one chat never

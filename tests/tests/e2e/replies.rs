@@ -1,4 +1,4 @@
-//! Replies that always arrive, once, and look right (DESIGN.md, "Replies"):
+//! Replies that always arrive, once, and look right:
 //! the token's life, idempotent retries, Lark's errors, Markdown, long
 //! answers, pacing, dead letters.
 

@@ -1,5 +1,5 @@
 //! Stream and bucket settings follow the configuration, and a size limit is
-//! reported, never a silent drop (DESIGN.md, "Scaled out"): an existing
+//! reported, never a silent drop: an existing
 //! stream is updated at start (limits, discard policy, replicas), what NATS
 //! cannot change is an error naming it, and a full events stream makes the
 //! ingress answer 503 (Lark retries) while the gauges and `--check` show why.
