@@ -52,8 +52,6 @@ pub struct Responder {
     pub cardkit_refused: crate::card_start::CardkitRefusals,
 }
 
-/// Withdrawn or deleted: the reply can still go into the chat.
-const WITHDRAWN: [i64; 2] = [230011, 231003];
 
 impl Handler for Responder {
     async fn handle(&self, message: &Message, attempt: u32) -> Outcome {
@@ -227,7 +225,7 @@ pub(crate) async fn send_part(
     let uuid = command.lark_uuid(i);
     match lark.reply(&command.reply_to, part.msg_type, &part.content, command.in_thread, &uuid).await {
         Ok(_) => Ok(()),
-        Err(LarkError::Api { code: Some(code), .. }) if WITHDRAWN.contains(&code) => {
+        Err(LarkError::Api { code: Some(code), .. }) if common::lark::errors::WITHDRAWN.contains(&code) => {
             tracing::info!(code, "the message was withdrawn; sending the answer into the chat instead");
             lark.send_to_chat(&command.chat_id, part.msg_type, &part.content, &format!("{uuid}c")).await.map(|_| ())
         }

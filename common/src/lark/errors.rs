@@ -20,6 +20,10 @@ pub enum ErrorClass {
 /// Codes that mean "the app lacks a scope" (its name is in the message).
 pub const MISSING_SCOPE: [i64; 2] = [99991672, 99991679];
 
+/// The message replied to was withdrawn (230011) or deleted (231003): the
+/// answer can still go into the chat.
+pub const WITHDRAWN: [i64; 2] = [230011, 231003];
+
 /// Over one of Lark's rate limits (with HTTP 429 and `x-ogw-ratelimit-reset`).
 pub const RATE_LIMITED: i64 = 99991400;
 
@@ -45,7 +49,7 @@ pub fn classify(http_status: u16, code: Option<i64>, retry_after: Option<Duratio
         Some(230027) | Some(99991672) | Some(99991679) => Permanent {
             fix: "the bot is missing a permission: grant it under Permissions & Scopes (for replies: im:message:send_as_bot, \"Send messages as the app\") and publish a new version. If there is a record but Lark does not respond, the bot is missing the required permissions",
         },
-        Some(230011) | Some(231003) => Permanent {
+        Some(c) if WITHDRAWN.contains(&c) => Permanent {
             fix: "the message was withdrawn or deleted: nothing to reply to",
         },
         Some(230025) => Permanent { fix: "the message is too long for Lark: it must be split (a bug in the bridge's renderer)" },
