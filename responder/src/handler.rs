@@ -52,7 +52,6 @@ pub struct Responder {
     pub cardkit_refused: crate::card_start::CardkitRefusals,
 }
 
-
 impl Handler for Responder {
     async fn handle(&self, message: &Message, attempt: u32) -> Outcome {
         let command: ReplyCommand = match serde_json::from_slice(&message.payload) {

@@ -6,8 +6,9 @@
 //!
 //! - **per chat**: the replies queue is partitioned by chat and each partition
 //!   is leased by one replica (`common::worker`), so every reply of a chat is
-//!   sent by the one replica holding its partition, one at a time, through
-//!   this replica's per-chat limiter;
+//!   sent by the one replica holding its partition, one at a time and spaced
+//!   out here (a message waiting for the app's budget keeps the chat's turn,
+//!   so the spacing counts from real sends);
 //! - **per app**: the app's budget for messages, shared out by partitions
 //!   ([`crate::budget`]): the shares of all replicas add up to at most the
 //!   limit at every moment.
@@ -15,50 +16,53 @@
 //! A 230020 that slips through anyway (another bot in the chat, a lease
 //! changing hands) is retried.
 
-use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
-
-use governor::{DefaultKeyedRateLimiter, Quota};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::budget::{Api, Budget, Class};
 
-const SECOND: Duration = Duration::from_secs(1);
+/// How much longer than `1 / per_chat_per_second` two messages into one
+/// chat are kept apart: a request that reaches Lark a little late must not
+/// put two of them in one of Lark's windows.
+const MARGIN: f64 = 0.05;
+
+/// One chat's turn: when its last message went out. Held while a message
+/// waits for the app's budget, so the chat's spacing counts from real sends.
+type Turn = Arc<tokio::sync::Mutex<Option<Instant>>>;
 
 #[derive(Clone)]
 pub struct Pacing {
-    per_chat: Arc<DefaultKeyedRateLimiter<String>>,
+    chats: Arc<Mutex<HashMap<String, Turn>>>,
+    /// The least time between two messages into one chat.
+    spacing: Duration,
     budget: Budget,
-}
-
-fn nz(n: u32) -> NonZeroU32 {
-    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
-}
-
-/// A quota that lets at most `n` through in ANY window of `window`, bursts
-/// included: a GCRA with burst `b` and period `p` admits up to `b + window/p`
-/// in a window, so `p = window / (n - b + 1)`, with 5 % margin for timing.
-pub fn at_most(n: u32, window: Duration, burst: u32) -> Quota {
-    let n = n.max(1);
-    let burst = burst.clamp(1, n);
-    let period = window.mul_f64(1.05) / (n - burst + 1);
-    Quota::with_period(period.max(Duration::from_micros(1)))
-        .unwrap_or_else(|| Quota::per_second(nz(n)))
-        .allow_burst(nz(burst))
 }
 
 impl Pacing {
     /// Pacing of `per_chat_per_second` into each chat, within `budget`'s
     /// limits for the app's messages.
     pub fn new(per_chat_per_second: u32, budget: Budget) -> Self {
-        // One at a time into a chat: Lark counts every bot's messages there.
-        Self { per_chat: Arc::new(governor::RateLimiter::keyed(at_most(per_chat_per_second, SECOND, 1))), budget }
+        let spacing = Duration::from_secs(1).mul_f64(1.0 + MARGIN) / per_chat_per_second.max(1);
+        Self { chats: Arc::default(), spacing, budget }
     }
 
-    /// Waits until one more message may go to `chat` of `app`.
+    fn turn(&self, chat: &str) -> Turn {
+        let mut chats = self.chats.lock().unwrap_or_else(PoisonError::into_inner);
+        chats.entry(chat.to_owned()).or_default().clone()
+    }
+
+    /// Waits until one more message may go to `chat` of `app`: one at a
+    /// time into a chat (Lark counts every bot's messages there), spaced
+    /// out, and within the app's budget.
     pub async fn wait(&self, app: &str, chat: &str) {
-        self.per_chat.until_key_ready(&chat.to_owned()).await;
+        let turn = self.turn(chat);
+        let mut last = turn.lock().await;
+        if let Some(at) = *last {
+            tokio::time::sleep_until((at + self.spacing).into()).await;
+        }
         self.budget.take(app, Api::Messages, Class::Answer).await;
+        *last = Some(Instant::now());
     }
 
     /// Lark refused a message as over the app's limit: messages of `app`
@@ -69,8 +73,12 @@ impl Pacing {
 
     /// Forgets chats that have been quiet (keeps memory flat).
     pub fn forget_idle(&self) {
-        self.per_chat.retain_recent();
-        self.per_chat.shrink_to_fit();
+        let spacing = self.spacing;
+        self.chats.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, turn| {
+            // In use (a message waits or is being paced), or sent lately.
+            Arc::strong_count(turn) > 1
+                || turn.try_lock().map_or(true, |last| last.is_some_and(|at| at.elapsed() < spacing))
+        });
         self.budget.forget_idle();
     }
 }
@@ -78,46 +86,64 @@ impl Pacing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
-    /// Simulates a quota at a steady clock and counts the worst window.
-    fn worst_window(q: Quota, window: Duration, total: usize) -> usize {
-        use governor::clock::FakeRelativeClock;
-        let clock = FakeRelativeClock::default();
-        let limiter = governor::RateLimiter::direct_with_clock(q, clock.clone());
-        let mut sent: Vec<Duration> = Vec::new();
-        let mut now = Duration::ZERO;
-        let step = Duration::from_micros(500);
-        while sent.len() < total {
-            if limiter.check().is_ok() {
-                sent.push(now);
-            } else {
-                clock.advance(step);
-                now += step;
-            }
-        }
-        sent.iter().map(|t| sent.iter().filter(|u| **u >= *t && **u - *t < window).count()).max().unwrap_or(0)
+    fn pacing(per_chat: u32, app_per_second: u32) -> Pacing {
+        let budget = Budget::new(crate::budget::Limits { per_second: app_per_second, per_minute: 100_000 });
+        budget.set_share(common::worker::Share { held: 16, of: 16, set: 0xFFFF });
+        Pacing::new(per_chat, budget)
     }
 
-    #[test]
-    fn no_window_ever_holds_more_than_the_limit() {
-        assert!(worst_window(at_most(5, SECOND, 1), SECOND, 30) <= 5);
-        assert!(worst_window(at_most(50, SECOND, 5), SECOND, 200) <= 50);
+    /// The most sends in any one-second window.
+    fn busiest(times: &[Instant]) -> usize {
+        (0..times.len())
+            .map(|i| times[i..].iter().take_while(|t| t.duration_since(times[i]) < Duration::from_secs(1)).count())
+            .max()
+            .unwrap_or(0)
     }
 
     #[tokio::test]
     async fn one_chat_is_paced_others_are_not_held_up() {
-        let budget = Budget::new(crate::budget::Limits { per_second: 50, per_minute: 1000 });
-        budget.set_share(common::worker::Share { held: 16, of: 16, set: 0xFFFF });
-        let p = Pacing::new(5, budget);
+        let p = pacing(5, 1000);
+        tokio::time::sleep(Duration::from_millis(1100)).await; // the app budget's ramp
         let start = Instant::now();
+        let mut sent = Vec::new();
         for _ in 0..10 {
             p.wait("app", "busy").await;
+            sent.push(Instant::now());
         }
         let busy = start.elapsed();
-        // 10 sends at 5/s, one at a time: about 200 ms apart.
+        // 10 sends at 5/s, one at a time: about 210 ms apart.
         assert!(busy >= Duration::from_millis(1800), "{busy:?}");
-        assert!(p.per_chat.check_key(&"busy".to_owned()).is_err(), "the busy chat is at its limit");
-        assert!(p.per_chat.check_key(&"quiet".to_owned()).is_ok(), "another chat is not held up");
+        assert!(busiest(&sent) <= 5, "{} in one second", busiest(&sent));
+        let quiet = Instant::now();
+        p.wait("app", "quiet").await;
+        assert!(quiet.elapsed() < Duration::from_millis(100), "another chat is not held up");
+    }
+
+    /// Messages into one chat that wait for the app's budget still go out
+    /// spaced, not bunched when the budget frees up.
+    #[tokio::test]
+    async fn a_wait_for_the_app_budget_does_not_bunch_a_chats_messages() {
+        let p = pacing(5, 3);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (p, sent) = (p.clone(), sent.clone());
+                tokio::spawn(async move {
+                    p.wait("app", "chat").await;
+                    sent.lock().expect("lock").push(Instant::now());
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let mut sent = sent.lock().expect("lock").clone();
+        sent.sort();
+        for pair in sent.windows(2) {
+            assert!(pair[1].duration_since(pair[0]) >= Duration::from_millis(200), "{:?}", pair[1] - pair[0]);
+        }
+        assert!(busiest(&sent) <= 3, "the app's 3 a second hold too");
     }
 }
