@@ -269,6 +269,10 @@ pub struct ChannelSettings {
     /// Needed by the relay only.
     #[serde(default)]
     pub fastgpt_api_key: Option<SecretString>,
+    /// The FastGPT app's id, sent as `appId`: required with a team (account)
+    /// key, which FastGPT refuses without it; optional with an app key.
+    #[serde(default)]
+    pub fastgpt_app_id: Option<String>,
     /// A webhook channel with neither `encrypt_key` nor `verification_token`
     /// accepts forged events from anyone: the ingress refuses to start with
     /// one unless this says so.

@@ -283,6 +283,7 @@ mod tests {
             lark_base_url: "https://open.feishu.cn".parse().expect("url"),
             fastgpt_base_url: "https://x.io/api".parse().expect("url"),
             fastgpt_api_key: None,
+            fastgpt_app_id: None,
             allow_unverified: false,
             subscription: Default::default(),
             streaming: true,

@@ -371,7 +371,14 @@ impl Relay {
         let typing = lark.map(|l| Typing::start(l, typing_on, self.settings.typing_after()));
         let started = std::time::Instant::now();
         let ask_span = tracing::info_span!("fastgpt.ask", fastgpt_chat_id = %chat_id, outcome = tracing::field::Empty);
-        let ask = Ask { chat_id: &chat_id, custom_uid: &custom_uid, text: &text, attachments: &attachments };
+        let data_id = crate::once::data_id(&target.source);
+        let ask = Ask {
+            chat_id: &chat_id,
+            custom_uid: &custom_uid,
+            text: &text,
+            attachments: &attachments,
+            data_id: Some(&data_id),
+        };
         let (result, partial, interaction) = if self.streams(channel).await {
             let streamed =
                 crate::streaming::ask(self, channel, &ask, target, typing).instrument(ask_span.clone()).await;
@@ -385,6 +392,15 @@ impl Relay {
                 Ok(answer) => (Ok(answer.text), String::new(), answer.interaction),
                 Err(e) => (Err(e), String::new(), None),
             }
+        };
+        let result = match result {
+            // Asked before (a redelivery): the workflow ran then; its stored answer is the answer.
+            Err(FastGptError::Duplicate(id)) => {
+                tracing::info!(data_id = %id, "FastGPT already ran this question; reading its stored answer");
+                metrics::counter!("lark_bridge_fastgpt_duplicates_total", "channel" => channel.id.clone()).increment(1);
+                self.fastgpt.stored_answer(channel, &chat_id, &id).instrument(ask_span.clone()).await
+            }
+            other => other,
         };
         let elapsed = started.elapsed();
         let outcome_label = match &result {
@@ -499,7 +515,7 @@ pub fn apology(e: &FastGptError, attempts: u32) -> String {
             let what = if status_text.is_empty() { format!("HTTP {http_status}") } else { status_text.clone() };
             format!("Sorry, FastGPT rejected the question ({what}). Please tell your administrator.")
         }
-        FastGptError::Workflow(_) => {
+        FastGptError::Workflow(_) | FastGptError::Duplicate(_) => {
             "Sorry, the app's workflow failed while answering. Please try again; tell your administrator if it keeps happening.".into()
         }
     }

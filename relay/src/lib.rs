@@ -9,6 +9,7 @@
 //! - [`interactive`], [`questions`], [`clicks`]: FastGPT's nodes that ask the
 //!   user, the question card waiting per conversation, and the click that
 //!   resumes the workflow.
+//! - [`once`]: one workflow run per question: the dataId sent, the stored answer read back.
 //! - [`streaming`]: a streamed answer: the card start, then drafts as FastGPT writes.
 //! - [`typing`]: the "bot is working" reaction on slow answers.
 //! - [`check`]: `relay --check`.
@@ -21,6 +22,7 @@ pub mod clicks;
 pub mod fastgpt;
 pub mod handler;
 pub mod interactive;
+pub mod once;
 pub mod question;
 pub mod questions;
 pub mod sessions;

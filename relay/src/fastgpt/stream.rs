@@ -147,7 +147,7 @@ impl FastGpt {
             .timeout(MAX_ANSWER_DURATION)
             .headers(trace_headers())
             .header(reqwest::header::ACCEPT, "text/event-stream")
-            .json(&request_body(ask, true));
+            .json(&request_body(channel, ask, true));
         let resp = match tokio::time::timeout(self.timeout, request.send()).await {
             Err(_) => return Err(idle_timeout(self.timeout)),
             Ok(Err(e)) => return Err(FastGptError::Transient(network_error(&e, self.timeout))),
@@ -179,7 +179,7 @@ fn is_event_stream(headers: &reqwest::header::HeaderMap) -> bool {
 
 /// Reads at most `limit` bytes of a body, each wait bounded by `idle`. A
 /// longer body is cut: what matters of an error or answer is at its start.
-pub(super) async fn read_bounded(
+pub(crate) async fn read_bounded(
     mut resp: reqwest::Response,
     limit: usize,
     idle: Duration,
@@ -409,14 +409,22 @@ fn error_event(data: &str, http_status: u16) -> FastGptError {
         };
     }
     let message = json.get("message").or_else(|| json.get("error")).unwrap_or(&json);
-    FastGptError::Workflow(match message {
+    let message = match message {
         Value::String(s) => s.clone(),
         Value::Object(o) => match o.get("message") {
             Some(Value::String(s)) => s.clone(),
             _ => message.to_string(),
         },
         other => other.to_string(),
-    })
+    };
+    // `preChatRound` throws both before the workflow: nothing ran this time.
+    if let Some(id) = super::duplicate_of(&message) {
+        return FastGptError::Duplicate(id);
+    }
+    if super::is_generating(&message) {
+        return FastGptError::Transient(format!("the chat is still answering an earlier turn: {message}"));
+    }
+    FastGptError::Workflow(message)
 }
 
 fn interactive(data: &str) -> Step {

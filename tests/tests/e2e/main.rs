@@ -8,6 +8,7 @@ mod conversations;
 mod faults;
 mod files;
 mod ingress;
+mod once;
 mod long_connection;
 mod partitions;
 mod pipeline;
