@@ -121,7 +121,8 @@ impl FastGpt {
             query.push(("appId", id.clone()));
         }
         let key = api_key(channel)?;
-        let request = self.http.get(channel.fastgpt_url("core/chat/init")).query(&query).bearer_auth(key.expose_secret());
+        let request =
+            self.http.get(channel.fastgpt_url("core/chat/init")).query(&query).bearer_auth(key.expose_secret());
         self.api(request).await
     }
 
@@ -191,11 +192,7 @@ pub fn read_item(item: &Value) -> Stored {
         .get("value")
         .and_then(Value::as_array)
         .map(|parts| {
-            parts
-                .iter()
-                .filter_map(|p| p.pointer("/text/content").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join("")
+            parts.iter().filter_map(|p| p.pointer("/text/content").and_then(Value::as_str)).collect::<Vec<_>>().join("")
         })
         .unwrap_or_default();
     Stored::Answer(text)
@@ -218,7 +215,8 @@ mod tests {
 
     #[test]
     fn an_ai_item_reads_as_its_text_or_its_error() {
-        let item = json!({"dataId":"d","obj":"AI","value":[{"text":{"content":"Hello "}},{"text":{"content":"there"}}]});
+        let item =
+            json!({"dataId":"d","obj":"AI","value":[{"text":{"content":"Hello "}},{"text":{"content":"there"}}]});
         assert_eq!(read_item(&item), Stored::Answer("Hello there".into()));
         let failed = json!({"dataId":"d","obj":"AI","value":[],"errorMsg":"model timed out"});
         assert_eq!(read_item(&failed), Stored::Failed("model timed out".into()));

@@ -536,8 +536,11 @@ fn run_to_the_end(shared: Arc<Shared>, index: usize, run: chats::Run, response: 
     use futures::StreamExt;
     let (parts, body) = response.into_parts();
     let ok = parts.status.is_success();
-    let streamed =
-        parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
+    let streamed = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
     tokio::spawn(async move {
         let mut data = body.into_data_stream();

@@ -242,7 +242,11 @@ fn item_json(item: &ChatItem) -> Value {
     v
 }
 
-pub(super) async fn records(State(shared): State<std::sync::Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+pub(super) async fn records(
+    State(shared): State<std::sync::Arc<Shared>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     if let Err(refusal) = authorized(&shared, &headers, str_of(&body, "appId")) {
         return refusal;
     }
@@ -281,7 +285,11 @@ pub(super) async fn history_status(
     ok(json!({ "list": list }))
 }
 
-pub(super) async fn feedback(State(shared): State<std::sync::Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+pub(super) async fn feedback(
+    State(shared): State<std::sync::Arc<Shared>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     if let Err(refusal) = authorized(&shared, &headers, str_of(&body, "appId")) {
         return refusal;
     }
