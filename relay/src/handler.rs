@@ -132,6 +132,9 @@ impl Relay {
                 }
             };
         }
+        if crate::welcome::is_welcome_event(&envelope.header.event_type) {
+            return self.handle_welcome(&channel, &envelope, attempt).await;
+        }
         let event = match envelope.message_event() {
             None => {
                 tracing::debug!(event_type = %envelope.header.event_type, "not a message event; acknowledged and dropped");

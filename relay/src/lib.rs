@@ -11,6 +11,7 @@
 //!   resumes the workflow.
 //! - [`once`]: one workflow run per question: the dataId sent, the stored answer read back.
 //! - [`streaming`]: a streamed answer: the card start, then drafts as FastGPT writes.
+//! - [`welcome`]: the app's welcome text, once, in a chat the bot joins.
 //! - [`typing`]: the "bot is working" reaction on slow answers.
 //! - [`check`]: `relay --check`.
 //! - [`app`]: build and run (the pull loop itself is `common::worker`).
@@ -28,5 +29,6 @@ pub mod questions;
 pub mod sessions;
 pub mod streaming;
 pub mod typing;
+pub mod welcome;
 
 pub use app::{Application, StartError};

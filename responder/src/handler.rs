@@ -204,7 +204,7 @@ impl Responder {
 }
 
 /// Sends part `i`: a reply to the user's message (into its topic when it was in
-/// one); when that message was withdrawn, into the chat instead.
+/// one); when that message was withdrawn, or there is none, into the chat instead.
 pub(crate) async fn send_part(
     lark: &LarkClient,
     command: &ReplyCommand,
@@ -212,6 +212,10 @@ pub(crate) async fn send_part(
     part: &Part,
 ) -> Result<(), LarkError> {
     let uuid = command.lark_uuid(i);
+    // Nothing to reply to (the app's welcome when the bot joins a chat).
+    if command.reply_to.is_empty() {
+        return lark.send_to_chat(&command.chat_id, part.msg_type, &part.content, &uuid).await.map(|_| ());
+    }
     match lark.reply(&command.reply_to, part.msg_type, &part.content, command.in_thread, &uuid).await {
         Ok(_) => Ok(()),
         Err(LarkError::Api { code: Some(code), .. }) if WITHDRAWN.contains(&code) => {

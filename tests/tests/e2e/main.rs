@@ -19,3 +19,4 @@ mod status;
 mod streaming;
 mod streams;
 mod telemetry;
+mod welcome;

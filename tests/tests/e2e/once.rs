@@ -87,3 +87,35 @@ async fn each_message_has_its_own_data_id() {
     assert!(b.lark.visible_messages().iter().any(|m| m.text().contains("Echo (turn 2): second")));
     b.stop().await;
 }
+
+/// A team (account) key: FastGPT refuses it without `appId`, so the channel
+/// names its app with `fastgpt_app_id`; the records are read with it too.
+#[tokio::test]
+async fn a_team_key_needs_fastgpt_app_id() {
+    let team_key = |app_id: Option<&str>| {
+        let mut env = vec![("LARK_BRIDGE__CHANNELS__SUPPORT__FASTGPT_API_KEY", "fastgpt-team-key".to_owned())];
+        env.extend(app_id.map(|a| ("LARK_BRIDGE__CHANNELS__SUPPORT__FASTGPT_APP_ID", a.to_owned())));
+        env.push(("LARK_BRIDGE__RELAY__FASTGPT_TIMEOUT_SECS", "1".into()));
+        Options { env, ..Default::default() }
+    };
+    let b = Bridge::start_with(team_key(None)).await;
+    b.fastgpt.set_team_key("fastgpt-team-key");
+    b.deliver_ok(&b.events().p2p_text("oc_team", "ou_team", "hello team")).await;
+    let shown = b.lark.wait_for_messages(1, WAIT).await;
+    assert!(shown[0].text().contains("refused this bot's API key"), "{}", shown[0].text());
+    assert!(b.fastgpt.requests()[0].body.get("appId").is_none());
+    b.stop().await;
+
+    let app_id = lark_bridge_tests::fake_fastgpt::chats::APP_ID;
+    let b = Bridge::start_with(team_key(Some(app_id))).await;
+    b.fastgpt.set_team_key("fastgpt-team-key");
+    b.fastgpt.push_responses(vec![FakeAnswer::Delay(Duration::from_millis(2500), Box::new(FakeAnswer::Echo))]);
+    b.deliver_ok(&b.events().p2p_text("oc_team", "ou_team", "hello team")).await;
+    let shown = b.lark.wait_for_messages(1, Duration::from_secs(30)).await;
+    assert!(shown[0].text().contains("Echo (turn 1): hello team"), "{}", shown[0].text());
+    let requests = b.fastgpt.requests();
+    assert!(requests.iter().all(|r| r.body["appId"] == app_id), "appId in every ask");
+    assert_eq!(requests.iter().filter(|r| r.ran()).count(), 1, "the stored answer read with the team key");
+    assert!(b.fastgpt.init_calls().is_empty(), "no need to learn the app id");
+    b.stop().await;
+}
