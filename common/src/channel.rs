@@ -31,6 +31,8 @@ pub struct Channel {
     pub subscription: Subscription,
     /// Answers stream into a card as FastGPT writes them.
     pub streaming: bool,
+    /// Final answers carry 👍 / 👎 buttons (`feedback`).
+    pub feedback: bool,
     /// The app's monthly Lark call budget (`lark_calls_per_month`).
     pub lark_calls_per_month: Option<u64>,
 }
@@ -49,6 +51,7 @@ impl Channel {
             fastgpt_app_id: s.fastgpt_app_id.clone().filter(|a| !a.trim().is_empty()),
             subscription: s.subscription,
             streaming: s.streaming,
+            feedback: s.feedback,
             lark_calls_per_month: s.lark_calls_per_month,
         }
     }
@@ -127,6 +130,7 @@ mod tests {
             allow_unverified: false,
             subscription: Default::default(),
             streaming: true,
+            feedback: true,
             lark_calls_per_month: None,
         })
     }

@@ -287,6 +287,10 @@ pub struct ChannelSettings {
     /// (CardKit, scope `cardkit:card:write`); `false` sends each answer whole.
     #[serde(default = "defaults::yes")]
     pub streaming: bool,
+    /// 👍 and 👎 buttons on each final answer: the asker's click rates the
+    /// answer in FastGPT's chat log (`updateUserFeedback`).
+    #[serde(default = "defaults::yes")]
+    pub feedback: bool,
     /// The Lark API calls this app may make in a calendar month (a free
     /// Feishu tenant has 10,000 for all its custom apps). Counted across
     /// every replica and restart; past 90 % answers go whole instead of

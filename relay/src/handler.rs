@@ -70,11 +70,13 @@ pub(crate) struct Decision {
     pub text: String,
     /// FastGPT stopped to ask the user this: it waits for a click.
     pub pending: Option<Pending>,
+    /// The answer's sources and feedback buttons (`crate::feedback`).
+    pub extras: common::answer::Extras,
 }
 
 /// A decision with nothing to ask the user.
 fn say(kind: ReplyKind, text: impl Into<String>) -> Decision {
-    Decision { kind, text: text.into(), pending: None }
+    Decision { kind, text: text.into(), pending: None, extras: Default::default() }
 }
 
 /// One question to FastGPT, from a message or from a click.
@@ -88,6 +90,9 @@ pub(crate) struct Asking<'a> {
     /// The conversation's subject token and who may answer a question card.
     pub conversation: String,
     pub asked_by: Option<String>,
+    /// A resume: the dataId of the turn it continues (FastGPT merges the
+    /// answer into that turn's AI item).
+    pub resumes: Option<String>,
 }
 
 impl Handler for Relay {
@@ -167,7 +172,7 @@ impl Relay {
             chat_id: event.message.chat_id.clone(),
             in_thread: event.message.thread_id.as_deref().is_some_and(|t| !t.is_empty()),
             kind: ReplyKind::Answer,
-            body: ReplyBody::Markdown { text: String::new(), question: None },
+            body: ReplyBody::Markdown { text: String::new(), question: None, extras: Default::default() },
         };
         let waiting = match self.questions.get(&channel.id, &conversation.token()).await {
             Ok(w) => w.is_some(),
@@ -224,7 +229,7 @@ impl Relay {
         decision: Decision,
         closing: Option<&str>,
     ) -> Outcome {
-        let Decision { kind, text, mut pending } = decision;
+        let Decision { kind, text, mut pending, extras } = decision;
         if let Some(p) = &pending {
             if let Err(e) = self.questions.put(&command.channel, p).await {
                 // The answer still goes; a click on a card that was never
@@ -238,7 +243,8 @@ impl Relay {
                 pending = None;
             }
         }
-        (command.kind, command.body) = (kind, ReplyBody::Markdown { text, question: pending.map(|p| p.question) });
+        let question = pending.map(|p| p.question);
+        (command.kind, command.body) = (kind, ReplyBody::Markdown { text, question, extras });
         if let Err(e) = self.publish_reply(command).await {
             tracing::warn!(error = %e, "cannot publish the reply command; retrying the event");
             return Outcome::Retry(Duration::from_secs(1));
@@ -352,6 +358,7 @@ impl Relay {
                 ConversationKey::Member { open_id, .. } => Some(open_id.clone()),
                 _ => None,
             },
+            resumes: None,
         };
         self.ask_fastgpt(channel, asking, attempt, target).await
     }
@@ -366,7 +373,7 @@ impl Relay {
         attempt: u32,
         target: &ReplyCommand,
     ) -> Result<Decision, Outcome> {
-        let Asking { chat_id, custom_uid, text, attachments, typing_on, conversation, asked_by } = asking;
+        let Asking { chat_id, custom_uid, text, attachments, typing_on, conversation, asked_by, resumes } = asking;
         let lark = self.lark.get(&channel.id).cloned();
         tracing::info!(fastgpt_chat_id = %chat_id, "asking FastGPT");
         tracing::debug!(question = %text, "question text");
@@ -375,6 +382,7 @@ impl Relay {
         let started = std::time::Instant::now();
         let ask_span = tracing::info_span!("fastgpt.ask", fastgpt_chat_id = %chat_id, outcome = tracing::field::Empty);
         let data_id = crate::once::data_id(&target.source);
+        let turn = resumes.unwrap_or_else(|| data_id.clone());
         let ask = Ask {
             chat_id: &chat_id,
             custom_uid: &custom_uid,
@@ -429,8 +437,15 @@ impl Relay {
                 lark_chat_id: target.chat_id.clone(),
                 in_thread: target.in_thread,
                 answered_by: None,
+                data_id: Some(turn),
             };
-            return Ok(Decision { kind: ReplyKind::Answer, text: answer.clone(), pending: Some(pending) });
+            let decision = Decision {
+                kind: ReplyKind::Answer,
+                text: answer.clone(),
+                pending: Some(pending),
+                extras: Default::default(),
+            };
+            return Ok(decision);
         }
         match result {
             Ok(answer) if answer.trim().is_empty() => {
@@ -439,7 +454,8 @@ impl Relay {
             }
             Ok(answer) => {
                 tracing::info!(?elapsed, answer_len = answer.len(), "FastGPT answered");
-                Ok(say(ReplyKind::Answer, answer))
+                let extras = crate::feedback::extras(channel, &chat_id, &turn, asked_by, Vec::new(), target);
+                Ok(Decision { extras, ..say(ReplyKind::Answer, answer) })
             }
             Err(FastGptError::Transient(detail)) if attempt < self.settings.max_attempts => {
                 let delay = backoff(attempt, Duration::from_secs(60));

@@ -5,6 +5,7 @@
 //! - [`question`]: a Lark message → a question (mentions, `post`, `Reset`, non-text).
 //! - [`sessions`]: the Reset generation of each conversation, in JetStream KV.
 //! - [`fastgpt`]: the FastGPT client and its error classes.
+//! - [`feedback`]: 👍 / 👎 on final answers, recorded in FastGPT.
 //! - [`handler`]: one event, from NATS message to published reply command.
 //! - [`interactive`], [`questions`], [`clicks`]: FastGPT's nodes that ask the
 //!   user, the question card waiting per conversation, and the click that
@@ -21,6 +22,7 @@ pub mod attachments;
 pub mod check;
 pub mod clicks;
 pub mod fastgpt;
+pub mod feedback;
 pub mod handler;
 pub mod interactive;
 pub mod once;

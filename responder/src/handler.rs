@@ -82,7 +82,7 @@ impl Responder {
         };
         let (text, question) = match &command.body {
             ReplyBody::CardStart { .. } => return self.start_card(message, lark, command, attempt).await,
-            ReplyBody::Markdown { text, question } => (text, question.as_ref()),
+            ReplyBody::Markdown { text, question, .. } => (text, question.as_ref()),
         };
         // A streamed answer ends in its card; anything else goes out whole.
         // (Read whatever this replica's `streaming` says: the relay's decided.)
@@ -113,6 +113,9 @@ impl Responder {
         };
         // The answer (none when FastGPT went straight to its question), then the question's card.
         let mut parts = if text.trim().is_empty() && question.is_some() { Vec::new() } else { render(text) };
+        if let ReplyBody::Markdown { extras, .. } = &command.body {
+            parts = crate::render::with_extras(parts, extras);
+        }
         parts.extend(question.map(crate::render::question_card));
         let first = self.shown.resume_from(&command.source);
         if first > 0 {

@@ -6,6 +6,7 @@ mod checks;
 mod cluster;
 mod conversations;
 mod faults;
+mod feedback;
 mod files;
 mod ingress;
 mod long_connection;
