@@ -153,7 +153,12 @@ impl FastGpt {
         let interaction = serde_json::from_slice::<Value>(&bytes)
             .ok()
             .and_then(|json| json.pointer("/choices/0/message/content").and_then(crate::interactive::in_content));
-        Ok(Answer { text, interaction })
+        let responses =
+            serde_json::from_slice::<Value>(&bytes).ok().and_then(|mut json| match json.get_mut("responseData") {
+                Some(r) if !r.is_null() => Some(r.take()),
+                _ => None,
+            });
+        Ok(Answer { text, interaction, responses })
     }
 }
 
@@ -166,6 +171,8 @@ pub struct Answer {
     pub text: String,
     /// FastGPT stopped to ask the user this.
     pub interaction: Option<common::question::Interaction>,
+    /// The nodes' responses (`responseData`), with the quotes (`crate::sources`).
+    pub responses: Option<Value>,
 }
 
 /// The JSON body of `POST /v1/chat/completions`, for [`FastGpt::ask`]

@@ -390,18 +390,18 @@ impl Relay {
             attachments: &attachments,
             data_id: Some(&data_id),
         };
-        let (result, partial, interaction) = if self.streams(channel).await {
+        let (result, partial, interaction, responses) = if self.streams(channel).await {
             let streamed =
                 crate::streaming::ask(self, channel, &ask, target, typing).instrument(ask_span.clone()).await;
-            (streamed.result, streamed.partial, streamed.interaction)
+            (streamed.result, streamed.partial, streamed.interaction, streamed.responses)
         } else {
             let result = self.fastgpt.ask(channel, &ask).instrument(ask_span.clone()).await;
             if let Some(t) = typing {
                 t.finish().await;
             }
             match result {
-                Ok(answer) => (Ok(answer.text), String::new(), answer.interaction),
-                Err(e) => (Err(e), String::new(), None),
+                Ok(answer) => (Ok(answer.text), String::new(), answer.interaction, answer.responses),
+                Err(e) => (Err(e), String::new(), None, None),
             }
         };
         let result = match result {
@@ -413,6 +413,9 @@ impl Relay {
             }
             other => other,
         };
+        let sources = crate::sources::of(responses.as_ref());
+        let result = result.map(|text| crate::sources::cite(&text, &sources.numbers).into_owned());
+        let partial = crate::sources::without_marks(&partial).into_owned();
         let elapsed = started.elapsed();
         let outcome_label = match &result {
             Ok(_) => "ok",
@@ -454,7 +457,7 @@ impl Relay {
             }
             Ok(answer) => {
                 tracing::info!(?elapsed, answer_len = answer.len(), "FastGPT answered");
-                let extras = crate::feedback::extras(channel, &chat_id, &turn, asked_by, Vec::new(), target);
+                let extras = crate::feedback::extras(channel, &chat_id, &turn, asked_by, sources.list, target);
                 Ok(Decision { extras, ..say(ReplyKind::Answer, answer) })
             }
             Err(FastGptError::Transient(detail)) if attempt < self.settings.max_attempts => {

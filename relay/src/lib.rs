@@ -11,6 +11,7 @@
 //!   user, the question card waiting per conversation, and the click that
 //!   resumes the workflow.
 //! - [`once`]: one workflow run per question: the dataId sent, the stored answer read back.
+//! - [`sources`]: the sources an answer quotes, and its inline citation marks.
 //! - [`streaming`]: a streamed answer: the card start, then drafts as FastGPT writes.
 //! - [`welcome`]: the app's welcome text, once, in a chat the bot joins.
 //! - [`typing`]: the "bot is working" reaction on slow answers.
@@ -29,6 +30,7 @@ pub mod once;
 pub mod question;
 pub mod questions;
 pub mod sessions;
+pub mod sources;
 pub mod streaming;
 pub mod typing;
 pub mod welcome;

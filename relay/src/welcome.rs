@@ -52,7 +52,7 @@ pub fn chat_of(envelope: &EventEnvelope) -> Option<String> {
 /// The welcome text of `init`'s `data`: trimmed, bounded; `None` when empty.
 pub fn welcome_text(init: &Value) -> Option<String> {
     let text = init.pointer("/app/chatConfig/welcomeText").and_then(Value::as_str)?.trim();
-    (!text.is_empty()).then(|| common::question::clip(text, MAX_WELCOME_CHARS))
+    (!text.is_empty()).then(|| common::question::clip(text, MAX_WELCOME_CHARS - 1))
 }
 
 impl Relay {
