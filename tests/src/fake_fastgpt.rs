@@ -58,6 +58,8 @@
 //!   same node wrapped: `select-nested:` / `form-nested:` (in a child app,
 //!   `childrenInteractive`) and `select-loop:` / `form-loop:`
 //!   (`loopInteractive`). Those words start the hint: `select:now` works too.
+//! - `sources`: the answer cites a knowledge base's quotes inline
+//!   (`[id](CITE)`) and reports them (`flowResponses` / `responseData`).
 //! - `array:legacy`, `array:public`, `array:untyped`: the shape of a
 //!   non-streamed interactive answer's content array (default: the fake's
 //!   [`FakeFastGpt::set_array_style`], itself `legacy` by default).
@@ -685,12 +687,32 @@ fn answer_text(
     hints: &Hints,
 ) -> Response {
     remember_turn(shared, request);
+    let (content, responses) = match hints.sources {
+        true => {
+            let (text, responses) = with_sources(&content);
+            (text, Some(responses))
+        }
+        false => (content, None),
+    };
     if request.stream {
         let (deltas, every) = paced(hints, &content);
-        return stream_answer(shared, index, request, deltas, every, StreamEnd::Done);
+        let end = responses.map_or(StreamEnd::Done, StreamEnd::DoneWith);
+        return stream_answer(shared, index, request, deltas, every, end);
     }
     shared.record(index, |r| r.answer = Some(content.clone()));
-    success(request.chat_id.as_deref(), &content, None, request.detail)
+    let mut response = success(request.chat_id.as_deref(), &content, None, request.detail);
+    if let (Some(responses), true) = (responses, request.detail) {
+        let body = json!({
+            "responseData": responses,
+            "newVariables": {},
+            "id": request.chat_id.as_deref().unwrap_or_default(),
+            "model": "",
+            "usage": { "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 1 },
+            "choices": [{ "message": { "role": "assistant", "content": content }, "finish_reason": "stop", "index": 0 }],
+        });
+        response = Json(body).into_response();
+    }
+    response
 }
 
 /// The deltas of `content` and their pace: the `stream:NxD` hint, or the default.
@@ -786,6 +808,8 @@ struct Hints {
     app: Option<(NodeKind, Wrapper)>,
     /// `array:STYLE`.
     array_style: Option<ArrayStyle>,
+    /// `sources`: the answer quotes a knowledge base (see [`with_sources`]).
+    sources: bool,
 }
 
 impl Hints {
@@ -798,6 +822,9 @@ impl Hints {
             }
             if let Some(style) = interactive::array_style_of_hint(word) {
                 hints.array_style = Some(style);
+            }
+            if word == "sources" {
+                hints.sources = true;
             }
             if let Some(bytes) = word.strip_prefix("stream-long:").and_then(|b| b.parse().ok()) {
                 hints.long_bytes = Some(bytes);
@@ -851,6 +878,8 @@ fn split_even(text: &str, n: usize) -> Vec<String> {
 enum StreamEnd {
     /// The stop chunk, [DONE] (and, with detail, the noise FastGPT sends).
     Done,
+    /// As `Done`, with these nodes' responses in `event: flowResponses`.
+    DoneWith(Value),
     /// `event: interactive` with this data (detail only), then as `Done`.
     Interactive(String),
     /// `event: error` with this body; no [DONE].
@@ -869,6 +898,46 @@ enum Step {
     },
     /// Break the connection (an error from the body: no terminating chunk).
     Break,
+}
+
+/// The response of the fake's one AI chat node.
+fn chat_node_response() -> Value {
+    json!([{ "moduleName": "AI 对话", "moduleType": "chatNode", "runningTime": 0.42, "totalPoints": 0 }])
+}
+
+/// The quote ids the `sources` hint cites.
+pub const QUOTE_IDS: [&str; 3] = ["65f0c0ffee0000000000aa01", "65f0c0ffee0000000000bb02", "65f0c0ffee0000000000cc03"];
+
+/// The `sources` hint: the answer cites two quotes inline and a third that
+/// no node reported, and the dataset search node's `quoteList` holds three
+/// quotes from two sources (one a web link). Shapes: `SearchDataResponseItemType`
+/// (`packages/global/core/dataset/type.d.ts`); the `[<24 hex id>](CITE)`
+/// marks FastGPT's own chat renders and its `removeAIResponseCite` strips for
+/// the publishing channels (its stream parser buffers up to 32 characters,
+/// `[<24 hex>](CITE)`, to keep a mark whole).
+fn with_sources(content: &str) -> (String, Value) {
+    let [a, b, c] = QUOTE_IDS;
+    let text = format!(
+        "{content}\n\nEmployees get 10 days of leave[{a}](CITE). Ask HR first[{b}](CITE)[{}](CITE).",
+        "65f0c0ffee0000000000dd04"
+    );
+    let quote = |id: &str, name: &str, source_id: &str| {
+        json!({ "id": id, "q": "How many days of leave?", "a": "", "sourceName": name, "sourceId": source_id,
+                "collectionId": "65f0c0ffee0000000000c011", "datasetId": "65f0c0ffee0000000000da7a",
+                "score": [{ "type": "embedding", "value": 0.87, "index": 0 }] })
+    };
+    let mut responses = vec![json!({
+        "moduleName": "知识库搜索",
+        "moduleType": "datasetSearchNode",
+        "runningTime": 0.12,
+        "quoteList": [
+            quote(a, "Leave policy.pdf", "65f0c0ffee0000000000f111"),
+            quote(b, "https://hr.example.com/faq", "https://hr.example.com/faq"),
+            quote(c, "Leave policy.pdf", "65f0c0ffee0000000000f111"),
+        ],
+    })];
+    responses.extend(chat_node_response().as_array().cloned().unwrap_or_default());
+    (text, Value::Array(responses))
 }
 
 /// One server-sent event as FastGPT's `responseWrite` writes it.
@@ -902,7 +971,7 @@ fn stream_steps(detail: bool, deltas: Vec<String>, every: Duration, end: StreamE
         steps.push(Step::Write { bytes, delta: Some(delta) });
     }
     let tail = match end {
-        StreamEnd::Done | StreamEnd::Interactive(_) => {
+        StreamEnd::Done | StreamEnd::DoneWith(_) | StreamEnd::Interactive(_) => {
             let mut tail = String::new();
             if let (true, StreamEnd::Interactive(data)) = (detail, &end) {
                 tail.push_str(&sse(Some("interactive"), data));
@@ -913,9 +982,11 @@ fn stream_steps(detail: bool, deltas: Vec<String>, every: Duration, end: StreamE
             tail.push_str(&sse(event("answer"), &chunk(None, Some("stop"))));
             tail.push_str(&sse(event("answer"), "[DONE]"));
             if detail {
-                let responses =
-                    r#"[{"moduleName":"AI 对话","moduleType":"chatNode","runningTime":0.42,"totalPoints":0}]"#;
-                tail.push_str(&sse(Some("flowResponses"), responses));
+                let responses = match &end {
+                    StreamEnd::DoneWith(r) => r.clone(),
+                    _ => chat_node_response(),
+                };
+                tail.push_str(&sse(Some("flowResponses"), &responses.to_string()));
             }
             tail
         }

@@ -143,3 +143,38 @@ async fn a_resumed_answer_is_rated_under_its_questions_data_id() {
     assert!(items[1].text.contains("You chose: Product B") && items[1].good_feedback.is_some(), "{items:?}");
     b.stop().await;
 }
+
+/// The quotes FastGPT reports become a Sources panel; inline citation marks
+/// become numbers or go, whole and streamed.
+async fn sources_are_listed(streaming: bool) {
+    let b = Bridge::start_with(Options { streaming, ..with_feedback(false) }).await;
+    b.deliver_ok(&b.events().message_id("om_src").p2p_text("oc_src", "ou_a", "leave sources")).await;
+    let card = answer_card(&b, "om_src").await;
+    // A streamed answer's card and the card after it (sources and buttons).
+    let shown: Vec<String> = b.lark.visible_messages().iter().map(|m| m.content.to_string()).collect();
+    let all = shown.join("\n");
+    assert!(all.contains("Sources (2)"), "{all}");
+    assert!(all.contains("Leave policy.pdf"), "{all}");
+    assert!(all.contains("[https://hr.example.com/faq](https://hr.example.com/faq)"), "{all}");
+    assert!(!all.contains("(CITE)"), "no raw citation mark: {all}");
+    let text = match b.lark.visible_messages()[0].card_id() {
+        Some(id) => b.lark.card(id).expect("the card").text,
+        None => card.text(),
+    };
+    assert!(text.contains("10 days of leave[1]. Ask HR first[2]."), "{text}");
+    if streaming {
+        let cards = b.lark.cards();
+        assert!(cards.iter().all(|c| !c.text.contains("(CITE)")), "no draft showed a raw mark: {cards:#?}");
+    }
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_whole_answer_lists_its_sources() {
+    sources_are_listed(false).await;
+}
+
+#[tokio::test]
+async fn a_streamed_answer_lists_its_sources() {
+    sources_are_listed(true).await;
+}
