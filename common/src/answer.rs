@@ -25,7 +25,7 @@ pub struct Extras {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<Source>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub feedback: Option<FeedbackTarget>,
+    pub feedback: Option<Box<FeedbackTarget>>,
 }
 
 impl Extras {
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn a_button_value_reads_back_and_checks_who_clicks() {
-        let extras = Extras { sources: Vec::new(), feedback: Some(target(Some("ou_ann"))) };
+        let extras = Extras { sources: Vec::new(), feedback: Some(Box::new(target(Some("ou_ann")))) };
         let els = elements(&extras, str::to_owned);
         let value = &els[0]["columns"][1]["elements"][0]["behaviors"][0]["value"];
         let click = FeedbackClick::read(value).expect("ours");

@@ -30,11 +30,13 @@ pub(crate) fn extras(
     sources: Vec<Source>,
     target: &ReplyCommand,
 ) -> Extras {
-    let feedback = channel.feedback.then(|| FeedbackTarget {
-        chat_id: chat_id.to_owned(),
-        data_id: data_id.to_owned(),
-        asked_by,
-        lark_chat_id: target.chat_id.clone(),
+    let feedback = channel.feedback.then(|| {
+        Box::new(FeedbackTarget {
+            chat_id: chat_id.to_owned(),
+            data_id: data_id.to_owned(),
+            asked_by,
+            lark_chat_id: target.chat_id.clone(),
+        })
     });
     Extras { sources, feedback }
 }

@@ -202,21 +202,19 @@ fn ok(data: Value) -> Response {
     Json(json!({ "code": 200, "statusText": "", "message": "", "data": data })).into_response()
 }
 
-/// The key check of these APIs: the app key, or the team key with `appId`.
-fn authorized(shared: &Shared, headers: &HeaderMap, app_id: Option<&str>) -> Result<(), Response> {
+/// The key check of these APIs: the app key, or the team key with `appId`;
+/// `Some` is the refusal.
+fn refused(shared: &Shared, headers: &HeaderMap, app_id: Option<&str>) -> Option<Response> {
     let auth = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
     let token = auth.trim().strip_prefix("Bearer ").unwrap_or("");
     let inner = shared.lock();
     if token == inner.api_key {
-        return Ok(());
+        return None;
     }
     if inner.chats.team_key.as_deref() == Some(token) {
-        return match app_id {
-            Some(_) => Ok(()),
-            None => Err(error_body(500, 500, "error", TEAM_KEY_REFUSAL)),
-        };
+        return app_id.is_none().then(|| error_body(500, 500, "error", TEAM_KEY_REFUSAL));
     }
-    Err(error_body(500, 514, "unAuthApiKey", "Api Key 不合法"))
+    Some(error_body(500, 514, "unAuthApiKey", "Api Key 不合法"))
 }
 
 fn str_of<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
@@ -247,7 +245,7 @@ pub(super) async fn records(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(refusal) = authorized(&shared, &headers, str_of(&body, "appId")) {
+    if let Some(refusal) = refused(&shared, &headers, str_of(&body, "appId")) {
         return refusal;
     }
     if str_of(&body, "appId") != Some(APP_ID) {
@@ -269,7 +267,7 @@ pub(super) async fn history_status(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(refusal) = authorized(&shared, &headers, str_of(&body, "appId")) {
+    if let Some(refusal) = refused(&shared, &headers, str_of(&body, "appId")) {
         return refusal;
     }
     if str_of(&body, "appId") != Some(APP_ID) {
@@ -290,7 +288,7 @@ pub(super) async fn feedback(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(refusal) = authorized(&shared, &headers, str_of(&body, "appId")) {
+    if let Some(refusal) = refused(&shared, &headers, str_of(&body, "appId")) {
         return refusal;
     }
     let (Some(app_id), Some(chat_id), Some(data_id)) =
@@ -322,7 +320,7 @@ pub(super) async fn init(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let app_id = query.get("appId").map(String::as_str).filter(|a| !a.is_empty());
-    if let Err(refusal) = authorized(&shared, &headers, app_id) {
+    if let Some(refusal) = refused(&shared, &headers, app_id) {
         return refusal;
     }
     if app_id.is_some_and(|a| a != APP_ID) {
