@@ -744,6 +744,8 @@ Commands:
                 the private chat, NAME's own private chat with the bot)
   /choose N     click choice N of the bot's last question card (N alone does too)
   /form         fill in the bot's last form card again (/cancel leaves a form)
+  /rate good    click 👍 on the bot's last answer (/rate bad: 👎); the Sources
+                panel under an answer lists what FastGPT quoted
   /image PATH   send the image at PATH (a local file) as an image message
   /file PATH    send the file at PATH (PDF, Word, text...) as a file message;
                 both upload it to the fake Lark first (at most 100 MB, Lark's
@@ -755,7 +757,8 @@ A form card is filled in field by field: an empty line skips an optional field.
 The sandbox's fake FastGPT answers hints in a question: select: (a choice of
 products), form: (a form), select-nested: / form-loop: (the same node in a child
 app or a loop), markdown, stream:40x100ms (40 deltas, 100 ms apart),
-stream-long:20000 (a long answer). To images and files it answers with what it
+stream-long:20000 (a long answer), sources (an answer quoting a knowledge
+base, with citations). To images and files it answers with what it
 received: \"Received: image image/png, 48213 bytes\".";
 
 /// Said once on a terminal, under the banner.
@@ -822,6 +825,7 @@ impl<W: Write> Session<'_, W> {
         match command {
             "/choose" => self.choose(arg).await?,
             "/form" => self.fill_again()?,
+            "/rate" => self.rate(arg).await?,
             _ if self.cards.is_choice(line) => self.choose(line).await?,
             "" => {}
             "/quit" | "/exit" => return Ok(false),
