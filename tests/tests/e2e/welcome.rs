@@ -118,3 +118,32 @@ async fn an_empty_welcome_text_sends_nothing() {
     assert_eq!(b.fastgpt.init_calls().len(), 2, "the app's welcome text was read for each chat");
     b.stop().await;
 }
+
+/// The sandbox chat's `/welcome`: the bot joins the chat as Lark tells it,
+/// and the sandbox user sees the welcome in that chat, once.
+#[tokio::test]
+async fn the_sandbox_chat_is_welcomed_once() {
+    use lark_bridge_tests::lark_events::ChatRef;
+    use lark_bridge_tests::sandbox_chat::{LarkUser, Target, Timing};
+    let b = Bridge::start().await;
+    b.fastgpt.set_welcome_text("Welcome to the sandbox.");
+    let target = Target {
+        ingress: b.events_url(),
+        lark: b.lark.base_url(),
+        encrypt_key: Some(lark_bridge_tests::harness::ENCRYPT_KEY.to_owned()),
+        verification_token: Some(VERIFICATION_TOKEN.to_owned()),
+        app_id: APP_ID.to_owned(),
+        bot_open_id: lark_bridge_tests::harness::BOT_OPEN_ID.to_owned(),
+    };
+    let mut user = LarkUser::connect(target).await.expect("the fake Lark answers");
+    let group = ChatRef::Group { chat_id: "oc_sandbox_welcome".into() };
+    let timing = Timing { timeout: WAIT, ..Timing::default() };
+    let key = user.enter(&group, "ou_sandbox_you").await.expect("sent");
+    let replies = user.wait_for_replies(&key, timing).await.expect("replies").replies;
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(replies[0].text.contains("Welcome to the sandbox."), "{replies:?}");
+    let key = user.enter(&group, "ou_sandbox_you").await.expect("sent");
+    let timing = Timing { timeout: Duration::from_secs(3), ..Timing::default() };
+    assert!(user.wait_for_replies(&key, timing).await.expect("replies").replies.is_empty(), "once");
+    b.stop().await;
+}
