@@ -24,10 +24,15 @@ pub struct Channel {
     pub fastgpt_base_url: Url,
     /// `None` in a service that does not call FastGPT.
     pub fastgpt_api_key: Option<SecretString>,
+    /// The FastGPT app's id (`fastgpt_app_id`): a team key needs it in every
+    /// call; with an app key the relay learns it from `init` when unset.
+    pub fastgpt_app_id: Option<String>,
     /// Webhook or long connection.
     pub subscription: Subscription,
     /// Answers stream into a card as FastGPT writes them.
     pub streaming: bool,
+    /// Final answers carry 👍 / 👎 buttons (`feedback`).
+    pub feedback: bool,
     /// The app's monthly Lark call budget (`lark_calls_per_month`).
     pub lark_calls_per_month: Option<u64>,
 }
@@ -43,8 +48,10 @@ impl Channel {
             lark_base_url: s.lark_base_url.clone(),
             fastgpt_base_url: s.fastgpt_base_url.clone(),
             fastgpt_api_key: s.fastgpt_api_key.clone(),
+            fastgpt_app_id: s.fastgpt_app_id.clone().filter(|a| !a.trim().is_empty()),
             subscription: s.subscription,
             streaming: s.streaming,
+            feedback: s.feedback,
             lark_calls_per_month: s.lark_calls_per_month,
         }
     }
@@ -67,6 +74,11 @@ impl Channel {
     /// `{fastgpt_base_url}/v1/chat/completions`.
     pub fn fastgpt_completions_url(&self) -> String {
         join(&self.fastgpt_base_url, "v1/chat/completions")
+    }
+
+    /// `{fastgpt_base_url}/{path}`, e.g. `core/chat/init`.
+    pub fn fastgpt_url(&self, path: &str) -> String {
+        join(&self.fastgpt_base_url, path)
     }
 }
 
@@ -114,9 +126,11 @@ mod tests {
             lark_base_url: Url::parse("https://open.feishu.cn").expect("url"),
             fastgpt_base_url: Url::parse(base).expect("url"),
             fastgpt_api_key: Some(SecretString::from("k".to_owned())),
+            fastgpt_app_id: None,
             allow_unverified: false,
             subscription: Default::default(),
             streaming: true,
+            feedback: true,
             lark_calls_per_month: None,
         })
     }

@@ -270,6 +270,10 @@ pub struct ChannelSettings {
     /// Needed by the relay only.
     #[serde(default)]
     pub fastgpt_api_key: Option<SecretString>,
+    /// The FastGPT app's id, sent as `appId`: required with a team (account)
+    /// key, which FastGPT refuses without it; optional with an app key.
+    #[serde(default)]
+    pub fastgpt_app_id: Option<String>,
     /// A webhook channel with neither `encrypt_key` nor `verification_token`
     /// accepts forged events from anyone: the ingress refuses to start with
     /// one unless this says so.
@@ -284,6 +288,10 @@ pub struct ChannelSettings {
     /// (CardKit, scope `cardkit:card:write`); `false` sends each answer whole.
     #[serde(default = "defaults::yes")]
     pub streaming: bool,
+    /// 👍 and 👎 buttons on each final answer: the asker's click rates the
+    /// answer in FastGPT's chat log (`updateUserFeedback`).
+    #[serde(default = "defaults::yes")]
+    pub feedback: bool,
     /// The Lark API calls this app may make in a calendar month (a free
     /// Feishu tenant has 10,000 for all its custom apps). Counted across
     /// every replica and restart; past 90 % answers go whole instead of

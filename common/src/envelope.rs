@@ -105,6 +105,10 @@ pub enum ReplyBody {
         text: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         question: Option<crate::question::Question>,
+        /// The sources and feedback buttons of the final card (none for
+        /// notices and apologies).
+        #[serde(default, skip_serializing_if = "crate::answer::Extras::is_empty")]
+        extras: crate::answer::Extras,
     },
     /// FastGPT's first words of a streamed answer: the responder creates the
     /// answer's card and shows it. It travels the durable replies queue like
@@ -251,7 +255,7 @@ mod tests {
             chat_id: "oc_1".into(),
             in_thread: false,
             kind: ReplyKind::Answer,
-            body: ReplyBody::Markdown { text: "**hi**".into(), question: None },
+            body: ReplyBody::Markdown { text: "**hi**".into(), question: None, extras: Default::default() },
         }
     }
 

@@ -3,6 +3,7 @@
 //! - [`allocator`]: mimalloc, for every binary that links this crate.
 //! - [`config`]: the TOML configuration, `LARK_BRIDGE__` overrides, validation that names the key.
 //! - [`check`]: the `--check` checklist every binary prints.
+//! - [`answer`]: what a final answer's card shows below it: sources, feedback buttons.
 //! - [`channel`]: one publishing channel (a Lark app bound to a FastGPT app), looked up by id.
 //! - [`lark`]: Lark's protocol: decryption, signatures, event types, the Open API client and its call counts.
 //! - [`metric_names`]: the names of the metrics the bridge exports.
@@ -27,6 +28,7 @@
 
 pub mod activity;
 mod allocator;
+pub mod answer;
 pub mod channel;
 pub mod check;
 pub mod cli;

@@ -86,6 +86,10 @@ pub struct Pending {
     /// Who answered it (set by the ingress that stored the click).
     #[serde(default)]
     pub answered_by: Option<String>,
+    /// The dataId of the FastGPT turn that asked: a resume is merged into
+    /// it, so its answer is rated under it.
+    #[serde(default)]
+    pub data_id: Option<String>,
 }
 
 /// What a click chose, read from Lark's callback.
@@ -386,6 +390,7 @@ mod tests {
             lark_chat_id: "oc_1".into(),
             in_thread: false,
             answered_by: None,
+            data_id: None,
         }
     }
 

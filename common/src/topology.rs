@@ -634,6 +634,12 @@ pub mod keys {
         format!("{channel}.{}", short_hash(&[source.as_bytes()]))
     }
 
+    /// `{ns}_sessions`: the app's welcome was sent to Lark chat `chat_id`
+    /// (hashed: it comes from Lark). Kept for good, as the generations are.
+    pub fn welcomed(channel: &str, chat_id: &str) -> String {
+        format!("{channel}.welcome.{}", short_hash(&[chat_id.as_bytes()]))
+    }
+
     /// `{ns}_status`: what one service (`stage`) last saw of a channel.
     pub fn status(channel: &str, stage: &str) -> String {
         format!("{channel}.{stage}")

@@ -235,9 +235,11 @@ fn accept_event(channel: &Channel, plain: Vec<u8>, envelope: EventEnvelope) -> R
     }
     // A click on one of our question cards goes under its conversation (it
     // resumes that conversation's workflow, in order), once per question.
+    let mut feedback = None;
     let click = match CardAction::of(&envelope) {
         Some(Ok(action)) => {
             action.check_ids()?;
+            feedback = common::answer::FeedbackClick::read(&action.action.value);
             Click::read(&action.action.value, action.action.form_value.as_ref())
         }
         Some(Err(e)) => {
@@ -253,9 +255,11 @@ fn accept_event(channel: &Channel, plain: Vec<u8>, envelope: EventEnvelope) -> R
     // A message goes under its conversation (handled in order); any other
     // event under a token of its own (nothing needs their order, so none
     // waits for another; they spread over every partition).
-    let subject_token = match &message {
-        Some(m) => ConversationKey::of(m).token(),
-        None => short_hash(&[dedup_key.as_bytes()]),
+    // The ratings of one answer are taken in order (the last click counts).
+    let subject_token = match (&message, &feedback) {
+        (Some(m), _) => ConversationKey::of(m).token(),
+        (None, Some(f)) => short_hash(&[f.target.chat_id.as_bytes(), f.target.data_id.as_bytes()]),
+        (None, None) => short_hash(&[dedup_key.as_bytes()]),
     };
     Ok(VerifiedEvent { plain: plain.into(), envelope, dedup_key, subject_token })
 }
@@ -283,9 +287,11 @@ mod tests {
             lark_base_url: "https://open.feishu.cn".parse().expect("url"),
             fastgpt_base_url: "https://x.io/api".parse().expect("url"),
             fastgpt_api_key: None,
+            fastgpt_app_id: None,
             allow_unverified: false,
             subscription: Default::default(),
             streaming: true,
+            feedback: true,
             lark_calls_per_month: None,
         })
     }

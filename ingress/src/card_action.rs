@@ -12,6 +12,7 @@
 //! its buttons disabled.
 
 use async_nats::jetstream::{self, kv};
+use common::answer::FeedbackClick;
 use common::channel::Channel;
 use common::lark::card_action::CardAction;
 use common::question::{card, clip, CardState, Choice, Click, Pending, Refusal};
@@ -51,6 +52,11 @@ pub async fn answer(
     event: &VerifiedEvent,
     via: Via,
 ) -> Value {
+    if let Some(Ok(action)) = CardAction::of(&event.envelope) {
+        if let Some(click) = FeedbackClick::read(&action.action.value) {
+            return feedback(publisher, status, channel, event, via, &action, &click).await;
+        }
+    }
     let outcome = take(clicks, publisher, status, channel, event, via).await;
     let label = match &outcome {
         Ok(_) => "accepted",
@@ -130,6 +136,33 @@ async fn take(
     let shown = card(&pending.question, &CardState::Answered { summary: &resolved.summary, option }, escape);
     tracing::info!(question = %click.question, "click stored; the workflow resumes");
     Ok((resolved.summary, shown))
+}
+
+/// A 👍 / 👎 click: the asker's is stored for the relay (which tells
+/// FastGPT) and thanked; anyone else's is a toast and nothing else.
+async fn feedback(
+    publisher: &Publisher,
+    status: &StatusBoard,
+    channel: &Channel,
+    event: &VerifiedEvent,
+    via: Via,
+    action: &CardAction,
+    click: &FeedbackClick,
+) -> Value {
+    let allowed = click.allowed(action.operator.open_id.as_deref(), action.context.open_chat_id.as_deref());
+    let (label, answer) = if !allowed {
+        ("not_the_asker", toast("warning", common::answer::NOT_YOURS))
+    } else {
+        match crate::accept::store(publisher, status, channel, event, via).await {
+            Ok(_) => ("accepted", toast("success", click.verdict.toast())),
+            Err(_) => {
+                ("not_stored", toast("error", "Your rating could not be recorded. Please try again in a moment."))
+            }
+        }
+    };
+    metrics::counter!("lark_bridge_ingress_feedback_total", "channel" => channel.id.clone(), "outcome" => label)
+        .increment(1);
+    answer
 }
 
 fn toast(kind: &str, content: &str) -> Value {

@@ -33,6 +33,7 @@ pub async fn run(settings: &Settings) -> Checklist {
             custom_uid: "lark-bridge-check",
             text: "lark-bridge --check: please answer OK",
             attachments: &[],
+            data_id: None,
         };
         let key = format!("channels[{i}]");
         match fastgpt.ask(channel, &ask).await {

@@ -34,6 +34,9 @@ impl Relay {
         action: CardAction,
         attempt: u32,
     ) -> Outcome {
+        if let Some(feedback) = common::answer::FeedbackClick::read(&action.action.value) {
+            return self.handle_feedback(channel, &action, feedback, attempt).await;
+        }
         let Some(click) = Click::read(&action.action.value, action.action.form_value.as_ref()) else {
             tracing::info!("a click on a card that is not one of the bridge's questions; ignored");
             return Outcome::Done;
@@ -71,7 +74,7 @@ impl Relay {
                 .unwrap_or_default(),
             in_thread: pending.as_ref().is_some_and(|p| p.in_thread),
             kind: ReplyKind::Answer,
-            body: ReplyBody::Markdown { text: String::new(), question: None },
+            body: ReplyBody::Markdown { text: String::new(), question: None, extras: Default::default() },
         };
         let operator = action.operator.open_id.as_deref();
         let chat = action.context.open_chat_id.as_deref();
@@ -82,7 +85,12 @@ impl Relay {
             Some((_, Err(Refusal::Expired))) | None => {
                 metrics::counter!("lark_bridge_relay_clicks_total", "channel" => channel.id.clone(), "outcome" => "expired")
                     .increment(1);
-                let decision = Decision { kind: ReplyKind::Notice, text: EXPIRED.into(), pending: None };
+                let decision = Decision {
+                    kind: ReplyKind::Notice,
+                    text: EXPIRED.into(),
+                    pending: None,
+                    extras: Default::default(),
+                };
                 return self.conclude(message, attempt, &mut command, &handled_key, decision, None).await;
             }
             Some((_, Err(refusal))) => {
@@ -104,6 +112,7 @@ impl Relay {
             typing_on: &card_message,
             conversation: click.conversation.clone(),
             asked_by: pending.asked_by.clone(),
+            resumes: pending.data_id.clone(),
         };
         if let Some(kept) = self.unsent.take(&handled_key) {
             tracing::info!("publishing the answer of the last attempt; FastGPT not asked again");

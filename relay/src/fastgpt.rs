@@ -15,7 +15,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-mod stream;
+pub(crate) mod stream;
 pub use stream::{pieces, AnswerStream, Piece};
 
 /// One question to FastGPT.
@@ -28,6 +28,10 @@ pub struct Ask<'a> {
     /// The message's images and files (`crate::attachments`); with any, the
     /// content is FastGPT's array instead of the text alone.
     pub attachments: &'a [crate::attachments::ContentPart],
+    /// The dataId of this turn's AI item (`responseChatItemId`), the same on
+    /// every retry ([`crate::once::data_id`]): FastGPT 4.15+ refuses it a
+    /// second time instead of running the workflow again.
+    pub data_id: Option<&'a str>,
 }
 
 /// Why FastGPT gave no answer.
@@ -46,6 +50,10 @@ pub enum FastGptError {
     /// pay for the same runaway answer.
     #[error("FastGPT's answer is too large: {0}")]
     TooLarge(String),
+    /// FastGPT already ran this turn (its `responseChatItemId` exists): the
+    /// answer is in the chat's records ([`crate::once`]), not asked again.
+    #[error("FastGPT already has this turn (dataId {0})")]
+    Duplicate(String),
 }
 
 /// The kind of refusal, for the user's apology and the operator's log.
@@ -66,12 +74,16 @@ impl FastGptError {
     pub fn fix(&self) -> &'static str {
         match self {
             Self::Transient(_) => "check fastgpt_base_url (the API root FastGPT shows, e.g. https://cloud.fastgpt.io/api) and that FastGPT is up and reachable from the relay",
+            Self::Refused { cause: Refusal::Auth, message, .. } if message.contains(TEAM_KEY_MESSAGE) => {
+                "set fastgpt_app_id to the app's id (FastGPT: the app's URL, appId=...), or use an API key of the app instead of the account key"
+            }
             Self::Refused { cause: Refusal::Auth, .. } => "set fastgpt_api_key to an API key of the app (FastGPT: the app > Publish > API access)",
             Self::Refused { cause: Refusal::Quota, .. } => "top up the FastGPT account's balance or raise its plan",
             Self::Refused { cause: Refusal::Model, .. } => "give the app a model its FastGPT team may use",
             Self::Refused { .. } => "see FastGPT's message; check the app in FastGPT",
             Self::Workflow(_) => "open the app in FastGPT and run it once: its workflow fails",
             Self::TooLarge(_) => "bound the app's answer (the model's max tokens, the loops of its workflow), or turn streaming on for the channel: a streamed answer is cut instead",
+            Self::Duplicate(_) => "none: the stored answer is read instead",
         }
     }
 
@@ -85,6 +97,7 @@ impl FastGptError {
             Self::Refused { cause: Refusal::Other, .. } => "refused",
             Self::Workflow(_) => "workflow",
             Self::TooLarge(_) => "too_large",
+            Self::Duplicate(_) => "duplicate",
         }
     }
 }
@@ -113,18 +126,20 @@ impl ErrorBody {
 
 #[derive(Clone)]
 pub struct FastGpt {
-    http: reqwest::Client,
-    timeout: Duration,
+    pub(crate) http: reqwest::Client,
+    pub(crate) timeout: Duration,
+    /// Each channel's app id, once learned from `init` (`crate::once`).
+    pub(crate) app_ids: crate::once::AppIds,
 }
 
 impl FastGpt {
     pub fn new(http: reqwest::Client, timeout: Duration) -> Self {
-        Self { http, timeout }
+        Self { http, timeout, app_ids: Default::default() }
     }
 
     /// Asks and returns the answer (its text possibly empty).
     pub async fn ask(&self, channel: &Channel, ask: &Ask<'_>) -> Result<Answer, FastGptError> {
-        let body = request_body(ask, false);
+        let body = request_body(channel, ask, false);
         let key = api_key(channel)?;
         let resp = self
             .http
@@ -147,7 +162,12 @@ impl FastGpt {
         let interaction = serde_json::from_slice::<Value>(&bytes)
             .ok()
             .and_then(|json| json.pointer("/choices/0/message/content").and_then(crate::interactive::in_content));
-        Ok(Answer { text, interaction })
+        let responses =
+            serde_json::from_slice::<Value>(&bytes).ok().and_then(|mut json| match json.get_mut("responseData") {
+                Some(r) if !r.is_null() => Some(r.take()),
+                _ => None,
+            });
+        Ok(Answer { text, interaction, responses })
     }
 }
 
@@ -173,6 +193,8 @@ pub struct Answer {
     pub text: String,
     /// FastGPT stopped to ask the user this.
     pub interaction: Option<common::question::Interaction>,
+    /// The nodes' responses (`responseData`), with the quotes (`crate::sources`).
+    pub responses: Option<Value>,
 }
 
 /// The JSON body of `POST /v1/chat/completions`, for [`FastGpt::ask`]
@@ -181,20 +203,55 @@ pub struct Answer {
 /// `error` events can be told apart). Always `detail: true`: only then does
 /// FastGPT say that it stopped at a node asking the user. One function, so
 /// both calls always send the same question.
-pub(crate) fn request_body(ask: &Ask<'_>, stream: bool) -> Value {
-    json!({
+/// With `fastgpt_app_id` set the body names the app (`appId`), which a team
+/// key needs; with `ask.data_id` it carries `responseChatItemId`.
+pub(crate) fn request_body(channel: &Channel, ask: &Ask<'_>, stream: bool) -> Value {
+    let mut body = json!({
         "chatId": ask.chat_id,
         "stream": stream,
         "detail": true,
         "customUid": ask.custom_uid,
         "messages": [{ "role": "user", "content": crate::attachments::message_content(ask.text, ask.attachments) }],
-    })
+    });
+    if let Some(data_id) = ask.data_id {
+        body["responseChatItemId"] = json!(data_id);
+    }
+    if let Some(app_id) = &channel.fastgpt_app_id {
+        body["appId"] = json!(app_id);
+    }
+    body
+}
+
+/// The start of FastGPT's refusal of a `responseChatItemId` it has already
+/// stored in the chat: `Chat dataId already exists: <id>`
+/// (`CHAT_DATA_ID_DUPLICATE_ERROR_MESSAGE`,
+/// `packages/service/core/chat/dataIdValidation.ts`, thrown as a `UserError`
+/// before the workflow runs).
+pub const DUPLICATE_MESSAGE: &str = "Chat dataId already exists";
+
+/// What FastGPT names a turn refused because the chat is still answering
+/// another one (`chatIsGenerating`, checked before the dataId): transient.
+pub const GENERATING: &str = "chatIsGenerating";
+
+/// FastGPT's refusal of a team (account) key without `appId`.
+pub const TEAM_KEY_MESSAGE: &str = "You need to use the app key rather than the account key";
+
+/// The dataId a refusal names as already stored, if it is that refusal.
+pub(crate) fn duplicate_of(message: &str) -> Option<String> {
+    let rest = message.trim().strip_prefix(DUPLICATE_MESSAGE)?;
+    let id = rest.trim_start_matches([':', ' ']).trim();
+    Some(id.chars().take(128).collect())
+}
+
+/// A message, status text or body naming `chatIsGenerating`.
+pub(crate) fn is_generating(text: &str) -> bool {
+    text.contains(GENERATING)
 }
 
 /// The channel's FastGPT key. The relay always holds it
 /// (`Settings::for_service`); without one FastGPT would answer
 /// unAuthorization, so say so here instead.
-fn api_key(channel: &Channel) -> Result<&secrecy::SecretString, FastGptError> {
+pub(crate) fn api_key(channel: &Channel) -> Result<&secrecy::SecretString, FastGptError> {
     channel.fastgpt_api_key.as_ref().ok_or_else(|| FastGptError::Refused {
         cause: Refusal::Auth,
         http_status: 0,
@@ -211,7 +268,7 @@ fn trace_headers() -> reqwest::header::HeaderMap {
         .collect()
 }
 
-fn network_error(e: &reqwest::Error, timeout: Duration) -> String {
+pub(crate) fn network_error(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         format!("no answer within {}s (relay.fastgpt_timeout_secs)", timeout.as_secs())
     } else if e.is_connect() {
@@ -244,6 +301,15 @@ pub fn classify(status: u16, body: &[u8]) -> Result<String, FastGptError> {
             other => other.to_string(),
         };
         let status_text = err.status_text.unwrap_or_default();
+        if let Some(id) = duplicate_of(&message) {
+            return Err(FastGptError::Duplicate(id));
+        }
+        if is_generating(&status_text) || is_generating(&message) {
+            return Err(FastGptError::Transient(format!("the chat is still answering an earlier turn: {message}")));
+        }
+        if message.contains(TEAM_KEY_MESSAGE) {
+            return Err(FastGptError::Refused { cause: Refusal::Auth, http_status: status, status_text, message });
+        }
         if status_text.is_empty() {
             let code = err.code.map(|c| c.to_string()).unwrap_or_else(|| "none".to_owned());
             return Err(FastGptError::Transient(format!(
@@ -305,6 +371,27 @@ pub fn classify(status: u16, body: &[u8]) -> Result<String, FastGptError> {
         status_text: String::new(),
         message: format!("no choices[0].message.content in the answer: {}", snippet(body)),
     })
+}
+
+/// One answer of FastGPT's other APIs (`jsonRes`: `{code: 200, statusText:
+/// "", message: "", data}` on success): their `data`, or the error class.
+pub(crate) fn classify_json(status: u16, body: &[u8]) -> Result<Value, FastGptError> {
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    if let Some(json) = &json {
+        let code = json.get("code").and_then(Value::as_i64);
+        if (200..300).contains(&status) && matches!(code, None | Some(200)) {
+            return Ok(json.get("data").cloned().unwrap_or(Value::Null));
+        }
+    }
+    match classify(status, body) {
+        Err(e) => Err(e),
+        Ok(_) => Err(FastGptError::Refused {
+            cause: Refusal::Other,
+            http_status: status,
+            status_text: String::new(),
+            message: format!("an unexpected answer: {}", snippet(body)),
+        }),
+    }
 }
 
 /// `content` is a string, or (some app types) an array of `{type, text}` parts.
@@ -375,6 +462,20 @@ mod tests {
         assert!(matches!(err(500, missing), FastGptError::Transient(_)));
         let named = r#"{"code":500,"statusText":"appUnExist","message":"x"}"#;
         assert!(matches!(err(500, named), FastGptError::Refused { cause: Refusal::Other, .. }));
+    }
+
+    /// FastGPT 4.15+: `preChatRound` refuses a stored `responseChatItemId`
+    /// (a `UserError`, through `jsonRes`: HTTP 500, statusText `error`).
+    #[test]
+    fn a_duplicate_data_id_and_a_generating_chat() {
+        let dup = r#"{"code":500,"statusText":"error","message":"Chat dataId already exists: lb-0011","data":null}"#;
+        assert_eq!(err(500, dup), FastGptError::Duplicate("lb-0011".into()));
+        let generating = r#"{"code":500,"statusText":"chatIsGenerating","message":"chatIsGenerating","data":null}"#;
+        assert!(matches!(err(500, generating), FastGptError::Transient(_)));
+        let team = r#"{"code":500,"statusText":"error","message":"Key is error. You need to use the app key rather than the account key.","data":null}"#;
+        let e = err(500, team);
+        assert!(matches!(e, FastGptError::Refused { cause: Refusal::Auth, .. }), "{e:?}");
+        assert!(e.fix().contains("fastgpt_app_id"), "{}", e.fix());
     }
 
     #[test]

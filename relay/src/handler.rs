@@ -82,11 +82,13 @@ pub(crate) struct Decision {
     pub text: String,
     /// FastGPT stopped to ask the user this: it waits for a click.
     pub pending: Option<Pending>,
+    /// The answer's sources and feedback buttons (`crate::feedback`).
+    pub extras: common::answer::Extras,
 }
 
 /// A decision with nothing to ask the user.
 fn say(kind: ReplyKind, text: impl Into<String>) -> Decision {
-    Decision { kind, text: text.into(), pending: None }
+    Decision { kind, text: text.into(), pending: None, extras: Default::default() }
 }
 
 /// One question to FastGPT, from a message or from a click.
@@ -100,6 +102,9 @@ pub(crate) struct Asking<'a> {
     /// The conversation's subject token and who may answer a question card.
     pub conversation: String,
     pub asked_by: Option<String>,
+    /// A resume: the dataId of the turn it continues (FastGPT merges the
+    /// answer into that turn's AI item).
+    pub resumes: Option<String>,
 }
 
 impl Handler for Relay {
@@ -159,6 +164,9 @@ impl Relay {
                 }
             };
         }
+        if crate::welcome::is_welcome_event(&envelope.header.event_type) {
+            return self.handle_welcome(&channel, &envelope, attempt).await;
+        }
         let event = match envelope.message_event() {
             None => {
                 tracing::debug!(event_type = %envelope.header.event_type, "not a message event; acknowledged and dropped");
@@ -191,7 +199,7 @@ impl Relay {
             chat_id: event.message.chat_id.clone(),
             in_thread: event.message.thread_id.as_deref().is_some_and(|t| !t.is_empty()),
             kind: ReplyKind::Answer,
-            body: ReplyBody::Markdown { text: String::new(), question: None },
+            body: ReplyBody::Markdown { text: String::new(), question: None, extras: Default::default() },
         };
         if let Some(kept) = self.unsent.take(&handled_key) {
             tracing::info!("publishing the answer of the last attempt; FastGPT not asked again");
@@ -255,7 +263,7 @@ impl Relay {
         decision: Decision,
         closing: Option<&str>,
     ) -> Outcome {
-        let Decision { kind, text, mut pending } = decision;
+        let Decision { kind, text, mut pending, extras } = decision;
         let kept_pending = pending.clone();
         if let Some(p) = &pending {
             if let Err(e) = self.questions.put(&command.channel, p).await {
@@ -270,7 +278,9 @@ impl Relay {
                 pending = None;
             }
         }
-        (command.kind, command.body) = (kind, ReplyBody::Markdown { text, question: pending.map(|p| p.question) });
+        let question = pending.map(|p| p.question);
+        let kept_extras = extras.clone();
+        (command.kind, command.body) = (kind, ReplyBody::Markdown { text, question, extras });
         if let Some(length) = fit_reply(command, self.nats.max_payload()) {
             metrics::counter!("lark_bridge_relay_answers_cut_total", "channel" => command.channel.clone()).increment(1);
             tracing::warn!(
@@ -281,7 +291,7 @@ impl Relay {
         }
         if let Err(e) = self.publish_reply(command).await {
             let kept = Kept {
-                decision: Decision { kind, text: String::new(), pending: kept_pending },
+                decision: Decision { kind, text: String::new(), pending: kept_pending, extras: kept_extras },
                 closing: closing.map(str::to_owned),
             };
             return self.undelivered(message, attempt, command, handled_key, e, kept).await;
@@ -344,8 +354,10 @@ impl Relay {
         let reason = format!("cannot publish the reply command (attempt {attempt}): {e}");
         tracing::error!(error = %e, attempt, "cannot publish the reply command; apologising and dead-lettering the event");
         self.status.error(&command.channel, reason.clone(), e.fix());
-        (command.kind, command.body) =
-            (ReplyKind::Apology, ReplyBody::Markdown { text: text::UNDELIVERED.into(), question: None });
+        (command.kind, command.body) = (
+            ReplyKind::Apology,
+            ReplyBody::Markdown { text: text::UNDELIVERED.into(), question: None, extras: Default::default() },
+        );
         match self.publish_reply(command).await {
             Ok(()) => {
                 if let Err(e) = self.handled.put(handled_key, ReplyKind::Apology.as_str().into()).await {
@@ -435,6 +447,7 @@ impl Relay {
                 ConversationKey::Member { open_id, .. } => Some(open_id.clone()),
                 _ => None,
             },
+            resumes: None,
         };
         self.ask_fastgpt(channel, asking, attempt, target).await
     }
@@ -449,7 +462,7 @@ impl Relay {
         attempt: u32,
         target: &ReplyCommand,
     ) -> Result<Decision, Outcome> {
-        let Asking { chat_id, custom_uid, text, attachments, typing_on, conversation, asked_by } = asking;
+        let Asking { chat_id, custom_uid, text, attachments, typing_on, conversation, asked_by, resumes } = asking;
         let lark = self.lark.get(&channel.id).cloned();
         tracing::info!(fastgpt_chat_id = %chat_id, "asking FastGPT");
         tracing::debug!(question = %text, "question text");
@@ -457,21 +470,41 @@ impl Relay {
         let typing = lark.map(|l| Typing::start(l, typing_on, self.settings.typing_after()));
         let started = std::time::Instant::now();
         let ask_span = tracing::info_span!("fastgpt.ask", fastgpt_chat_id = %chat_id, outcome = tracing::field::Empty);
-        let ask = Ask { chat_id: &chat_id, custom_uid: &custom_uid, text: &text, attachments: &attachments };
-        let (result, partial, interaction) = if self.streams(channel).await {
+        let data_id = crate::once::data_id(&target.source);
+        let turn = resumes.unwrap_or_else(|| data_id.clone());
+        let ask = Ask {
+            chat_id: &chat_id,
+            custom_uid: &custom_uid,
+            text: &text,
+            attachments: &attachments,
+            data_id: Some(&data_id),
+        };
+        let (result, partial, interaction, responses) = if self.streams(channel).await {
             let streamed =
                 crate::streaming::ask(self, channel, &ask, target, typing).instrument(ask_span.clone()).await;
-            (streamed.result, streamed.partial, streamed.interaction)
+            (streamed.result, streamed.partial, streamed.interaction, streamed.responses)
         } else {
             let result = self.fastgpt.ask(channel, &ask).instrument(ask_span.clone()).await;
             if let Some(t) = typing {
                 t.finish().await;
             }
             match result {
-                Ok(answer) => (Ok(answer.text), String::new(), answer.interaction),
-                Err(e) => (Err(e), String::new(), None),
+                Ok(answer) => (Ok(answer.text), String::new(), answer.interaction, answer.responses),
+                Err(e) => (Err(e), String::new(), None, None),
             }
         };
+        let result = match result {
+            // Asked before (a redelivery): the workflow ran then; its stored answer is the answer.
+            Err(FastGptError::Duplicate(id)) => {
+                tracing::info!(data_id = %id, "FastGPT already ran this question; reading its stored answer");
+                metrics::counter!("lark_bridge_fastgpt_duplicates_total", "channel" => channel.id.clone()).increment(1);
+                self.fastgpt.stored_answer(channel, &chat_id, &id).instrument(ask_span.clone()).await
+            }
+            other => other,
+        };
+        let sources = crate::sources::of(responses.as_ref());
+        let result = result.map(|text| crate::sources::cite(&text, &sources.numbers).into_owned());
+        let partial = crate::sources::without_marks(&partial).into_owned();
         let elapsed = started.elapsed();
         let outcome_label = match &result {
             Ok(_) => "ok",
@@ -496,8 +529,15 @@ impl Relay {
                 lark_chat_id: target.chat_id.clone(),
                 in_thread: target.in_thread,
                 answered_by: None,
+                data_id: Some(turn),
             };
-            return Ok(Decision { kind: ReplyKind::Answer, text: answer.clone(), pending: Some(pending) });
+            let decision = Decision {
+                kind: ReplyKind::Answer,
+                text: answer.clone(),
+                pending: Some(pending),
+                extras: Default::default(),
+            };
+            return Ok(decision);
         }
         match result {
             Ok(answer) if answer.trim().is_empty() => {
@@ -506,7 +546,8 @@ impl Relay {
             }
             Ok(answer) => {
                 tracing::info!(?elapsed, answer_len = answer.len(), "FastGPT answered");
-                Ok(say(ReplyKind::Answer, answer))
+                let extras = crate::feedback::extras(channel, &chat_id, &turn, asked_by, sources.list, target);
+                Ok(Decision { extras, ..say(ReplyKind::Answer, answer) })
             }
             Err(FastGptError::Transient(detail)) if attempt < self.settings.max_attempts => {
                 let delay = backoff(attempt, Duration::from_secs(60));
@@ -696,7 +737,7 @@ pub fn apology(e: &FastGptError, attempts: u32) -> String {
             let what = if status_text.is_empty() { format!("HTTP {http_status}") } else { status_text.clone() };
             format!("Sorry, FastGPT rejected the question ({what}). Please tell your administrator.")
         }
-        FastGptError::Workflow(_) => {
+        FastGptError::Workflow(_) | FastGptError::Duplicate(_) => {
             "Sorry, the app's workflow failed while answering. Please try again; tell your administrator if it keeps happening.".into()
         }
         FastGptError::TooLarge(_) => {
@@ -717,7 +758,7 @@ mod tests {
             chat_id: "oc_1".into(),
             in_thread: false,
             kind: ReplyKind::Answer,
-            body: ReplyBody::Markdown { text, question: None },
+            body: ReplyBody::Markdown { text, question: None, extras: Default::default() },
         }
     }
 

@@ -5,11 +5,15 @@
 //! - [`question`]: a Lark message → a question (mentions, `post`, `Reset`, non-text).
 //! - [`sessions`]: the Reset generation of each conversation, in JetStream KV.
 //! - [`fastgpt`]: the FastGPT client and its error classes.
+//! - [`feedback`]: 👍 / 👎 on final answers, recorded in FastGPT.
 //! - [`handler`]: one event, from NATS message to published reply command.
 //! - [`interactive`], [`questions`], [`clicks`]: FastGPT's nodes that ask the
 //!   user, the question card waiting per conversation, and the click that
 //!   resumes the workflow.
+//! - [`once`]: one workflow run per question: the dataId sent, the stored answer read back.
+//! - [`sources`]: the sources an answer quotes, and its inline citation marks.
 //! - [`streaming`]: a streamed answer: the card start, then drafts as FastGPT writes.
+//! - [`welcome`]: the app's welcome text, once, in a chat the bot joins.
 //! - [`typing`]: the "bot is working" reaction on slow answers.
 //! - [`unsent`]: answers NATS did not store, kept for the next attempt (FastGPT not asked again).
 //! - [`check`]: `relay --check`.
@@ -20,13 +24,17 @@ pub mod attachments;
 pub mod check;
 pub mod clicks;
 pub mod fastgpt;
+pub mod feedback;
 pub mod handler;
 pub mod interactive;
+pub mod once;
 pub mod question;
 pub mod questions;
 pub mod sessions;
+pub mod sources;
 pub mod streaming;
 pub mod typing;
 pub mod unsent;
+pub mod welcome;
 
 pub use app::{Application, StartError};

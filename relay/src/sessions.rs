@@ -23,6 +23,11 @@ fn parse(v: &[u8]) -> u64 {
 }
 
 impl Sessions {
+    /// The bucket itself, for the other durable per-chat marks it holds (`crate::welcome`).
+    pub fn store(&self) -> &kv::Store {
+        &self.store
+    }
+
     pub fn new(store: kv::Store) -> Self {
         Self { store }
     }

@@ -39,6 +39,8 @@ pub struct Streamed {
     pub partial: String,
     /// FastGPT stopped at a node that asks the user (buttons or a form).
     pub interaction: Option<Interaction>,
+    /// The nodes' responses, with the quotes (`crate::sources`).
+    pub responses: Option<serde_json::Value>,
 }
 
 /// Asks FastGPT for a streamed answer on behalf of `target` (the reply
@@ -56,12 +58,13 @@ pub async fn ask(
             if let Some(t) = typing.take() {
                 t.finish().await;
             }
-            return Streamed { result: Err(e), partial: String::new(), interaction: None };
+            return Streamed { result: Err(e), partial: String::new(), interaction: None, responses: None };
         }
     };
     let mut drafts = Drafts::new(relay, target);
     let mut text = String::new();
     let mut interaction = None;
+    let mut responses = None;
     let mut tick = tokio::time::interval(DRAFT_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let end = loop {
@@ -91,6 +94,7 @@ pub async fn ask(
                         break Ok(());
                     }
                 }
+                Some(Ok(Piece::Responses(r))) => responses = Some(r),
                 Some(Ok(Piece::Interactive(node))) => {
                     interaction = crate::interactive::read(&node);
                     match &interaction {
@@ -107,8 +111,8 @@ pub async fn ask(
     }
     // Moved, not copied: the text may be up to `MAX_ANSWER_BYTES`.
     match end {
-        Ok(()) => Streamed { result: Ok(text), partial: String::new(), interaction },
-        Err(e) => Streamed { result: Err(e), partial: text, interaction },
+        Ok(()) => Streamed { result: Ok(text), partial: String::new(), interaction, responses },
+        Err(e) => Streamed { result: Err(e), partial: text, interaction, responses },
     }
 }
 
@@ -144,7 +148,8 @@ impl<'a> Drafts<'a> {
     /// The card start: durable, so the card appears even if no draft arrives.
     async fn start(&mut self, text: &str) {
         self.first_text_at = unix_ms();
-        let draft = self.target.draft((self.run, 0), self.first_text_at, text);
+        // Citation marks are never shown raw (the final answer numbers them).
+        let draft = self.target.draft((self.run, 0), self.first_text_at, &crate::sources::without_marks(text));
         self.sent_len = text.len().min(DRAFT_MAX_TEXT);
         let command = ReplyCommand {
             body: ReplyBody::CardStart { text: draft.text, run: self.run, first_text_at: self.first_text_at },
@@ -158,7 +163,7 @@ impl<'a> Drafts<'a> {
 
     async fn send(&mut self, text: &str) {
         self.n += 1;
-        let draft = self.target.draft((self.run, self.n), self.first_text_at, text);
+        let draft = self.target.draft((self.run, self.n), self.first_text_at, &crate::sources::without_marks(text));
         // Compared with the same measure in `behind` (the draft itself may be
         // a few bytes shorter, cut on a character boundary).
         self.sent_len = text.len().min(DRAFT_MAX_TEXT);

@@ -52,7 +52,15 @@ mod tests {
     use common::envelope::ReplyKind;
 
     fn kept(text: &str) -> Kept {
-        Kept { decision: Decision { kind: ReplyKind::Answer, text: text.into(), pending: None }, closing: None }
+        Kept {
+            decision: Decision {
+                kind: ReplyKind::Answer,
+                text: text.into(),
+                pending: None,
+                extras: Default::default(),
+            },
+            closing: None,
+        }
     }
 
     #[test]

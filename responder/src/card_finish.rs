@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::Message;
-use common::envelope::ReplyCommand;
+use common::envelope::{ReplyBody, ReplyCommand};
 use common::lark::api::{LarkClient, LarkError};
 use common::lark::cardkit::{card_message_content, CardFailure, CARDKIT_FIX};
 use common::topology::keys;
@@ -124,6 +124,11 @@ impl Responder {
             .skip(1)
             .map(|chunk| Part { msg_type: "interactive", content: card(chunk) })
             .chain(question.map(crate::render::question_card))
+            .chain(match &command.body {
+                // The sources and feedback buttons, after the streamed card.
+                ReplyBody::Markdown { extras, .. } => crate::render::extras_card(extras),
+                ReplyBody::CardStart { .. } => None,
+            })
             .collect();
         for (i, part) in (1..).zip(&rest).skip(state.parts_shown.saturating_sub(1)) {
             self.pacing.wait(&lark.channel().app_id, &command.chat_id).await;

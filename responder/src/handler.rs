@@ -92,7 +92,7 @@ impl Responder {
         };
         let (text, question) = match &command.body {
             ReplyBody::CardStart { .. } => return self.start_card(message, lark, command, attempt).await,
-            ReplyBody::Markdown { text, question } => (text, question.as_ref()),
+            ReplyBody::Markdown { text, question, .. } => (text, question.as_ref()),
         };
         // A streamed answer ends in its card; anything else goes out whole.
         // (Read whatever this replica's `streaming` says: the relay's decided.)
@@ -123,6 +123,9 @@ impl Responder {
         };
         // The answer (none when FastGPT went straight to its question), then the question's card.
         let mut parts = if text.trim().is_empty() && question.is_some() { Vec::new() } else { render(text) };
+        if let ReplyBody::Markdown { extras, .. } = &command.body {
+            parts = crate::render::with_extras(parts, extras);
+        }
         parts.extend(question.map(crate::render::question_card));
         let first = self.shown.resume_from(&command.source);
         if first > 0 {
@@ -214,7 +217,7 @@ impl Responder {
 }
 
 /// Sends part `i`: a reply to the user's message (into its topic when it was in
-/// one); when that message was withdrawn, into the chat instead.
+/// one); when that message was withdrawn, or there is none, into the chat instead.
 pub(crate) async fn send_part(
     lark: &LarkClient,
     command: &ReplyCommand,
@@ -222,6 +225,10 @@ pub(crate) async fn send_part(
     part: &Part,
 ) -> Result<(), LarkError> {
     let uuid = command.lark_uuid(i);
+    // Nothing to reply to (the app's welcome when the bot joins a chat).
+    if command.reply_to.is_empty() {
+        return lark.send_to_chat(&command.chat_id, part.msg_type, &part.content, &uuid).await.map(|_| ());
+    }
     match lark.reply(&command.reply_to, part.msg_type, &part.content, command.in_thread, &uuid).await {
         Ok(_) => Ok(()),
         Err(LarkError::Api { code: Some(code), .. }) if common::lark::errors::WITHDRAWN.contains(&code) => {

@@ -47,6 +47,43 @@ pub fn card(markdown: &str) -> String {
     .to_string()
 }
 
+/// `parts` with the answer's extras (sources, feedback buttons) in its last
+/// card: a plain text part becomes a card to hold them.
+pub fn with_extras(mut parts: Vec<Part>, extras: &common::answer::Extras) -> Vec<Part> {
+    if extras.is_empty() {
+        return parts;
+    }
+    let elements = common::answer::elements(extras, |s| crate::neutralize::neutralize(s).into_owned());
+    let Some(last) = parts.last_mut() else {
+        return parts;
+    };
+    let mut card: serde_json::Value = match last.msg_type {
+        "text" => {
+            let text = serde_json::from_str::<serde_json::Value>(&last.content)
+                .ok()
+                .and_then(|v| v.get("text").and_then(serde_json::Value::as_str).map(str::to_owned))
+                .unwrap_or_default();
+            serde_json::from_str(&card(&text)).unwrap_or_default()
+        }
+        _ => serde_json::from_str(&last.content).unwrap_or_default(),
+    };
+    if let Some(body) = card.pointer_mut("/body/elements").and_then(serde_json::Value::as_array_mut) {
+        body.extend(elements);
+        *last = Part { msg_type: "interactive", content: card.to_string() };
+    }
+    parts
+}
+
+/// The extras of a streamed answer, as a card of their own after it.
+pub fn extras_card(extras: &common::answer::Extras) -> Option<Part> {
+    if extras.is_empty() {
+        return None;
+    }
+    let elements = common::answer::elements(extras, |s| crate::neutralize::neutralize(s).into_owned());
+    let card = json!({ "schema": "2.0", "config": { "update_multi": true }, "body": { "elements": elements } });
+    Some(Part { msg_type: "interactive", content: card.to_string() })
+}
+
 /// The card of a question FastGPT asks the user: its description, then one
 /// button per option or a form (`common::question`).
 pub fn question_card(question: &common::question::Question) -> Part {

@@ -66,6 +66,8 @@
 //!   same node wrapped: `select-nested:` / `form-nested:` (in a child app,
 //!   `childrenInteractive`) and `select-loop:` / `form-loop:`
 //!   (`loopInteractive`). Those words start the hint: `select:now` works too.
+//! - `sources`: the answer cites a knowledge base's quotes inline
+//!   (`[id](CITE)`) and reports them (`flowResponses` / `responseData`).
 //! - `array:legacy`, `array:public`, `array:untyped`: the shape of a
 //!   non-streamed interactive answer's content array (default: the fake's
 //!   [`FakeFastGpt::set_array_style`], itself `legacy` by default).
@@ -106,6 +108,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fake_lark::server::{sleep_unless_cancelled, ServerHandle};
 
+/// Stored chats: the dataId check, records, status, feedback, init.
+pub mod chats;
 /// The images and files of a question: what the echo says it received.
 mod files;
 /// User-select and form nodes: their wire shapes and how a run resumes.
@@ -237,6 +241,16 @@ pub struct FastGptRequest {
     pub resume: Option<Resume>,
     /// The answer ended with this interactive node (now waiting in the chatId).
     pub interactive: Option<Interactive>,
+    /// Refused before its workflow ran (FastGPT's message): a stored
+    /// `responseChatItemId`, or the chat still generating. No run, no answer.
+    pub refused: Option<String>,
+}
+
+impl FastGptRequest {
+    /// Whether FastGPT ran the workflow for this request (not refused before it).
+    pub fn ran(&self) -> bool {
+        self.refused.is_none()
+    }
 }
 
 impl FastGptRequest {
@@ -256,6 +270,7 @@ struct Inner {
     pending: HashMap<String, Interactive>,
     array_style: ArrayStyle,
     not_an_answer: NotAnAnswer,
+    chats: chats::Chats,
 }
 
 struct Shared {
@@ -300,10 +315,17 @@ impl FakeFastGpt {
                 pending: HashMap::new(),
                 array_style: ArrayStyle::default(),
                 not_an_answer: NotAnAnswer::default(),
+                chats: chats::Chats::new(),
             }),
             cancel: cancel.clone(),
         });
-        let router = Router::new().route("/api/v1/chat/completions", post(completions)).with_state(shared.clone());
+        let router = Router::new()
+            .route("/api/v1/chat/completions", post(completions))
+            .route("/api/core/chat/record/getPaginationRecords", post(chats::records))
+            .route("/api/core/chat/history/getHistoryStatus", post(chats::history_status))
+            .route("/api/core/chat/feedback/updateUserFeedback", post(chats::feedback))
+            .route("/api/core/chat/init", axum::routing::get(chats::init))
+            .with_state(shared.clone());
         let server = ServerHandle::spawn(addr, router, cancel).await?;
         Ok(Self { shared, server })
     }
@@ -352,6 +374,42 @@ impl FakeFastGpt {
     /// as FastGPT, [`NotAnAnswer::SkipsBranches`]).
     pub fn set_not_an_answer(&self, policy: NotAnAnswer) {
         self.shared.lock().not_an_answer = policy;
+    }
+
+    /// The stored items of a chatId, oldest first.
+    pub fn items(&self, chat_id: &str) -> Vec<chats::ChatItem> {
+        self.shared.lock().chats.items.get(chat_id).cloned().unwrap_or_default()
+    }
+
+    /// Turns FastGPT 4.15's check of `responseChatItemId` off (an older
+    /// FastGPT) or on (the default).
+    pub fn set_check_data_id(&self, on: bool) {
+        self.shared.lock().chats.check_data_id = on;
+    }
+
+    /// The app's welcome text (`chatConfig.welcomeText` of `init`).
+    pub fn set_welcome_text(&self, text: &str) {
+        self.shared.lock().chats.welcome_text = text.to_owned();
+    }
+
+    /// Also accepts this team (account) key, with an `appId` only.
+    pub fn set_team_key(&self, key: &str) {
+        self.shared.lock().chats.team_key = Some(key.to_owned());
+    }
+
+    /// The app's id ([`chats::APP_ID`]).
+    pub fn app_id(&self) -> &'static str {
+        chats::APP_ID
+    }
+
+    /// Every `updateUserFeedback` call: (chatId, dataId, good, bad).
+    pub fn feedback_calls(&self) -> Vec<(String, String, Option<String>, Option<String>)> {
+        self.shared.lock().chats.feedback_calls.clone()
+    }
+
+    /// Every `init` call's chatId.
+    pub fn init_calls(&self) -> Vec<String> {
+        self.shared.lock().chats.init_calls.clone()
     }
 
     /// Waits until at least `n` requests arrived or `timeout` passes; returns them either way.
@@ -425,16 +483,39 @@ async fn completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, raw:
         answer: None,
         resume: None,
         interactive: None,
+        refused: None,
     };
-    let (index, answer) = {
+    let data_id = as_string(body.get("responseChatItemId")).filter(|d| !d.is_empty());
+    let (index, answer, run) = {
         let mut inner = shared.lock();
         inner.requests.push(request.clone());
         let index = inner.requests.len() - 1;
         let expected = format!("Bearer {}", inner.api_key);
-        if auth.as_deref().map(str::trim) != Some(expected.as_str()) {
-            (index, None)
+        let token = auth.as_deref().map(str::trim).unwrap_or_default();
+        let team = inner.chats.team_key.as_ref().is_some_and(|k| token == format!("Bearer {k}"));
+        if team && body.get("appId").and_then(Value::as_str) != Some(chats::APP_ID) {
+            drop(inner);
+            return error_body(500, 500, "error", chats::TEAM_KEY_REFUSAL);
+        }
+        if token != expected && !team {
+            (index, None, None)
         } else {
-            (index, Some(inner.queue.pop_front().unwrap_or(FakeAnswer::Echo)))
+            // `preChatRound`: refused before the workflow, or its items stored now.
+            let run = match (&request.chat_id, &data_id) {
+                (Some(chat_id), Some(data_id)) if !request.content.is_empty() || files::has_attachments(&body) => {
+                    let resuming = inner.pending.contains_key(chat_id);
+                    match inner.chats.begin(chat_id, data_id, &request.content, resuming) {
+                        Ok(run) => Some(run),
+                        Err(refused) => {
+                            inner.requests[index].refused = Some(refused.message());
+                            drop(inner);
+                            return refused.response(request.stream);
+                        }
+                    }
+                }
+                _ => None,
+            };
+            (index, Some(inner.queue.pop_front().unwrap_or(FakeAnswer::Echo)), run)
         }
     };
     let Some(answer) = answer else {
@@ -446,7 +527,79 @@ async fn completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, raw:
     if request.content.is_empty() && !files::has_attachments(&body) {
         return error_body(500, 500, "error", "messages is empty");
     }
-    answer_with(&shared, index, &request, answer).await
+    let Some(run) = run else {
+        return answer_with(&shared, index, &request, answer).await;
+    };
+    // FastGPT finishes a run whose client went away: the run is a task of
+    // its own (this handler is dropped with the connection), its body read
+    // to the end whether or not anyone still listens.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let response = answer_with(&shared, index, &request, answer).await;
+        let _ = tx.send(run_to_the_end(shared, index, run, response));
+    });
+    rx.await.unwrap_or_else(|_| error_body(500, 500, "", "the fake's run panicked"))
+}
+
+/// Reads `response`'s body to its end in a task of its own, forwarding it to
+/// the client while the client listens, then stores the run's outcome.
+fn run_to_the_end(shared: Arc<Shared>, index: usize, run: chats::Run, response: Response) -> Response {
+    use futures::StreamExt;
+    let (parts, body) = response.into_parts();
+    let ok = parts.status.is_success();
+    let streamed = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
+    tokio::spawn(async move {
+        let mut data = body.into_data_stream();
+        let mut seen = Vec::new();
+        let mut broke = false;
+        while let Some(chunk) = data.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    seen.extend_from_slice(&bytes);
+                    let _ = tx.send(Ok(bytes));
+                }
+                Err(_) => {
+                    broke = true;
+                    let _ = tx.send(Err(broken_stream()));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let answer = shared.lock().requests.get(index).and_then(|r| r.answer.clone());
+        let outcome = if !ok || broke {
+            // Refused before the run (a named error), or cut: the fake stores nothing.
+            Err(None)
+        } else if streamed {
+            match stream_error(&seen) {
+                Some(error) if error.get("statusText").is_some() => Err(None),
+                Some(error) => Err(Some(error.get("message").and_then(Value::as_str).unwrap_or("error").to_owned())),
+                None => Ok(answer.unwrap_or_default()),
+            }
+        } else {
+            match answer {
+                Some(answer) => Ok(answer),
+                None => Err(Some("the workflow failed".to_owned())),
+            }
+        };
+        shared.lock().chats.end(&run, outcome);
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    Response::from_parts(parts, Body::from_stream(body))
+}
+
+/// The data of an `event: error` in a streamed body, if any.
+fn stream_error(body: &[u8]) -> Option<Value> {
+    let text = String::from_utf8_lossy(body);
+    let at = text.find("event: error\ndata: ")?;
+    let rest = &text[at + "event: error\ndata: ".len()..];
+    let line = rest.split('\n').next()?;
+    Some(serde_json::from_str(line).unwrap_or(Value::Null))
 }
 
 async fn answer_with(shared: &Arc<Shared>, index: usize, request: &FastGptRequest, answer: FakeAnswer) -> Response {
@@ -546,12 +699,32 @@ fn answer_text(
     hints: &Hints,
 ) -> Response {
     remember_turn(shared, request);
+    let (content, responses) = match hints.sources {
+        true => {
+            let (text, responses) = with_sources(&content);
+            (text, Some(responses))
+        }
+        false => (content, None),
+    };
     if request.stream {
         let (deltas, every) = paced(hints, &content);
-        return stream_answer(shared, index, request, deltas, every, StreamEnd::Done);
+        let end = responses.map_or(StreamEnd::Done, StreamEnd::DoneWith);
+        return stream_answer(shared, index, request, deltas, every, end);
     }
     shared.record(index, |r| r.answer = Some(content.clone()));
-    success(request.chat_id.as_deref(), &content, None, request.detail)
+    let mut response = success(request.chat_id.as_deref(), &content, None, request.detail);
+    if let (Some(responses), true) = (responses, request.detail) {
+        let body = json!({
+            "responseData": responses,
+            "newVariables": {},
+            "id": request.chat_id.as_deref().unwrap_or_default(),
+            "model": "",
+            "usage": { "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 1 },
+            "choices": [{ "message": { "role": "assistant", "content": content }, "finish_reason": "stop", "index": 0 }],
+        });
+        response = Json(body).into_response();
+    }
+    response
 }
 
 /// The deltas of `content` and their pace: the `stream:NxD` hint, or the default.
@@ -649,6 +822,8 @@ struct Hints {
     app: Option<(NodeKind, Wrapper)>,
     /// `array:STYLE`.
     array_style: Option<ArrayStyle>,
+    /// `sources`: the answer quotes a knowledge base (see [`with_sources`]).
+    sources: bool,
 }
 
 impl Hints {
@@ -664,6 +839,9 @@ impl Hints {
             }
             if let Some(bytes) = word.strip_prefix("runaway:").and_then(|b| b.parse().ok()) {
                 hints.runaway_bytes = Some(bytes);
+            }
+            if word == "sources" {
+                hints.sources = true;
             }
             if let Some(bytes) = word.strip_prefix("stream-long:").and_then(|b| b.parse().ok()) {
                 hints.long_bytes = Some(bytes);
@@ -717,6 +895,8 @@ fn split_even(text: &str, n: usize) -> Vec<String> {
 enum StreamEnd {
     /// The stop chunk, [DONE] (and, with detail, the noise FastGPT sends).
     Done,
+    /// As `Done`, with these nodes' responses in `event: flowResponses`.
+    DoneWith(Value),
     /// `event: interactive` with this data (detail only), then as `Done`.
     Interactive(String),
     /// `event: error` with this body; no [DONE].
@@ -735,6 +915,46 @@ enum Step {
     },
     /// Break the connection (an error from the body: no terminating chunk).
     Break,
+}
+
+/// The response of the fake's one AI chat node.
+fn chat_node_response() -> Value {
+    json!([{ "moduleName": "AI 对话", "moduleType": "chatNode", "runningTime": 0.42, "totalPoints": 0 }])
+}
+
+/// The quote ids the `sources` hint cites.
+pub const QUOTE_IDS: [&str; 3] = ["65f0c0ffee0000000000aa01", "65f0c0ffee0000000000bb02", "65f0c0ffee0000000000cc03"];
+
+/// The `sources` hint: the answer cites two quotes inline and a third that
+/// no node reported, and the dataset search node's `quoteList` holds three
+/// quotes from two sources (one a web link). Shapes: `SearchDataResponseItemType`
+/// (`packages/global/core/dataset/type.d.ts`); the `[<24 hex id>](CITE)`
+/// marks FastGPT's own chat renders and its `removeAIResponseCite` strips for
+/// the publishing channels (its stream parser buffers up to 32 characters,
+/// `[<24 hex>](CITE)`, to keep a mark whole).
+fn with_sources(content: &str) -> (String, Value) {
+    let [a, b, c] = QUOTE_IDS;
+    let text = format!(
+        "{content}\n\nEmployees get 10 days of leave[{a}](CITE). Ask HR first[{b}](CITE)[{}](CITE).",
+        "65f0c0ffee0000000000dd04"
+    );
+    let quote = |id: &str, name: &str, source_id: &str| {
+        json!({ "id": id, "q": "How many days of leave?", "a": "", "sourceName": name, "sourceId": source_id,
+                "collectionId": "65f0c0ffee0000000000c011", "datasetId": "65f0c0ffee0000000000da7a",
+                "score": [{ "type": "embedding", "value": 0.87, "index": 0 }] })
+    };
+    let mut responses = vec![json!({
+        "moduleName": "知识库搜索",
+        "moduleType": "datasetSearchNode",
+        "runningTime": 0.12,
+        "quoteList": [
+            quote(a, "Leave policy.pdf", "65f0c0ffee0000000000f111"),
+            quote(b, "https://hr.example.com/faq", "https://hr.example.com/faq"),
+            quote(c, "Leave policy.pdf", "65f0c0ffee0000000000f111"),
+        ],
+    })];
+    responses.extend(chat_node_response().as_array().cloned().unwrap_or_default());
+    (text, Value::Array(responses))
 }
 
 /// One server-sent event as FastGPT's `responseWrite` writes it.
@@ -768,7 +988,7 @@ fn stream_steps(detail: bool, deltas: Vec<String>, every: Duration, end: StreamE
         steps.push(Step::Write { bytes, delta: Some(delta) });
     }
     let tail = match end {
-        StreamEnd::Done | StreamEnd::Interactive(_) => {
+        StreamEnd::Done | StreamEnd::DoneWith(_) | StreamEnd::Interactive(_) => {
             let mut tail = String::new();
             if let (true, StreamEnd::Interactive(data)) = (detail, &end) {
                 tail.push_str(&sse(Some("interactive"), data));
@@ -779,9 +999,11 @@ fn stream_steps(detail: bool, deltas: Vec<String>, every: Duration, end: StreamE
             tail.push_str(&sse(event("answer"), &chunk(None, Some("stop"))));
             tail.push_str(&sse(event("answer"), "[DONE]"));
             if detail {
-                let responses =
-                    r#"[{"moduleName":"AI 对话","moduleType":"chatNode","runningTime":0.42,"totalPoints":0}]"#;
-                tail.push_str(&sse(Some("flowResponses"), responses));
+                let responses = match &end {
+                    StreamEnd::DoneWith(r) => r.clone(),
+                    _ => chat_node_response(),
+                };
+                tail.push_str(&sse(Some("flowResponses"), &responses.to_string()));
             }
             tail
         }

@@ -351,6 +351,9 @@ fastgpt_api_key = "{FASTGPT_KEY}"
 # Whole answers, as most suites expect; the streaming suite turns it on
 # (`Options::streaming`).
 streaming = false
+# Answers without the 👍 / 👎 buttons, so most suites see plain text; the
+# feedback suite turns them on (LARK_BRIDGE__CHANNELS__SUPPORT__FEEDBACK).
+feedback = false
 "#,
     )
 }

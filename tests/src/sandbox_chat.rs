@@ -377,8 +377,50 @@ impl LarkUser {
             .and_then(reqwest::Response::error_for_status)
             .with_context(|| format!("cannot reach the fake Lark at {lark}: is deploy/run-local still running?"))?;
 
+        self.post_event(&event).await?;
+        self.sent.insert(message_id.clone(), SentInfo { chat_id: chat.chat_id().to_owned(), parts_seen: 0 });
+        Ok(message_id)
+    }
+
+    /// The bot joins `chat` as Lark says it: a user (`user_open_id`) opens
+    /// the private chat (`im.chat.access_event.bot_p2p_chat_entered_v1`), or
+    /// adds the bot to the group (`im.chat.member.bot.added_v1`). Returns a
+    /// key to wait on for what the bot says in the chat ([`LarkUser::wait_for`]).
+    pub async fn enter(&mut self, chat: &ChatRef, user_open_id: &str) -> anyhow::Result<String> {
+        let operator = json!({ "union_id": "on_sandbox", "user_id": "sandbox", "open_id": user_open_id });
+        let (event_type, body) = match chat {
+            ChatRef::P2p { chat_id } => (
+                "im.chat.access_event.bot_p2p_chat_entered_v1",
+                json!({ "chat_id": chat_id, "operator_id": operator, "last_message_id": "", "last_message_create_time": "0" }),
+            ),
+            ChatRef::Group { chat_id } | ChatRef::Topic { chat_id, .. } => (
+                "im.chat.member.bot.added_v1",
+                json!({ "chat_id": chat_id, "operator_id": operator, "external": false, "operator_tenant_key": "sandbox", "name": "Sandbox group" }),
+            ),
+        };
+        let event_id = random_hex(16);
+        let event = json!({
+            "schema": "2.0",
+            "header": {
+                "event_id": event_id,
+                "event_type": event_type,
+                "create_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()).to_string(),
+                "token": self.target.verification_token.clone().unwrap_or_default(),
+                "app_id": self.target.app_id,
+                "tenant_key": "sandbox"
+            },
+            "event": body
+        });
+        self.post_event(&event).await?;
+        self.sent.insert(event_id.clone(), SentInfo { chat_id: chat.chat_id().to_owned(), parts_seen: 0 });
+        Ok(event_id)
+    }
+
+    /// Posts `event` to the Request URL, encrypted and signed, or has the
+    /// fake Lark push it over the long connection when the channel uses it.
+    async fn post_event(&self, event: &serde_json::Value) -> anyhow::Result<()> {
         let ingress = &self.target.ingress;
-        let response = crate::lark_events::SignedRequest::now(&event, self.key.as_ref())
+        let response = crate::lark_events::SignedRequest::now(event, self.key.as_ref())
             .post_to(&self.http, ingress)
             .await
             .with_context(|| format!("cannot reach the ingress at {ingress}: is deploy/run-local running?"))?;
@@ -390,10 +432,9 @@ impl LarkUser {
             }
             // The channel receives its events over the long connection: the
             // fake Lark pushes the event there, as Lark would.
-            self.push_over_long_connection(&event).await?;
+            self.push_over_long_connection(event).await?;
         }
-        self.sent.insert(message_id.clone(), SentInfo { chat_id: chat.chat_id().to_owned(), parts_seen: 0 });
-        Ok(message_id)
+        Ok(())
     }
 
     /// Has the fake Lark push `event` over the channel's long connection.
@@ -744,6 +785,10 @@ Commands:
                 the private chat, NAME's own private chat with the bot)
   /choose N     click choice N of the bot's last question card (N alone does too)
   /form         fill in the bot's last form card again (/cancel leaves a form)
+  /welcome      the bot joins this chat (private chat opened, or added to the
+                group): the FastGPT app's welcome text, once per chat
+  /rate good    click 👍 on the bot's last answer (/rate bad: 👎); the Sources
+                panel under an answer lists what FastGPT quoted
   /image PATH   send the image at PATH (a local file) as an image message
   /file PATH    send the file at PATH (PDF, Word, text...) as a file message;
                 both upload it to the fake Lark first (at most 100 MB, Lark's
@@ -755,8 +800,12 @@ A form card is filled in field by field: an empty line skips an optional field.
 The sandbox's fake FastGPT answers hints in a question: select: (a choice of
 products), form: (a form), select-nested: / form-loop: (the same node in a child
 app or a loop), markdown, stream:40x100ms (40 deltas, 100 ms apart),
-stream-long:20000 (a long answer). To images and files it answers with what it
+stream-long:20000 (a long answer), sources (an answer quoting a knowledge
+base, with citations). To images and files it answers with what it
 received: \"Received: image image/png, 48213 bytes\".";
+
+/// How long `/welcome` waits for the welcome.
+const WELCOME_WAIT: Duration = Duration::from_secs(5);
 
 /// Said once on a terminal, under the banner.
 const EDITING: &str = "Up and Down recall earlier lines; a paste is sent whole when you press Enter.";
@@ -822,6 +871,8 @@ impl<W: Write> Session<'_, W> {
         match command {
             "/choose" => self.choose(arg).await?,
             "/form" => self.fill_again()?,
+            "/rate" => self.rate(arg).await?,
+            "/welcome" => self.welcome().await?,
             _ if self.cards.is_choice(line) => self.choose(line).await?,
             "" => {}
             "/quit" | "/exit" => return Ok(false),
@@ -879,6 +930,26 @@ impl<W: Write> Session<'_, W> {
 
     /// Sends `text` and prints each reply the moment it arrives, until the
     /// reply is complete (see [`Timing`]).
+    /// `/welcome`: the bot joins the current chat as Lark tells it (the
+    /// private chat opened, or the bot added to the group); the FastGPT
+    /// app's welcome text comes once per chat.
+    async fn welcome(&mut self) -> anyhow::Result<()> {
+        let chat = self.chat();
+        let user = format!("ou_sandbox_{}", self.speaker);
+        let key = match self.user.enter(&chat, &user).await {
+            Ok(key) => key,
+            Err(e) => return self.note(&format!("not sent: {e:#}")),
+        };
+        let timing = self.options.timing;
+        self.options.timing.timeout = WELCOME_WAIT.min(timing.timeout);
+        let parts = self.show_replies(&key).await;
+        self.options.timing = timing;
+        if parts? == 0 {
+            self.note("No welcome: this chat was welcomed before, or the FastGPT app has no welcome text.")?;
+        }
+        Ok(())
+    }
+
     async fn say(&mut self, text: &str) -> anyhow::Result<()> {
         let chat = self.chat();
         let sender = format!("ou_sandbox_{}", self.speaker);

@@ -273,6 +273,7 @@ async fn stream_outcome(chunks: Vec<Vec<u8>>) -> String {
     for item in items {
         match item {
             Ok(Piece::Text(t)) => text.push_str(&t),
+            Ok(Piece::Responses(_)) => {}
             Ok(Piece::Interactive(v)) => {
                 if relay::interactive::read(&v).is_none() {
                     return format!("an interactive node the relay cannot turn into a question card: {v}");

@@ -88,7 +88,14 @@ pub enum Piece {
     /// The `interactive` object of an `event: interactive` (FastGPT's
     /// user-select or form node), unwrapped from its `data` and otherwise raw.
     Interactive(Value),
+    /// The nodes' responses (`event: flowResponses`, after `[DONE]`): where
+    /// the quotes are (`crate::sources`). The answer is complete before it.
+    Responses(Value),
 }
+
+/// How long the answer's end waits after `[DONE]` for `event:
+/// flowResponses` (FastGPT writes it at once, then ends the response).
+pub const AFTER_DONE_WAIT: Duration = Duration::from_secs(2);
 
 /// A FastGPT answer as it arrives. Each item is final: [`AnswerStream::next`]
 /// returns `None` after `[DONE]` (a complete answer), or one `Err` and then
@@ -147,7 +154,7 @@ impl FastGpt {
             .timeout(MAX_ANSWER_DURATION)
             .headers(trace_headers())
             .header(reqwest::header::ACCEPT, "text/event-stream")
-            .json(&request_body(ask, true));
+            .json(&request_body(channel, ask, true));
         let resp = match tokio::time::timeout(self.timeout, request.send()).await {
             Err(_) => return Err(idle_timeout(self.timeout)),
             Ok(Err(e)) => return Err(FastGptError::Transient(network_error(&e, self.timeout))),
@@ -184,7 +191,7 @@ fn is_event_stream(headers: &reqwest::header::HeaderMap) -> bool {
 
 /// Reads at most `limit` bytes of a body, each wait bounded by `idle`. A
 /// longer body is cut: what matters of an error or answer is at its start.
-pub(super) async fn read_bounded(
+pub(crate) async fn read_bounded(
     mut resp: reqwest::Response,
     limit: usize,
     idle: Duration,
@@ -233,7 +240,7 @@ where
 {
     let since_event = Arc::new(AtomicUsize::new(0));
     let events = Box::pin(SseByteStream::new(guarded(bytes, idle, since_event.clone())));
-    let decoder = Decoder { events, since_event, http_status, finished: false };
+    let decoder = Decoder { events, since_event, http_status, finished: false, done: false };
     stream::unfold(decoder, |mut decoder| async move {
         let item = decoder.next_piece().await?;
         Some((item, decoder))
@@ -283,6 +290,8 @@ struct Decoder<D> {
     since_event: Arc<AtomicUsize>,
     http_status: u16,
     finished: bool,
+    /// `[DONE]` came: the answer is whole; only `flowResponses` may follow.
+    done: bool,
 }
 
 impl<D> Decoder<D>
@@ -294,6 +303,9 @@ where
             return None;
         }
         loop {
+            if self.done {
+                return self.after_done().await;
+            }
             let step = match self.events.next().await {
                 Some(Ok(event)) => {
                     self.since_event.store(0, Ordering::Relaxed);
@@ -308,12 +320,39 @@ where
                 Step::Skip => continue,
                 Step::Piece(piece) => return Some(Ok(piece)),
                 Step::Done => {
-                    self.finished = true;
-                    return None;
+                    self.done = true;
                 }
                 Step::Fail(e) => {
                     self.finished = true;
                     return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+impl<D> Decoder<D>
+where
+    D: Stream<Item = Result<Sse, sse_stream::Error>>,
+{
+    /// After `[DONE]`: the `flowResponses` event if it comes within
+    /// [`AFTER_DONE_WAIT`]; anything else (another event, an error, the end,
+    /// the wait running out) ends the answer as it is, whole.
+    async fn after_done(&mut self) -> Option<Result<Piece, FastGptError>> {
+        let deadline = tokio::time::Instant::now() + AFTER_DONE_WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.next()).await {
+                Ok(Some(Ok(event))) if event.event.as_deref() == Some("flowResponses") => {
+                    self.finished = true;
+                    let responses = serde_json::from_str(event.data.as_deref().unwrap_or("").trim()).ok()?;
+                    return Some(Ok(Piece::Responses(responses)));
+                }
+                Ok(Some(Ok(_))) => {
+                    self.since_event.store(0, Ordering::Relaxed);
+                }
+                _ => {
+                    self.finished = true;
+                    return None;
                 }
             }
         }
@@ -414,14 +453,22 @@ fn error_event(data: &str, http_status: u16) -> FastGptError {
         };
     }
     let message = json.get("message").or_else(|| json.get("error")).unwrap_or(&json);
-    FastGptError::Workflow(match message {
+    let message = match message {
         Value::String(s) => s.clone(),
         Value::Object(o) => match o.get("message") {
             Some(Value::String(s)) => s.clone(),
             _ => message.to_string(),
         },
         other => other.to_string(),
-    })
+    };
+    // `preChatRound` throws both before the workflow: nothing ran this time.
+    if let Some(id) = super::duplicate_of(&message) {
+        return FastGptError::Duplicate(id);
+    }
+    if super::is_generating(&message) {
+        return FastGptError::Transient(format!("the chat is still answering an earlier turn: {message}"));
+    }
+    FastGptError::Workflow(message)
 }
 
 fn interactive(data: &str) -> Step {
@@ -508,7 +555,11 @@ mod tests {
             named("flowResponses", r#"[{"moduleName":"AI 对话","runningTime":1.2}]"#),
         ]
         .concat();
-        assert_eq!(run_str(&body).await, texts(&["Hello", ", **world**"]));
+        let mut want = texts(&["Hello", ", **world**"]);
+        want.push(Ok(Piece::Responses(serde_json::json!([{ "moduleName": "AI 对话", "runningTime": 1.2 }]))));
+        assert_eq!(run_str(&body).await, want, "the nodes' responses after [DONE]");
+        let without = body.replace("event: flowResponses", "event: workflowDuration");
+        assert_eq!(run_str(&without).await, texts(&["Hello", ", **world**"]), "no responses: the answer ends as it is");
     }
 
     #[tokio::test]
@@ -832,7 +883,8 @@ mod tests {
             FastGpt::new(http, idle)
         }
 
-        const ASK: Ask<'static> = Ask { chat_id: "chat", custom_uid: "lark:test:ou_1", text: "hi", attachments: &[] };
+        const ASK: Ask<'static> =
+            Ask { chat_id: "chat", custom_uid: "lark:test:ou_1", text: "hi", attachments: &[], data_id: None };
 
         /// Sends `events` one every 100 ms, after none for `pause`.
         fn trickle(events: Vec<String>, pause: Duration) -> Body {

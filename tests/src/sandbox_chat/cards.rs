@@ -91,8 +91,21 @@ impl LarkUser {
 /// The buttons and forms of a message's card, when it has one to answer:
 /// a callback button not disabled.
 pub fn question_in(m: &SandboxMessage) -> Option<CardControls> {
-    let controls = CardControls::of(m.card.as_ref()?);
+    let mut controls = CardControls::of(m.card.as_ref()?);
+    // The 👍 / 👎 of an answer are not a question (`/rate` clicks them).
+    controls.buttons.retain(|b| !is_feedback(b));
     controls.buttons.iter().any(|b| !b.disabled).then_some(controls)
+}
+
+/// A 👍 / 👎 button of an answer.
+fn is_feedback(b: &crate::fake_lark::CardButton) -> bool {
+    b.value.get(common::answer::FEEDBACK_MARKER).is_some()
+}
+
+/// The feedback button of `verdict` (`good` or `bad`) on a message's card.
+fn feedback_button(m: &SandboxMessage, verdict: &str) -> Option<usize> {
+    let controls = CardControls::of(m.card.as_ref()?);
+    controls.buttons.iter().find(|b| is_feedback(b) && b.value["v"] == verdict && !b.disabled).map(|b| b.index)
 }
 
 /// A question card of the bot.
@@ -125,6 +138,8 @@ impl FormFill {
 pub(super) struct Cards {
     /// The last message with a question card among the replies shown.
     seen: Option<SandboxMessage>,
+    /// The last answer shown with 👍 / 👎 buttons (`/rate`).
+    rated: Option<SandboxMessage>,
     question: Option<Question>,
     filling: Option<FormFill>,
 }
@@ -162,6 +177,9 @@ impl Cards {
         let m = match arrival {
             Arrival::Reply { message, .. } | Arrival::Late { message, .. } | Arrival::Update { message, .. } => message,
         };
+        if feedback_button(m, "good").is_some() {
+            self.rated = Some(m.clone());
+        }
         if question_in(m).is_some() {
             self.seen = Some(m.clone());
         } else if self.seen.as_ref().is_some_and(|s| s.index == m.index) {
@@ -228,6 +246,36 @@ impl<W: Write> Session<'_, W> {
         let operator = self.operator();
         let outcome = self.user.click(&question.message, input, &operator).await;
         self.answered(question, outcome, what).await
+    }
+
+    /// `/rate good` or `/rate bad`: clicks 👍 or 👎 on the bot's last answer.
+    pub(super) async fn rate(&mut self, arg: &str) -> anyhow::Result<()> {
+        let verdict = match arg {
+            "good" | "up" | "👍" => "good",
+            "bad" | "down" | "👎" => "bad",
+            _ => return self.note("Usage: /rate good (👍) or /rate bad (👎): rates the bot's last answer."),
+        };
+        let Some(message) = self.cards.rated.clone() else {
+            return self.note("No answer to rate: the bot's answers carry 👍 / 👎 (channel option feedback).");
+        };
+        let Some(index) = feedback_button(&message, verdict) else {
+            return self.note("That answer has no such button.");
+        };
+        let operator = self.operator();
+        let outcome = match self.user.click(&message, CardInput::Button(ButtonRef::Index(index)), &operator).await {
+            Ok(outcome) => outcome,
+            Err(e) => return self.note(&format!("not sent: {e:#}")),
+        };
+        let place = landed_in(&message);
+        match (&outcome.toast, outcome.status) {
+            (Some(toast), 200) => {
+                let header = format!("[{place}] toast ({})>", toast.kind);
+                let header = if self.options.color { format!("\x1b[1;33m{header}\x1b[22;39m") } else { header };
+                writeln!(self.out, "{header} {}", toast.content)?;
+                Ok(())
+            }
+            _ => self.note(&format!("The bridge answered HTTP {}: Lark shows the user an error.", outcome.status)),
+        }
     }
 
     /// `/form`: fills in the last form card again.
