@@ -244,6 +244,9 @@ pub struct FastGptRequest {
     /// Refused before its workflow ran (FastGPT's message): a stored
     /// `responseChatItemId`, or the chat still generating. No run, no answer.
     pub refused: Option<String>,
+    /// Bytes of the answer's body the client was handed (the run itself
+    /// goes on to its end whoever listens, as FastGPT's does).
+    pub handed_to_client: usize,
 }
 
 impl FastGptRequest {
@@ -484,6 +487,7 @@ async fn completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, raw:
         resume: None,
         interactive: None,
         refused: None,
+        handed_to_client: 0,
     };
     let data_id = as_string(body.get("responseChatItemId")).filter(|d| !d.is_empty());
     let (index, answer, run) = {
@@ -553,6 +557,7 @@ fn run_to_the_end(shared: Arc<Shared>, index: usize, run: chats::Run, response: 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
+    let shared_for_body = shared.clone();
     tokio::spawn(async move {
         let mut data = body.into_data_stream();
         let mut seen = Vec::new();
@@ -589,7 +594,13 @@ fn run_to_the_end(shared: Arc<Shared>, index: usize, run: chats::Run, response: 
         };
         shared.lock().chats.end(&run, outcome);
     });
-    let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let body = futures::stream::unfold((rx, shared_for_body, index), |(mut rx, shared, index)| async move {
+        let item = rx.recv().await?;
+        if let Ok(bytes) = &item {
+            shared.record(index, |r| r.handed_to_client += bytes.len());
+        }
+        Some((item, (rx, shared, index)))
+    });
     Response::from_parts(parts, Body::from_stream(body))
 }
 

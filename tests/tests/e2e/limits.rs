@@ -17,8 +17,6 @@ use relay::handler::text;
 
 use crate::procs::{ProcBridge, Service};
 
-/// The deltas of the fake's runaway answer (`runaway:BYTES`).
-const RUNAWAY_DELTA: usize = 64 << 10;
 
 /// The visible messages once one of them says the answer was cut.
 async fn until_cut(lark: &FakeLark, within: Duration) -> Vec<SentMessage> {
@@ -126,8 +124,10 @@ async fn a_runaway_stream_is_cut_at_the_answer_limit_and_the_relay_stays_small()
     tokio::time::sleep(Duration::from_secs(2)).await;
     let asked = p.fastgpt.requests();
     assert_eq!(asked.len(), 1, "not asked again");
-    let written = asked[0].delta_times.len() * RUNAWAY_DELTA;
-    assert!(written < 2 * MAX_ANSWER_BYTES, "the relay stopped reading: {} MiB written", written >> 20);
+    // FastGPT runs the workflow to its end whoever listens; the relay took
+    // what fits and went away.
+    let read = asked[0].handed_to_client;
+    assert!(read < 2 * MAX_ANSWER_BYTES, "the relay stopped reading: {} MiB read", read >> 20);
     p.stop().await;
 }
 
