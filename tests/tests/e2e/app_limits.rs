@@ -26,7 +26,7 @@ async fn three_responders_joining_mid_burst_never_send_more_than_the_apps_limit_
     .await;
     let n = 40;
     for i in 0..n {
-        let event = b.events().message_id(&format!("om_lim{i:02}")).p2p_text(&format!("oc_lim{i:02}"), "ou_a", "hello");
+        let event = b.events().message_id(format!("om_lim{i:02}")).p2p_text(&format!("oc_lim{i:02}"), "ou_a", "hello");
         b.deliver_ok(&event).await;
     }
     // Two more replicas join while the replies go out: the partitions move.

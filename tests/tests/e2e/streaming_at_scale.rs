@@ -79,7 +79,7 @@ async fn forty_answers_at_once_all_finish_and_lark_refuses_no_update() {
     .await;
     let tails: Vec<String> = (0..40).map(|i| format!("question {i:02} end")).collect();
     for (i, tail) in tails.iter().enumerate() {
-        let event = b.events().message_id(&format!("om_forty{i:02}")).p2p_text(
+        let event = b.events().message_id(format!("om_forty{i:02}")).p2p_text(
             &format!("oc_forty{i:02}"),
             &format!("ou_{i:02}"),
             &format!("stream:80x100ms {} {tail}", "words ".repeat(30)),
@@ -108,7 +108,7 @@ async fn a_rate_limit_that_still_happens_is_waited_out_and_no_final_answer_is_lo
     b.lark.set_cardkit_app_limits(Some((3, 1000)));
     let tails: Vec<String> = (0..8).map(|i| format!("limited {i} end")).collect();
     for (i, tail) in tails.iter().enumerate() {
-        let event = b.events().message_id(&format!("om_lim{i}")).p2p_text(
+        let event = b.events().message_id(format!("om_lim{i}")).p2p_text(
             &format!("oc_lim{i}"),
             "ou_a",
             &format!("stream:20x100ms {tail}"),
@@ -152,7 +152,7 @@ async fn drafts_are_shown_by_the_chats_owner_without_a_bucket_write_per_draft() 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let tails: Vec<String> = (0..6).map(|i| format!("owned {i} end")).collect();
     for (i, tail) in tails.iter().enumerate() {
-        let event = b.events().message_id(&format!("om_own{i}")).p2p_text(
+        let event = b.events().message_id(format!("om_own{i}")).p2p_text(
             &format!("oc_own{i}"),
             "ou_a",
             &format!("stream:40x100ms {tail}"),
