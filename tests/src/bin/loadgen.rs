@@ -14,9 +14,11 @@
 //!   set pace (`--pace 40x100ms`: 40 deltas over 4 s); asks `--in-flight`
 //!   questions at once, one per private chat, for `--rounds` rounds, each
 //!   round waiting for every answer to be complete. Reports FastGPT's first
-//!   delta → the first text the fake Lark shows, the CardKit operations per
-//!   card per second, and (`--cpu-pid`) the CPU time processes spent per
-//!   answer. Run it once with the channel's `streaming = true` and once with
+//!   delta → the first text the fake Lark shows, the texts each answer showed,
+//!   every Lark call made meanwhile (per answer, and those Lark refused as
+//!   over a rate limit: the fake enforces CardKit's per-app limits), the
+//!   CardKit operations per card per second, and (`--cpu-pid`) the CPU time
+//!   processes spent per answer. Run it once with the channel's `streaming = true` and once with
 //!   `false` (FastGPT then answers whole after the same time) to compare.
 //! - `loadgen long-connection`: acts as Lark's long-connection server (the
 //!   fake Lark's endpoint and WebSocket on `--listen`) for an ingress whose
@@ -218,7 +220,10 @@ struct StreamArgs {
     #[arg(long, default_value_t = 4)]
     rounds: usize,
     /// FastGPT's pace, `NxD`: `N` deltas `D` apart, the first `D` after the
-    /// headers (the fake's `stream:NxD` hint, put in each question).
+    /// headers (the fake's `stream:NxD` hint, put in each question). The
+    /// fake echoes the question, one delta per few characters at most: past
+    /// 40 deltas each question is padded with filler words to twice `N`
+    /// characters, so the echo has enough for `N` deltas.
     #[arg(long, default_value = "40x100ms", value_parser = parse_pace)]
     pace: Pace,
     /// A process whose CPU time (utime + stime of /proc/PID/stat) is read
@@ -352,6 +357,21 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} must be more than 0 and at most 1 hour"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// The words after each timed question: the pace hint, and past 40 deltas
+/// filler words up to twice as many characters as deltas (the fake FastGPT
+/// cuts its echo into at most one delta per character).
+fn timed_hint(pace: &Pace) -> String {
+    let mut hint = format!(" stream:{}", pace.text);
+    if pace.deltas > 40 {
+        let want = 2 * pace.deltas;
+        hint.push_str(" padding:");
+        while hint.len() < want {
+            hint.push_str(" lorem ipsum dolor");
+        }
+    }
+    hint
 }
 
 /// FastGPT's pace in a streamed answer: see [`StreamArgs::pace`].
@@ -1332,6 +1352,63 @@ fn card_ops(lark: &FakeLark, card_ids: &std::collections::HashSet<String>) -> Ca
     out
 }
 
+/// The distinct texts an answer's message showed, in order (a text shown
+/// again right after itself counts once; an empty one not at all).
+fn distinct_texts(history: &[(Instant, String)]) -> usize {
+    let mut last: Option<&str> = None;
+    let mut n = 0;
+    for (_, text) in history {
+        let text = text.trim();
+        if !text.is_empty() && last != Some(text) {
+            n += 1;
+            last = Some(text);
+        }
+    }
+    n
+}
+
+/// Every request the fake Lark received in a time window, whatever the
+/// endpoint (messages, reactions, CardKit, tokens, bot info).
+#[derive(Default)]
+struct LarkCalls {
+    total: usize,
+    by_api: BTreeMap<String, usize>,
+    /// Refused as over a rate limit (HTTP 429 or code 99991400).
+    rate_limited: usize,
+    /// Of those, CardKit's.
+    cardkit_rate_limited: usize,
+}
+
+impl LarkCalls {
+    fn by_api_line(&self) -> String {
+        let parts: Vec<String> = self.by_api.iter().map(|(api, n)| format!("{api}:{n}")).collect();
+        if parts.is_empty() {
+            "none".to_owned()
+        } else {
+            parts.join(",")
+        }
+    }
+}
+
+fn lark_calls(lark: &FakeLark, from: Instant, to: Instant) -> LarkCalls {
+    use lark_bridge_tests::fake_lark::Endpoint;
+    let mut out = LarkCalls::default();
+    for a in lark.all_attempts().iter().filter(|a| a.received_at >= from && a.received_at <= to) {
+        out.total += 1;
+        *out.by_api.entry(format!("{:?}", a.endpoint)).or_default() += 1;
+        if a.http_status == 429 || a.code == 99991400 {
+            out.rate_limited += 1;
+            if matches!(
+                a.endpoint,
+                Endpoint::CardCreate | Endpoint::CardContent | Endpoint::CardSettings | Endpoint::CardUpdate
+            ) {
+                out.cardkit_rate_limited += 1;
+            }
+        }
+    }
+    out
+}
+
 fn record(hist: &mut Histogram<u64>, from: Instant, to: Instant) {
     let micros = u64::try_from(to.saturating_duration_since(from).as_micros()).unwrap_or(u64::MAX);
     hist.saturating_record(micros.max(1));
@@ -1340,7 +1417,7 @@ fn record(hist: &mut Histogram<u64>, from: Instant, to: Instant) {
 async fn stream_run(args: &StreamArgs, target: &Target, lark: &FakeLark, fastgpt: &FakeFastGpt) -> anyhow::Result<()> {
     wait_ready(&args.fakes.wait_ready).await?;
     let k = args.in_flight;
-    let timed_factory = Arc::new(EventFactory::new(&args.events, k).with_hint(&format!(" stream:{}", args.pace.text)));
+    let timed_factory = Arc::new(EventFactory::new(&args.events, k).with_hint(&timed_hint(&args.pace)));
     // The warm-up asks in the same chats, quickly (first token, bot info,
     // connections, each chat's conversation): not measured.
     let warm_hint = if args.streaming { " stream:4x25ms" } else { "" };
@@ -1398,12 +1475,14 @@ async fn stream_run(args: &StreamArgs, target: &Target, lark: &FakeLark, fastgpt
     // the typing reaction's removal) belongs to them.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cpu_after: Vec<Option<u64>> = args.cpu_pids.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
+    let calls = lark_calls(lark, started, Instant::now());
 
     let replies = replies_by_message(lark);
     let requests = fastgpt.requests();
     let (mut first_text, mut sent_text, mut complete) = (new_histogram(), new_histogram(), new_histogram());
     let (mut answered, mut missing, mut exact, mut extra, mut streamed) = (0usize, 0usize, 0usize, 0usize, 0usize);
     let mut card_ids = std::collections::HashSet::new();
+    let mut texts: Vec<usize> = Vec::with_capacity(asked.len());
     for q in &asked {
         let tag = question_tag(q.number);
         let request = requests.iter().find(|r| r.content.contains(&tag));
@@ -1417,6 +1496,7 @@ async fn stream_run(args: &StreamArgs, target: &Target, lark: &FakeLark, fastgpt
             card_ids.insert(card_id.to_owned());
         }
         let history = lark.visible_text_history(&reply.message_id);
+        texts.push(distinct_texts(&history));
         let shown = history.iter().find(|(_, text)| !text.trim().is_empty()).map(|(at, _)| *at);
         if let Some(shown) = shown {
             record(&mut sent_text, q.sent_at, shown);
@@ -1472,6 +1552,23 @@ async fn stream_run(args: &StreamArgs, target: &Target, lark: &FakeLark, fastgpt
     if !complete.is_empty() {
         println!("sent→whole  event sent → complete answer visible:      {}", latency_line(&complete));
     }
+    texts.sort_unstable();
+    let texts_mean = if texts.is_empty() { 0.0 } else { texts.iter().sum::<usize>() as f64 / texts.len() as f64 };
+    let (texts_min, texts_max) = (texts.first().copied().unwrap_or(0), texts.last().copied().unwrap_or(0));
+    if !texts.is_empty() {
+        println!(
+            "texts       per answer, distinct texts shown: mean {texts_mean:.1}, min {texts_min}, max {texts_max}"
+        );
+    }
+    let per_answer = |n: usize| if answered > 0 { n as f64 / answered as f64 } else { 0.0 };
+    println!(
+        "lark calls  {} in all ({:.1} per answer: {}); refused as over a rate limit: {} (CardKit {})",
+        calls.total,
+        per_answer(calls.total),
+        calls.by_api_line(),
+        calls.rate_limited,
+        calls.cardkit_rate_limited
+    );
     let kinds: Vec<String> = ops.by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();
     if ops.cards > 0 {
         println!(
@@ -1524,6 +1621,14 @@ async fn stream_run(args: &StreamArgs, target: &Target, lark: &FakeLark, fastgpt
     report.set("card_ops_rate_limited", ops.rate_limited);
     report.set("card_ops_errors", ops.other_errors);
     report.set("card_ops_error_codes", ops.codes_line());
+    report.set("texts_mean", format!("{texts_mean:.1}"));
+    report.set("texts_min", texts_min);
+    report.set("texts_max", texts_max);
+    report.set("lark_calls", calls.total);
+    report.set("lark_calls_per_answer", format!("{:.1}", per_answer(calls.total)));
+    report.set("lark_calls_by_api", calls.by_api_line());
+    report.set("lark_rate_limited", calls.rate_limited);
+    report.set("lark_cardkit_rate_limited", calls.cardkit_rate_limited);
 
     let mut cpu_line = Vec::new();
     let mut services_us = Some(0.0);
