@@ -17,7 +17,6 @@ use relay::handler::text;
 
 use crate::procs::{ProcBridge, Service};
 
-
 /// The visible messages once one of them says the answer was cut.
 async fn until_cut(lark: &FakeLark, within: Duration) -> Vec<SentMessage> {
     let deadline = Instant::now() + within;
