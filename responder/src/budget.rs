@@ -275,12 +275,11 @@ impl Budget {
         }
     }
 
-    /// Drafts per second `app` may show now, on average over the minute:
-    /// what the scheduler spreads over the cards streaming at once.
-    /// (Steady: a partition ramping up counts fully, the wait for the ramp
-    /// is the budget's own.)
-    pub fn draft_rate(&self, app: &str) -> f64 {
-        let _ = app; // one limit for every app; the share is this replica's
+    /// Drafts per second an app may show through this replica, on average
+    /// over the minute: what the scheduler spreads over the cards streaming
+    /// at once. Every app has the same limits. (Steady: a partition ramping
+    /// up counts fully, the wait for the ramp is the budget's own.)
+    pub fn draft_rate(&self) -> f64 {
         let limits = self.limits.get(&Api::CardContent).copied().unwrap_or(Limits { per_second: 1, per_minute: 1 });
         let held = self.lock().holdings.weight(Instant::now(), Duration::ZERO) / f64::from(PARTITIONS);
         let per_second = f64::from(limits.per_second) * held;
@@ -426,10 +425,10 @@ mod tests {
     fn the_draft_rate_follows_the_minute_limit_and_the_share() {
         let b = budget(50, 1000);
         b.set_share_at(share(ALL), Instant::now() - MINUTE);
-        let full = b.draft_rate("app");
+        let full = b.draft_rate();
         assert!((full - 1000.0 / 60.0 * DRAFT_SHARE).abs() < 0.01, "{full}");
         b.set_share_at(share(0xFF), Instant::now());
-        let half = b.draft_rate("app");
+        let half = b.draft_rate();
         assert!((half - full / 2.0).abs() < 0.01, "{half}");
     }
 }

@@ -47,9 +47,6 @@ pub struct CardState {
     /// When streaming mode was turned on (Unix ms): it closes 10 minutes later.
     #[serde(default)]
     pub opened_at: u64,
-    /// When the last operation was reserved (Unix ms): paces the card.
-    #[serde(default)]
-    pub last_op_at: u64,
     /// Parts of the final answer shown: the card, then further messages.
     #[serde(default)]
     pub parts_shown: usize,
@@ -64,7 +61,6 @@ impl CardState {
             version: (0, 0),
             sent: false,
             opened_at: 0,
-            last_op_at: 0,
             parts_shown: 0,
         }
     }
@@ -79,7 +75,6 @@ impl CardState {
             version,
             sent: false,
             opened_at: now,
-            last_op_at: now,
             parts_shown: 0,
         }
     }
@@ -95,7 +90,6 @@ impl CardState {
     pub fn reserve(&mut self, n: u64) -> u64 {
         let first = self.sequence + 1;
         self.sequence += n;
-        self.last_op_at = now_ms();
         first
     }
 }

@@ -206,7 +206,7 @@ impl Drafts {
         let (updates, wake) = self.streams.lock().due(
             now,
             self.floor,
-            |app| self.budget.draft_rate(app),
+            |_| self.budget.draft_rate(),
             |app| self.budget.try_take(app, Api::CardContent, Class::Draft),
         );
         for update in updates {

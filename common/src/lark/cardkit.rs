@@ -22,9 +22,6 @@ use super::ids::path_segment as segment;
 /// answers HTTP 429, code 99991400, with `x-ogw-ratelimit-reset`.
 pub const CARDKIT_LIMITS: (u32, u32) = (50, 1000);
 
-/// Operations per second Lark allows on one card, whichever API.
-pub const CARD_OPERATIONS_PER_SECOND: u32 = 10;
-
 /// A sequence not above the card's last one (another operation went first).
 pub const SEQUENCE_TAKEN: i64 = 300317;
 /// Streaming mode has closed (the 10-minute window): first 200850, then 300309.
