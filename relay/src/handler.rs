@@ -36,6 +36,7 @@ use crate::attachments::{Attachments, Declined};
 use crate::fastgpt::{Ask, FastGpt, FastGptError, Refusal};
 use crate::question::{self, Question};
 use crate::questions::Questions;
+use crate::replies::{PublishError, Replies};
 use crate::sessions::Sessions;
 use crate::typing::Typing;
 use crate::unsent::Kept;
@@ -61,9 +62,9 @@ pub struct Relay {
     pub sessions: Sessions,
     pub handled: kv::Store,
     pub js: jetstream::Context,
-    /// Core NATS, for the drafts of streamed answers.
-    pub nats: async_nats::Client,
     pub topology: Topology,
+    /// Reply commands and drafts, to the responder owning the chat.
+    pub replies: Replies,
     pub settings: RelaySettings,
     pub status: common::status::StatusBoard,
     /// The images and files of messages (download, sniff, store, sign).
@@ -281,7 +282,7 @@ impl Relay {
         let question = pending.map(|p| p.question);
         let kept_extras = extras.clone();
         (command.kind, command.body) = (kind, ReplyBody::Markdown { text, question, extras });
-        if let Some(length) = fit_reply(command, self.nats.max_payload()) {
+        if let Some(length) = fit_reply(command, self.replies.max_payload()) {
             metrics::counter!("lark_bridge_relay_answers_cut_total", "channel" => command.channel.clone()).increment(1);
             tracing::warn!(
                 length,
@@ -481,7 +482,7 @@ impl Relay {
         };
         let (result, partial, interaction, responses) = if self.streams(channel).await {
             let streamed =
-                crate::streaming::ask(self, channel, &ask, target, typing).instrument(ask_span.clone()).await;
+                crate::streaming::ask(&self.fastgpt, &self.replies, channel, &ask, target, typing).instrument(ask_span.clone()).await;
             (streamed.result, streamed.partial, streamed.interaction, streamed.responses)
         } else {
             let result = self.fastgpt.ask(channel, &ask).instrument(ask_span.clone()).await;
@@ -567,31 +568,9 @@ impl Relay {
         }
     }
 
-    /// Publishes a reply command, trying three times within about a second
-    /// (a NATS leader change); not again when retrying cannot help.
+    /// Publishes a reply command (`Replies::publish`).
     pub(crate) async fn publish_reply(&self, command: &ReplyCommand) -> Result<(), PublishError> {
-        let subject = self.topology.reply_subject(&command.channel, &short_hash(&[command.chat_id.as_bytes()]));
-        let payload: bytes::Bytes = serde_json::to_vec(command).map_err(PublishError::Encode)?.into();
-        let mut last = PublishError::Failed("not tried".into());
-        for pause in [0u64, 200, 1000] {
-            // No sleep before the first try: tokio rounds even a zero sleep up to its 1 ms tick.
-            if pause > 0 {
-                tokio::time::sleep(Duration::from_millis(pause)).await;
-            }
-            let mut headers = command.headers();
-            common::telemetry::inject_nats(&mut headers);
-            last = match self.js.publish_with_headers(subject.clone(), headers, payload.clone()).await {
-                Ok(ack) => match ack.await {
-                    Ok(_) => return Ok(()),
-                    Err(e) => PublishError::Failed(e.to_string()),
-                },
-                Err(e) if e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
-                    return Err(PublishError::TooLarge { bytes: payload.len(), max: self.nats.max_payload() })
-                }
-                Err(e) => PublishError::Failed(e.to_string()),
-            };
-        }
-        Err(last)
+        self.replies.publish(command).await
     }
 
     pub(crate) async fn dead(&self, message: &Message, channel_id: &str, reason: &str) -> Outcome {
@@ -607,38 +586,6 @@ impl Relay {
     }
 }
 
-/// Why a reply command was not stored.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    /// Over NATS's `max_payload` even after `fit_reply`: only a question
-    /// card that large could do it. Retrying cannot help.
-    #[error("the reply command is {bytes} bytes, over NATS's max_payload of {max}")]
-    TooLarge { bytes: usize, max: usize },
-    #[error("the reply command cannot be encoded: {0}")]
-    Encode(#[from] serde_json::Error),
-    /// NATS did not store it (no connection, no stream leader, the stream full).
-    #[error("JetStream did not store the reply command: {0}")]
-    Failed(String),
-}
-
-impl PublishError {
-    pub fn is_permanent(&self) -> bool {
-        !matches!(self, Self::Failed(_))
-    }
-
-    /// What an operator does about it.
-    pub fn fix(&self) -> &'static str {
-        match self {
-            Self::TooLarge { .. } => {
-                "raise max_payload in the NATS server's configuration (FastGPT's question card is that large)"
-            }
-            Self::Encode(_) => "report this bug with the relay's log",
-            Self::Failed(_) => {
-                "check that NATS and its JetStream are up and that the replies stream has room (nats.replies_max_bytes)"
-            }
-        }
-    }
-}
 
 /// Room kept in a NATS message beside the reply's JSON: headers (message
 /// id, channel, trace context).

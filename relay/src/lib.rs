@@ -12,6 +12,7 @@
 //!   resumes the workflow.
 //! - [`once`]: one workflow run per question: the dataId sent, the stored answer read back.
 //! - [`sources`]: the sources an answer quotes, and its inline citation marks.
+//! - [`replies`]: reply commands and drafts, published to the responder owning the chat.
 //! - [`streaming`]: a streamed answer: the card start, then drafts as FastGPT writes.
 //! - [`welcome`]: the app's welcome text, once, in a chat the bot joins.
 //! - [`typing`]: the "bot is working" reaction on slow answers.
@@ -30,6 +31,7 @@ pub mod interactive;
 pub mod once;
 pub mod question;
 pub mod questions;
+pub mod replies;
 pub mod sessions;
 pub mod sources;
 pub mod streaming;

@@ -14,14 +14,12 @@
 use std::time::Duration;
 
 use common::channel::Channel;
-use common::conversation::short_hash;
 use common::envelope::{truncate_at_char, unix_ms, ReplyBody, ReplyCommand, DRAFT_MAX_TEXT};
+use common::question::Interaction;
 use tokio::time::MissedTickBehavior;
 
-use common::question::Interaction;
-
-use crate::fastgpt::{Ask, FastGptError, Piece, MAX_ANSWER_BYTES};
-use crate::handler::Relay;
+use crate::fastgpt::{Ask, FastGpt, FastGptError, Piece, MAX_ANSWER_BYTES};
+use crate::replies::Replies;
 use crate::typing::Typing;
 
 /// How often the text so far goes to the responder. The responder decides
@@ -46,13 +44,14 @@ pub struct Streamed {
 /// Asks FastGPT for a streamed answer on behalf of `target` (the reply
 /// command the answer will end in; its body is ignored).
 pub async fn ask(
-    relay: &Relay,
+    fastgpt: &FastGpt,
+    replies: &Replies,
     channel: &Channel,
     ask: &Ask<'_>,
     target: &ReplyCommand,
     mut typing: Option<Typing>,
 ) -> Streamed {
-    let mut stream = match relay.fastgpt.ask_streaming(channel, ask).await {
+    let mut stream = match fastgpt.ask_streaming(channel, ask).await {
         Ok(s) => s,
         Err(e) => {
             if let Some(t) = typing.take() {
@@ -61,7 +60,7 @@ pub async fn ask(
             return Streamed { result: Err(e), partial: String::new(), interaction: None, responses: None };
         }
     };
-    let mut drafts = Drafts::new(relay, target);
+    let mut drafts = Drafts::new(replies, target);
     let mut text = String::new();
     let mut interaction = None;
     let mut responses = None;
@@ -118,9 +117,8 @@ pub async fn ask(
 
 /// The drafts of one answer.
 struct Drafts<'a> {
-    relay: &'a Relay,
+    replies: &'a Replies,
     target: &'a ReplyCommand,
-    subject: String,
     /// This attempt's start (Unix ms): orders its drafts after an earlier attempt's.
     run: u64,
     n: u64,
@@ -131,9 +129,8 @@ struct Drafts<'a> {
 }
 
 impl<'a> Drafts<'a> {
-    fn new(relay: &'a Relay, target: &'a ReplyCommand) -> Self {
-        let subject = relay.topology.draft_subject(&target.channel, &short_hash(&[target.chat_id.as_bytes()]));
-        Self { relay, target, subject, run: unix_ms(), n: 0, first_text_at: 0, sent_len: 0 }
+    fn new(replies: &'a Replies, target: &'a ReplyCommand) -> Self {
+        Self { replies, target, run: unix_ms(), n: 0, first_text_at: 0, sent_len: 0 }
     }
 
     fn started(&self) -> bool {
@@ -155,7 +152,7 @@ impl<'a> Drafts<'a> {
             body: ReplyBody::CardStart { text: draft.text, run: self.run, first_text_at: self.first_text_at },
             ..self.target.clone()
         };
-        match self.relay.publish_reply(&command).await {
+        match self.replies.publish(&command).await {
             Ok(()) => tracing::info!("streaming card requested"),
             Err(e) => tracing::warn!(error = %e, "cannot publish the card start; the answer will come whole"),
         }
@@ -167,14 +164,6 @@ impl<'a> Drafts<'a> {
         // Compared with the same measure in `behind` (the draft itself may be
         // a few bytes shorter, cut on a character boundary).
         self.sent_len = text.len().min(DRAFT_MAX_TEXT);
-        let payload = match serde_json::to_vec(&draft) {
-            Ok(p) => p,
-            Err(e) => return tracing::warn!(error = %e, "cannot encode a draft"),
-        };
-        let mut headers = draft.headers();
-        common::telemetry::inject_nats(&mut headers);
-        if let Err(e) = self.relay.nats.publish_with_headers(self.subject.clone(), headers, payload.into()).await {
-            tracing::debug!(error = %e, "cannot publish a draft (the next one carries the whole text)");
-        }
+        self.replies.publish_draft(&draft).await;
     }
 }

@@ -24,7 +24,8 @@ use common::worker::Outcome;
 use crate::budget::{Api, Class};
 use crate::card_start::count_card_op;
 use crate::card_state::{now_ms, CardState, Phase};
-use crate::handler::{send_part, Responder};
+use crate::handler::Responder;
+use crate::send::send_part;
 use crate::render::{card, card_chunks, streaming_card, Part, ANSWER_ELEMENT};
 
 /// Lark closes streaming mode 10 minutes after it was turned on; past this,

@@ -21,7 +21,8 @@ use common::worker::{backoff, Outcome};
 use crate::budget::{Api, Class};
 use crate::card_state::{now_ms, CardState, Phase};
 use crate::drafts::Chat;
-use crate::handler::{send_part, Responder};
+use crate::handler::Responder;
+use crate::send::send_part;
 use crate::live_cards::{partition_of_chat, LiveCard};
 use crate::render::{card_chunks, streaming_card, Part};
 
@@ -207,29 +208,6 @@ impl Responder {
 /// Lark could not build the message from the card (230099).
 fn is_card_error(e: &LarkError) -> bool {
     matches!(e, LarkError::Api { code: Some(CARD_CONTENT_FAILED), .. })
-}
-
-/// Channels whose card CardKit refused lately: their answers go out whole
-/// without asking CardKit again until [`REFUSAL_MEMORY`] has passed (then
-/// one answer tries again, so a scope granted meanwhile is picked up).
-#[derive(Default)]
-pub struct CardkitRefusals(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
-
-/// How long a CardKit refusal is remembered.
-pub const REFUSAL_MEMORY: Duration = Duration::from_secs(60);
-
-impl CardkitRefusals {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub fn record(&self, channel: &str) {
-        self.lock().insert(channel.to_owned(), std::time::Instant::now());
-    }
-
-    pub fn recently(&self, channel: &str) -> bool {
-        self.lock().get(channel).is_some_and(|at| at.elapsed() < REFUSAL_MEMORY)
-    }
 }
 
 /// Counts one CardKit operation (or the message showing the card) of

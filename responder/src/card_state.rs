@@ -172,6 +172,29 @@ fn to_bytes(state: &CardState) -> Result<bytes::Bytes, StoreError> {
 
 pub use common::envelope::unix_ms as now_ms;
 
+/// Channels whose card CardKit refused lately: their answers go out whole
+/// without asking CardKit again until [`REFUSAL_MEMORY`] has passed (then
+/// one answer tries again, so a scope granted meanwhile is picked up).
+#[derive(Default)]
+pub struct CardkitRefusals(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+/// How long a CardKit refusal is remembered.
+pub const REFUSAL_MEMORY: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl CardkitRefusals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn record(&self, channel: &str) {
+        self.lock().insert(channel.to_owned(), std::time::Instant::now());
+    }
+
+    pub fn recently(&self, channel: &str) -> bool {
+        self.lock().get(channel).is_some_and(|at| at.elapsed() < REFUSAL_MEMORY)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

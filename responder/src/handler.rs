@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, Message};
 use common::envelope::{header, ReplyBody, ReplyCommand, CHANNEL_HEADER};
-use common::lark::api::{LarkClient, LarkClients, LarkError};
+use common::lark::api::{LarkClients, LarkError};
 use common::lark::errors::ErrorClass;
 use common::topology::keys;
 use common::topology::Topology;
@@ -28,7 +28,8 @@ use tracing::Instrument;
 use crate::card_state::{Cards, Phase};
 use crate::pacing::Pacing;
 use crate::progress::ShownParts;
-use crate::render::{render, Part};
+use crate::render::render;
+use crate::send::send_part;
 
 /// The longest a reply waits before it is tried again.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(120);
@@ -49,7 +50,7 @@ pub struct Responder {
     /// through `pacing`, which draws on the same budget).
     pub budget: crate::budget::Budget,
     /// Channels whose cards CardKit refused lately.
-    pub cardkit_refused: crate::card_start::CardkitRefusals,
+    pub cardkit_refused: crate::card_state::CardkitRefusals,
 }
 
 impl Handler for Responder {
@@ -213,28 +214,5 @@ impl Responder {
                 Outcome::Retry(Duration::from_secs(5))
             }
         }
-    }
-}
-
-/// Sends part `i`: a reply to the user's message (into its topic when it was in
-/// one); when that message was withdrawn, or there is none, into the chat instead.
-pub(crate) async fn send_part(
-    lark: &LarkClient,
-    command: &ReplyCommand,
-    i: usize,
-    part: &Part,
-) -> Result<(), LarkError> {
-    let uuid = command.lark_uuid(i);
-    // Nothing to reply to (the app's welcome when the bot joins a chat).
-    if command.reply_to.is_empty() {
-        return lark.send_to_chat(&command.chat_id, part.msg_type, &part.content, &uuid).await.map(|_| ());
-    }
-    match lark.reply(&command.reply_to, part.msg_type, &part.content, command.in_thread, &uuid).await {
-        Ok(_) => Ok(()),
-        Err(LarkError::Api { code: Some(code), .. }) if common::lark::errors::WITHDRAWN.contains(&code) => {
-            tracing::info!(code, "the message was withdrawn; sending the answer into the chat instead");
-            lark.send_to_chat(&command.chat_id, part.msg_type, &part.content, &format!("{uuid}c")).await.map(|_| ())
-        }
-        Err(e) => Err(e),
     }
 }

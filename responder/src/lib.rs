@@ -31,5 +31,6 @@ pub use common::neutralize;
 pub mod pacing;
 pub mod progress;
 pub mod render;
+pub mod send;
 
 pub use app::{Application, StartError};
