@@ -10,11 +10,15 @@
 //! out of the app's CardKit budget ahead of any draft (`crate::budget`).
 //! Within the 10-minute streaming window the card's text is set and
 //! streaming closed; after it (or when Lark says it has closed), the whole
-//! card is replaced, which works at any time.
+//! card is replaced, which works at any time. An answer with extras (its
+//! sources, the 👍 / 👎 buttons) replaces the whole card at once: its text,
+//! the extras below it and streaming closed in one call. Extras of an answer
+//! longer than one card go into its last card.
 
 use std::time::Duration;
 
 use async_nats::jetstream::Message;
+use common::answer::Extras;
 use common::envelope::{ReplyBody, ReplyCommand};
 use common::lark::api::{LarkClient, LarkError};
 use common::lark::cardkit::{card_message_content, CardFailure, CARDKIT_FIX};
@@ -26,7 +30,7 @@ use crate::card_start::count_card_op;
 use crate::card_state::{now_ms, CardState, Phase};
 use crate::handler::Responder;
 use crate::send::send_part;
-use crate::render::{card, card_chunks, streaming_card, Part, ANSWER_ELEMENT};
+use crate::render::{card, card_chunks, final_card, with_extras, Part, ANSWER_ELEMENT};
 
 /// Lark closes streaming mode 10 minutes after it was turned on; past this,
 /// the final answer replaces the card rather than race the deadline.
@@ -74,14 +78,23 @@ impl Responder {
         };
         let first_sequence = state.sequence + 1 - FINAL_OPERATIONS;
         let chunks = card_chunks(text);
+        let no_extras = Extras::default();
+        let extras = match &command.body {
+            ReplyBody::Markdown { extras, .. } => extras,
+            ReplyBody::CardStart { .. } => &no_extras,
+        };
+        // The extras (sources, feedback buttons) go below the answer's last
+        // words: in this card when it holds the whole answer.
+        let (card_extras, rest_extras) = if chunks.len() == 1 { (extras, &no_extras) } else { (&no_extras, extras) };
 
         if state.parts_shown == 0 {
             // 2. The card's final content, streaming closed. (Lark refuses an
             // empty text: an answer that is only a question shows an ellipsis.)
             let first = if chunks[0].is_empty() { "…" } else { chunks[0].as_str() };
             let summary = summary_of(first);
-            if let Err(e) =
-                self.final_card_content(lark, command, &card_id, first, &summary, &state, first_sequence).await
+            if let Err(e) = self
+                .final_card_content(lark, command, &card_id, first, &summary, card_extras, &state, first_sequence)
+                .await
             {
                 return match CardFailure::of(&e) {
                     CardFailure::SequenceTaken => {
@@ -120,16 +133,10 @@ impl Responder {
         }
         // 4. The rest of a long answer, in order; then the question FastGPT asks.
         // Part 0 is the card itself.
-        let rest: Vec<Part> = chunks
-            .iter()
-            .skip(1)
-            .map(|chunk| Part { msg_type: "interactive", content: card(chunk) })
+        let rest: Vec<Part> = chunks.iter().skip(1).map(|chunk| Part { msg_type: "interactive", content: card(chunk) }).collect();
+        let rest: Vec<Part> = with_extras(rest, rest_extras)
+            .into_iter()
             .chain(question.map(crate::render::question_card))
-            .chain(match &command.body {
-                // The sources and feedback buttons, after the streamed card.
-                ReplyBody::Markdown { extras, .. } => crate::render::extras_card(extras),
-                ReplyBody::CardStart { .. } => None,
-            })
             .collect();
         for (i, part) in (1..).zip(&rest).skip(state.parts_shown.saturating_sub(1)) {
             self.pacing.wait(&lark.channel().app_id, &command.chat_id).await;
@@ -158,8 +165,9 @@ impl Responder {
         self.dead(message, &command.channel, &format!("cannot finish the streaming card: {why}")).await
     }
 
-    /// Sets the card's text and closes streaming, or replaces the whole card
-    /// when streaming has closed.
+    /// Sets the card's text and closes streaming (Lark types out the last
+    /// words), or replaces the whole card: when it gets extras below the
+    /// text (one call for all of it) or when streaming has closed.
     #[allow(clippy::too_many_arguments)]
     async fn final_card_content(
         &self,
@@ -168,11 +176,12 @@ impl Responder {
         card_id: &str,
         text: &str,
         summary: &str,
+        extras: &Extras,
         state: &CardState,
         sequence: u64,
     ) -> Result<(), LarkError> {
         let app = &lark.channel().app_id;
-        if now_ms().saturating_sub(state.opened_at) < STREAMING_WINDOW_MS {
+        if extras.is_empty() && now_ms().saturating_sub(state.opened_at) < STREAMING_WINDOW_MS {
             self.budget.take(app, Api::CardContent, Class::Answer).await;
             let set = self.paused_on_limit(
                 app,
@@ -201,7 +210,7 @@ impl Responder {
             }
         }
         self.budget.take(app, Api::CardUpdate, Class::Answer).await;
-        let replaced = lark.replace_card(card_id, &streaming_card(text, false), sequence + 2).await;
+        let replaced = lark.replace_card(card_id, &final_card(text, summary, extras), sequence + 2).await;
         let replaced = self.paused_on_limit(app, Api::CardUpdate, replaced);
         count_card_op(&command.channel, "replace", &replaced);
         replaced

@@ -74,16 +74,6 @@ pub fn with_extras(mut parts: Vec<Part>, extras: &common::answer::Extras) -> Vec
     parts
 }
 
-/// The extras of a streamed answer, as a card of their own after it.
-pub fn extras_card(extras: &common::answer::Extras) -> Option<Part> {
-    if extras.is_empty() {
-        return None;
-    }
-    let elements = common::answer::elements(extras, |s| crate::neutralize::neutralize(s).into_owned());
-    let card = json!({ "schema": "2.0", "config": { "update_multi": true }, "body": { "elements": elements } });
-    Some(Part { msg_type: "interactive", content: card.to_string() })
-}
-
 /// The card of a question FastGPT asks the user: its description, then one
 /// button per option or a form (`common::question`).
 pub fn question_card(question: &common::question::Question) -> Part {
@@ -123,6 +113,21 @@ pub fn streaming_card(markdown: &str, streaming: bool) -> String {
         "body": { "elements": [ { "tag": "markdown", "element_id": ANSWER_ELEMENT, "content": markdown } ] },
     })
     .to_string()
+}
+
+/// A streamed answer's card once finished: its text, the answer's extras
+/// (sources, feedback buttons) below it, streaming off, and what the chat
+/// list shows for it (`summary`). One full update carries all of it.
+pub fn final_card(markdown: &str, summary: &str, extras: &common::answer::Extras) -> String {
+    let mut card: serde_json::Value = json!({
+        "schema": "2.0",
+        "config": { "update_multi": true, "streaming_mode": false, "summary": { "content": summary } },
+        "body": { "elements": [ { "tag": "markdown", "element_id": ANSWER_ELEMENT, "content": markdown } ] },
+    });
+    if let Some(elements) = card.pointer_mut("/body/elements").and_then(serde_json::Value::as_array_mut) {
+        elements.extend(common::answer::elements(extras, |s| crate::neutralize::neutralize(s).into_owned()));
+    }
+    card.to_string()
 }
 
 /// Bytes the card adds around the markdown (measured on an empty card).

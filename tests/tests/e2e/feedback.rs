@@ -150,19 +150,26 @@ async fn sources_are_listed(streaming: bool) {
     let b = Bridge::start_with(Options { streaming, ..with_feedback(false) }).await;
     b.deliver_ok(&b.events().message_id("om_src").p2p_text("oc_src", "ou_a", "leave sources")).await;
     let card = answer_card(&b, "om_src").await;
-    // A streamed answer's card and the card after it (sources and buttons).
-    let shown: Vec<String> = b.lark.visible_messages().iter().map(|m| m.content.to_string()).collect();
-    let all = shown.join("\n");
+    // One message: the sources and the buttons are in the answer's card,
+    // streamed or not.
+    let shown = b.lark.visible_messages();
+    assert_eq!(shown.len(), 1, "{shown:#?}");
+    let all = match &card.card {
+        Some(entity) => entity.json.to_string(),
+        None => card.content.to_string(),
+    };
     assert!(all.contains("Sources (2)"), "{all}");
     assert!(all.contains("Leave policy.pdf"), "{all}");
     assert!(all.contains("[https://hr.example.com/faq](https://hr.example.com/faq)"), "{all}");
     assert!(!all.contains("(CITE)"), "no raw citation mark: {all}");
-    let text = match b.lark.visible_messages()[0].card_id() {
-        Some(id) => b.lark.card(id).expect("the card").text,
+    let text = match &card.card {
+        Some(entity) => entity.text.clone(),
         None => card.text(),
     };
     assert!(text.contains("10 days of leave[1]. Ask HR first[2]."), "{text}");
     if streaming {
+        let entity = card.card.as_ref().expect("a streamed answer shows a card entity");
+        assert!(!entity.streaming, "the final card closed streaming");
         let cards = b.lark.cards();
         assert!(cards.iter().all(|c| !c.text.contains("(CITE)")), "no draft showed a raw mark: {cards:#?}");
     }

@@ -22,14 +22,14 @@ fn streaming() -> Options {
     Options { streaming: true, ..Default::default() }
 }
 
-/// The finished cards whose text ends with `tail`, one per question.
+/// Waits for a finished card (streaming closed) holding each of `tails`.
 async fn finished_cards(lark: &FakeLark, tails: &[String], within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let cards = lark.cards();
         let missing: Vec<&String> = tails
             .iter()
-            .filter(|t| !cards.iter().any(|c| !c.streaming && c.text.trim_end().ends_with(t.as_str())))
+            .filter(|t| !cards.iter().any(|c| !c.streaming && c.text.contains(t.as_str())))
             .collect();
         if missing.is_empty() {
             return;
@@ -42,10 +42,15 @@ async fn finished_cards(lark: &FakeLark, tails: &[String], within: Duration) {
 }
 
 /// A 20-second answer alone: at most 15 Lark calls in all, and it visibly
-/// grows (at least 5 texts).
+/// grows (at least 5 texts). With a channel's defaults: its final card
+/// carries the 👍 / 👎 buttons, in the same one message.
 #[tokio::test]
 async fn a_lone_twenty_second_answer_costs_at_most_fifteen_calls_and_grows_in_five_texts_or_more() {
-    let b = Bridge::start_with(streaming()).await;
+    let b = Bridge::start_with(Options {
+        env: vec![("LARK_BRIDGE__CHANNELS__SUPPORT__FEEDBACK", "true".to_owned())],
+        ..streaming()
+    })
+    .await;
     // The fake echoes the question in 200 deltas 100 ms apart: 20 seconds.
     let question = format!("stream:200x100ms {} a lone answer", "words ".repeat(60));
     let event = b.events().message_id("om_lone").p2p_text("oc_lone", "ou_a", &question);
@@ -65,6 +70,7 @@ async fn a_lone_twenty_second_answer_costs_at_most_fifteen_calls_and_grows_in_fi
     assert!(calls.len() <= 15, "{} calls: {by_endpoint:?}", calls.len());
     assert!(texts >= 5, "the card grew in {texts} texts: {:?}", card.text_history);
     assert_eq!(b.lark.visible_messages().len(), 1);
+    assert!(card.json.to_string().contains("lb_feedback_good"), "the buttons are in the card: {}", card.json);
     b.stop().await;
 }
 
@@ -155,7 +161,7 @@ async fn drafts_are_shown_by_the_chats_owner_without_a_bucket_write_per_draft() 
         let event = b.events().message_id(format!("om_own{i}")).p2p_text(
             &format!("oc_own{i}"),
             "ou_a",
-            &format!("stream:40x100ms {tail}"),
+            &format!("stream:60x100ms {tail}"),
         );
         b.deliver_ok(&event).await;
     }

@@ -44,8 +44,9 @@ fn bot_added(event_id: &str, chat: &str) -> Value {
 /// `im.chat.access_event.bot_p2p_chat_entered_v1`, with the body fields of
 /// Lark's documentation of the event (open.feishu.cn, "用户进入与机器人的会话",
 /// server-docs/im-v1/chat-access_event/events/bot_p2p_chat_entered): the
-/// chat, the user who opened it, the chat's last message. Written from the
-/// documentation, not captured.
+/// chat, the user who opened it, the chat's last message. The same fields as
+/// Lark's official Node SDK's type of the event (larksuite/node-sdk,
+/// `code-gen/events-template.ts`, "im.chat.access_event.bot_p2p_chat_entered_v1").
 fn p2p_entered(event_id: &str, chat: &str, user: &str) -> Value {
     event(
         event_id,
