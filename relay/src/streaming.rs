@@ -3,7 +3,7 @@
 //! The answer is read as FastGPT writes it. At its first words the relay
 //! publishes a card start (durable, on the replies queue: the responder that
 //! owns the chat creates the card and shows it, in the chat's order); then,
-//! at most every [`DRAFT_EVERY`], a draft with the whole text so far (core
+//! every [`draft_gap`] (often while young, seldom when old), a draft with the whole text so far (core
 //! NATS, on a subject of the chat's replies partition, so it reaches the
 //! same responder: a lost one costs nothing). The text is appended to as it arrives and
 //! each draft copies at most `DRAFT_MAX_TEXT` bytes of it, so the cost stays
@@ -22,11 +22,24 @@ use crate::fastgpt::{Ask, FastGpt, FastGptError, Piece, MAX_ANSWER_BYTES};
 use crate::replies::Replies;
 use crate::typing::Typing;
 
-/// How often the text so far goes to the responder. The responder decides
-/// when the card shows it (at least `responder.stream_update_ms` apart, less
-/// often as the answer grows older); this only bounds the traffic and the
-/// work per answer.
+/// How often the text so far goes to the responder while the answer is
+/// young. The responder decides when the card shows it (at least
+/// `responder.stream_update_ms` apart, then about every three quarters of
+/// the answer's age, up to a few seconds); drafts need only be a little
+/// fresher than that, so they too thin out as the answer ages
+/// ([`draft_gap`]): each copies the whole text so far, and most of a
+/// streamed answer's cost over a whole one is drafts.
 pub const DRAFT_EVERY: Duration = Duration::from_millis(250);
+/// The longest gap between two drafts of an old answer.
+pub const DRAFT_EVERY_MAX: Duration = Duration::from_secs(2);
+
+/// The gap between two drafts of an answer `age` old (since its first
+/// words): an eighth of its age, within [`DRAFT_EVERY`] and
+/// [`DRAFT_EVERY_MAX`]. A card shown at an age `a` is then at most `a / 8`
+/// behind FastGPT, and a 30-second answer costs about 30 drafts, not 120.
+pub fn draft_gap(age: Duration) -> Duration {
+    (age / 8).clamp(DRAFT_EVERY, DRAFT_EVERY_MAX)
+}
 
 /// What a streamed ask ended with.
 pub struct Streamed {
@@ -102,7 +115,7 @@ pub async fn ask(
                     }
                 }
             },
-            _ = tick.tick(), if drafts.behind(&text) => drafts.send(&text).await,
+            _ = tick.tick(), if drafts.behind(&text) => if drafts.due() { drafts.send(&text).await },
         }
     };
     if let Some(t) = typing.take() {
@@ -124,13 +137,16 @@ struct Drafts<'a> {
     n: u64,
     /// When the first words came (Unix ms), 0 before.
     first_text_at: u64,
+    /// When the last draft (or the card start) went.
+    last_sent: tokio::time::Instant,
     /// Bytes of the text the last draft carried.
     sent_len: usize,
 }
 
 impl<'a> Drafts<'a> {
     fn new(replies: &'a Replies, target: &'a ReplyCommand) -> Self {
-        Self { replies, target, run: unix_ms(), n: 0, first_text_at: 0, sent_len: 0 }
+        let last_sent = tokio::time::Instant::now();
+        Self { replies, target, run: unix_ms(), n: 0, first_text_at: 0, last_sent, sent_len: 0 }
     }
 
     fn started(&self) -> bool {
@@ -142,9 +158,16 @@ impl<'a> Drafts<'a> {
         self.started() && text.len().min(DRAFT_MAX_TEXT) > self.sent_len
     }
 
+    /// Is it time for the next draft ([`draft_gap`])?
+    fn due(&self) -> bool {
+        let age = Duration::from_millis(unix_ms().saturating_sub(self.first_text_at));
+        self.last_sent.elapsed() >= draft_gap(age)
+    }
+
     /// The card start: durable, so the card appears even if no draft arrives.
     async fn start(&mut self, text: &str) {
         self.first_text_at = unix_ms();
+        self.last_sent = tokio::time::Instant::now();
         // Citation marks are never shown raw (the final answer numbers them).
         let draft = self.target.draft((self.run, 0), self.first_text_at, &crate::sources::without_marks(text));
         self.sent_len = text.len().min(DRAFT_MAX_TEXT);
@@ -160,10 +183,31 @@ impl<'a> Drafts<'a> {
 
     async fn send(&mut self, text: &str) {
         self.n += 1;
+        self.last_sent = tokio::time::Instant::now();
         let draft = self.target.draft((self.run, self.n), self.first_text_at, &crate::sources::without_marks(text));
         // Compared with the same measure in `behind` (the draft itself may be
         // a few bytes shorter, cut on a character boundary).
         self.sent_len = text.len().min(DRAFT_MAX_TEXT);
         self.replies.publish_draft(&draft).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drafts_thin_out_as_the_answer_ages() {
+        assert_eq!(draft_gap(Duration::ZERO), DRAFT_EVERY);
+        assert_eq!(draft_gap(Duration::from_secs(1)), DRAFT_EVERY);
+        assert_eq!(draft_gap(Duration::from_secs(8)), Duration::from_secs(1));
+        assert_eq!(draft_gap(Duration::from_secs(60)), DRAFT_EVERY_MAX);
+        // A 30-second answer: drafts every gap from its first words on.
+        let (mut at, mut drafts) = (Duration::ZERO, 0);
+        while at < Duration::from_secs(30) {
+            at += draft_gap(at);
+            drafts += 1;
+        }
+        assert!((25..=40).contains(&drafts), "{drafts} drafts");
     }
 }

@@ -237,6 +237,12 @@ struct StreamArgs {
     /// Timeout of one request to the Request URL.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     request_timeout: Duration,
+    /// Wait this long after the warm-up before the timed rounds: a bridge
+    /// that has run a while (its Lark allowances past the first minute's
+    /// ramp, the warm-up's calls out of the minute window), not one that has
+    /// just started.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    settle: Duration,
     /// Write the figures as `key=value` lines to this file too.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -1445,6 +1451,10 @@ async fn stream_run(args: &StreamArgs, target: &Target, lark: &FakeLark, fastgpt
         );
     }
 
+    if !args.settle.is_zero() {
+        println!("settle      waiting {:?} before the timed rounds", args.settle);
+        tokio::time::sleep(args.settle).await;
+    }
     let cpu_before: Vec<Option<u64>> = args.cpu_pids.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
     let started = Instant::now();
     let mut asked: Vec<Asked> = Vec::with_capacity(n);
