@@ -7,7 +7,7 @@
 //! | secret | ingress | relay | responder |
 //! |---|---|---|---|
 //! | `encrypt_key`, `verification_token` | yes | – | – |
-//! | `app_secret` | long-connection channels only | yes (bot info, Typing reaction) | yes |
+//! | `app_secret` | long-connection channels only | yes (bot info, Typing reaction, downloads) | yes |
 //! | `fastgpt_api_key` | – | yes | – |
 //! | `ingress.files_signing_key` | yes (checks file links) | yes (signs them) | – |
 //!
