@@ -241,8 +241,8 @@ struct StreamArgs {
     /// that has run a while (its Lark allowances past the first minute's
     /// ramp, the warm-up's calls out of the minute window), not one that has
     /// just started.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
-    settle: Duration,
+    #[arg(long, value_parser = parse_duration)]
+    settle: Option<Duration>,
     /// Write the figures as `key=value` lines to this file too.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -1451,9 +1451,9 @@ async fn stream_run(args: &StreamArgs, target: &Target, lark: &FakeLark, fastgpt
         );
     }
 
-    if !args.settle.is_zero() {
-        println!("settle      waiting {:?} before the timed rounds", args.settle);
-        tokio::time::sleep(args.settle).await;
+    if let Some(settle) = args.settle {
+        println!("settle      waiting {settle:?} before the timed rounds");
+        tokio::time::sleep(settle).await;
     }
     let cpu_before: Vec<Option<u64>> = args.cpu_pids.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
     let started = Instant::now();
