@@ -128,7 +128,7 @@ impl Checklist {
 /// Connects to NATS (without waiting for it) and makes sure the streams exist.
 pub async fn nats(list: &mut Checklist, settings: &Settings) -> Option<jetstream::Context> {
     // Shown without its password; connected to with it.
-    let url = crate::nats::redact_url(&settings.nats.url);
+    let url = crate::nats_url::redact_url(&settings.nats.url);
     let mut opts = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(3));
     if let Some(path) = &settings.nats.credentials_file {
         match opts.credentials_file(path).await {
@@ -139,7 +139,7 @@ pub async fn nats(list: &mut Checklist, settings: &Settings) -> Option<jetstream
             }
         }
     }
-    let servers = match crate::nats::server_addrs(&settings.nats.url) {
+    let servers = match crate::nats_url::server_addrs(&settings.nats.url) {
         Ok(s) => s,
         Err(e) => {
             list.fail("NATS", e.to_string(), "fix nats.url");

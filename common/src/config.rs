@@ -573,7 +573,7 @@ impl Settings {
         if self.nats.replicas == 0 || self.nats.replicas > 5 {
             return Err(invalid("nats.replicas", "must be between 1 and 5"));
         }
-        crate::nats::server_addrs(&self.nats.url).map_err(|e| invalid("nats.url", e.to_string()))?;
+        crate::nats_url::server_addrs(&self.nats.url).map_err(|e| invalid("nats.url", e.to_string()))?;
         for (key, v) in [
             ("nats.events_max_bytes", self.nats.events_max_bytes),
             ("nats.replies_max_bytes", self.nats.replies_max_bytes),

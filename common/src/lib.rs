@@ -13,7 +13,7 @@
 //! - [`file_link`]: the signed, expiring links through which FastGPT fetches a file.
 //! - [`envelope`]: what travels on NATS (event, reply command) and its headers.
 //! - [`telemetry`]: logs, OTLP traces, `traceparent` through NATS headers and HTTP.
-//! - [`nats`]: connecting, the same way in every service.
+//! - [`nats`]: connecting, the same way in every service; [`nats_url`]: `nats.url`'s servers.
 //! - [`secrets`]: each service keeps only the secrets it uses.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`, shared by the three services.
 //! - [`http_server`]: serving HTTP with header and request timeouts and a connection cap.
@@ -42,6 +42,7 @@ pub mod http_server;
 pub mod lark;
 pub mod metric_names;
 pub mod nats;
+pub mod nats_url;
 pub mod neutralize;
 pub mod question;
 pub mod secrets;

@@ -4,10 +4,10 @@
 //! `nats.url` may list several servers, comma-separated (the nodes of a
 //! cluster): the client connects to one and fails over to the others.
 
-use async_nats::{Client, ConnectOptions, Event, ServerAddr};
+use async_nats::{Client, ConnectOptions, Event};
 
 use crate::config::NatsSettings;
-use crate::topology::TopologyError;
+pub use crate::nats_url::{redact_url, server_addrs, UrlError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
@@ -23,40 +23,8 @@ pub enum NatsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0:?} is not a NATS server URL (nats://host:port, several separated by commas)")]
-    Url(String),
-}
-
-/// `url` without a password or token (`nats://user:pass@host` →
-/// `nats://user:***@host`; `nats://token@host` → `nats://***@host`), for
-/// error messages and logs.
-pub fn redact_url(url: &str) -> String {
-    url.split(',')
-        .map(|one| match one.split_once("://") {
-            Some((scheme, rest)) => match rest.split_once('@') {
-                Some((userinfo, host)) => match userinfo.split_once(':') {
-                    Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-                    None => format!("{scheme}://***@{host}"),
-                },
-                None => one.to_owned(),
-            },
-            None => match one.split_once('@') {
-                Some((_, host)) => format!("***@{host}"),
-                None => one.to_owned(),
-            },
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// The servers named by `nats.url`: one URL, or several separated by commas.
-pub fn server_addrs(url: &str) -> Result<Vec<ServerAddr>, NatsError> {
-    url.split(',')
-        .map(str::trim)
-        .map(|one| {
-            one.parse::<ServerAddr>().ok().filter(|_| !one.is_empty()).ok_or_else(|| NatsError::Url(redact_url(one)))
-        })
-        .collect()
+    #[error(transparent)]
+    Url(#[from] UrlError),
 }
 
 /// Connects; when the server is not reachable yet, keeps trying in the
@@ -103,16 +71,17 @@ pub fn is_connected(client: &Client) -> bool {
 /// between tries and logging each failure, or until `shutdown` fires (then the
 /// last error is returned). Start-up uses it so that a service started before
 /// NATS waits for it, not-ready, instead of crash-looping. An error no retry
-/// can fix (a stream setting NATS cannot change, see
-/// [`TopologyError::is_permanent`]) is returned at once: the start fails
-/// with it.
+/// can fix (a stream setting NATS cannot change: the caller's
+/// `is_permanent`, such as `TopologyError::is_permanent`) is returned at
+/// once: the start fails with it.
 pub async fn retry_until_ready<T, E, F, Fut>(
     what: &str,
     shutdown: &tokio_util::sync::CancellationToken,
+    is_permanent: impl Fn(&E) -> bool,
     mut attempt: F,
 ) -> Result<T, E>
 where
-    E: std::fmt::Display + 'static,
+    E: std::fmt::Display,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
@@ -120,11 +89,7 @@ where
     loop {
         match attempt().await {
             Ok(v) => return Ok(v),
-            Err(e)
-                if (&e as &dyn std::any::Any)
-                    .downcast_ref::<TopologyError>()
-                    .is_some_and(TopologyError::is_permanent) =>
-            {
+            Err(e) if is_permanent(&e) => {
                 tracing::error!(error = %e, "{what} failed, and retrying cannot fix it");
                 return Err(e);
             }
@@ -143,34 +108,18 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_lose_their_secrets_in_messages() {
-        assert_eq!(redact_url("nats://u:p4ss@n1:4222,nats://tok@n2:4222"), "nats://u:***@n1:4222,nats://***@n2:4222");
-        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
-        let e = server_addrs("nats://u:p4ss@ho st:4222").expect_err("not a URL").to_string();
-        assert!(!e.contains("p4ss"), "{e}");
-    }
-
-    #[test]
-    fn url_lists_several_servers() {
-        let servers = server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,nats://h:4224").expect("valid");
-        assert_eq!(servers.len(), 3);
-        assert_eq!(server_addrs("nats://127.0.0.1:4222").map(|s| s.len()).ok(), Some(1));
-        for bad in ["", "nats://a:1,", "nats://a:1,,nats://b:2", "http://[::1"] {
-            assert!(server_addrs(bad).is_err(), "{bad}");
-        }
-    }
+    use crate::topology::TopologyError;
 
     #[tokio::test]
     async fn a_setting_nats_cannot_change_stops_the_start_instead_of_retrying() {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let mut tries = 0;
-        let result: Result<(), TopologyError> = retry_until_ready("creating the streams", &shutdown, || {
-            tries += 1;
-            async { Err(TopologyError::Mismatch { name: "ns_events".into(), changes: "retention a -> b".into() }) }
-        })
-        .await;
+        let result: Result<(), TopologyError> =
+            retry_until_ready("creating the streams", &shutdown, TopologyError::is_permanent, || {
+                tries += 1;
+                async { Err(TopologyError::Mismatch { name: "ns_events".into(), changes: "retention a -> b".into() }) }
+            })
+            .await;
         assert!(result.is_err());
         assert_eq!(tries, 1);
     }

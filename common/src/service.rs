@@ -94,8 +94,14 @@ impl Base {
         status: &StatusBoard,
         shutdown: &CancellationToken,
     ) -> Result<kv::Store, StartError> {
-        retry_until_ready("creating the JetStream streams", shutdown, || topology.ensure_streams(js)).await?;
-        let store = retry_until_ready("opening the status bucket", shutdown, || topology.status(js)).await?;
+        retry_until_ready("creating the JetStream streams", shutdown, TopologyError::is_permanent, || {
+            topology.ensure_streams(js)
+        })
+        .await?;
+        let store = retry_until_ready("opening the status bucket", shutdown, TopologyError::is_permanent, || {
+            topology.status(js)
+        })
+        .await?;
         status.spawn_flusher(store.clone(), shutdown.clone());
         crate::topology::usage::spawn_sampler(js.clone(), topology.clone(), shutdown.clone());
         streams.set(true);

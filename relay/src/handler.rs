@@ -481,8 +481,9 @@ impl Relay {
             data_id: Some(&data_id),
         };
         let (result, partial, interaction, responses) = if self.streams(channel).await {
-            let streamed =
-                crate::streaming::ask(&self.fastgpt, &self.replies, channel, &ask, target, typing).instrument(ask_span.clone()).await;
+            let streamed = crate::streaming::ask(&self.fastgpt, &self.replies, channel, &ask, target, typing)
+                .instrument(ask_span.clone())
+                .await;
             (streamed.result, streamed.partial, streamed.interaction, streamed.responses)
         } else {
             let result = self.fastgpt.ask(channel, &ask).instrument(ask_span.clone()).await;
@@ -585,7 +586,6 @@ impl Relay {
         }
     }
 }
-
 
 /// Room kept in a NATS message beside the reply's JSON: headers (message
 /// id, channel, trace context).

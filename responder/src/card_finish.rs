@@ -29,8 +29,8 @@ use crate::budget::{Api, Class};
 use crate::card_start::count_card_op;
 use crate::card_state::{now_ms, CardState, Phase};
 use crate::handler::Responder;
-use crate::send::send_part;
 use crate::render::{card, card_chunks, final_card, with_extras, Part, ANSWER_ELEMENT};
+use crate::send::send_part;
 
 /// Lark closes streaming mode 10 minutes after it was turned on; past this,
 /// the final answer replaces the card rather than race the deadline.
@@ -133,11 +133,10 @@ impl Responder {
         }
         // 4. The rest of a long answer, in order; then the question FastGPT asks.
         // Part 0 is the card itself.
-        let rest: Vec<Part> = chunks.iter().skip(1).map(|chunk| Part { msg_type: "interactive", content: card(chunk) }).collect();
-        let rest: Vec<Part> = with_extras(rest, rest_extras)
-            .into_iter()
-            .chain(question.map(crate::render::question_card))
-            .collect();
+        let rest: Vec<Part> =
+            chunks.iter().skip(1).map(|chunk| Part { msg_type: "interactive", content: card(chunk) }).collect();
+        let rest: Vec<Part> =
+            with_extras(rest, rest_extras).into_iter().chain(question.map(crate::render::question_card)).collect();
         for (i, part) in (1..).zip(&rest).skip(state.parts_shown.saturating_sub(1)) {
             self.pacing.wait(&lark.channel().app_id, &command.chat_id).await;
             if let Err(e) = send_part(lark, command, i, part).await {

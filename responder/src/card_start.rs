@@ -22,9 +22,9 @@ use crate::budget::{Api, Class};
 use crate::card_state::{now_ms, CardState, Phase};
 use crate::drafts::Chat;
 use crate::handler::Responder;
-use crate::send::send_part;
 use crate::live_cards::{partition_of_chat, LiveCard};
 use crate::render::{card_chunks, streaming_card, Part};
+use crate::send::send_part;
 
 impl Responder {
     pub(crate) async fn start_card(

@@ -10,12 +10,7 @@ use crate::render::Part;
 
 /// Sends part `i`: a reply to the user's message (into its topic when it was in
 /// one); when that message was withdrawn, or there is none, into the chat instead.
-pub async fn send_part(
-    lark: &LarkClient,
-    command: &ReplyCommand,
-    i: usize,
-    part: &Part,
-) -> Result<(), LarkError> {
+pub async fn send_part(lark: &LarkClient, command: &ReplyCommand, i: usize, part: &Part) -> Result<(), LarkError> {
     let uuid = command.lark_uuid(i);
     // Nothing to reply to (the app's welcome when the bot joins a chat).
     if command.reply_to.is_empty() {

@@ -27,10 +27,8 @@ async fn finished_cards(lark: &FakeLark, tails: &[String], within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let cards = lark.cards();
-        let missing: Vec<&String> = tails
-            .iter()
-            .filter(|t| !cards.iter().any(|c| !c.streaming && c.text.contains(t.as_str())))
-            .collect();
+        let missing: Vec<&String> =
+            tails.iter().filter(|t| !cards.iter().any(|c| !c.streaming && c.text.contains(t.as_str()))).collect();
         if missing.is_empty() {
             return;
         }
