@@ -10,6 +10,8 @@
 //!   user-select and form apps that stop to ask and resume on the answer.
 //! - [`lark_events`]: `im.message.receive_v1` events, the URL-verification
 //!   challenge, and the encrypted, signed request Lark wraps them in.
+//! - [`eventually`]: waiting for a condition (or checking one holds) with a
+//!   stated limit, instead of sleeping before an assertion.
 //! - [`harness`]: the whole bridge in one test (its own NATS namespace, the
 //!   fakes on random ports, the three services as tasks).
 //! - [`sandbox_chat`]: the `sandbox chat` terminal chat, a Lark user talking
@@ -18,6 +20,7 @@
 //!
 //! The end-to-end suites and the `sandbox` binary build on these.
 
+pub mod eventually;
 pub mod fake_fastgpt;
 pub mod fake_lark;
 pub mod harness;

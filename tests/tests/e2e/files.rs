@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use lark_bridge_tests::eventually::{eventually, throughout, until};
 use lark_bridge_tests::fake_lark::resources::BodyFault;
 use lark_bridge_tests::fake_lark::{Endpoint, Failure};
 use lark_bridge_tests::harness::{Bridge, Options, APP_ID};
@@ -61,20 +62,16 @@ fn parts(b: &Bridge, n: usize) -> Vec<Value> {
 
 /// The one reply shown for `message_id`.
 async fn reply_to(b: &Bridge, message_id: &str) -> String {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let shown = b.lark.visible_messages();
-        if let Some(m) = shown.iter().find(|m| m.reply_to() == Some(message_id)) {
-            return m.text();
-        }
-        assert!(std::time::Instant::now() < deadline, "no reply to {message_id}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(WAIT, &format!("a reply to {message_id}"), || async {
+        b.lark.visible_messages().iter().find(|m| m.reply_to() == Some(message_id)).map(|m| m.text())
+    })
+    .await
 }
 
-/// Waits a moment for anything that should NOT happen.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+/// Checks for a while that the chat shows exactly one answer: nothing more
+/// comes after it (a retry must not answer twice).
+async fn one_answer_throughout(b: &Bridge) {
+    throughout(Duration::from_millis(1500), "one answer", || async { b.lark.visible_messages().len() == 1 }).await;
 }
 
 /// The status of `GET {path}` sent byte for byte, path unresolved.
@@ -233,8 +230,7 @@ async fn a_retried_file_replaces_its_object_and_is_answered_once() {
         names.push(o.expect("object").name);
     }
     assert_eq!(names.len(), 1, "the second store replaced the first: {names:?}");
-    settle().await;
-    assert_eq!(b.lark.visible_messages().len(), 1, "one answer");
+    one_answer_throughout(&b).await;
     b.stop().await;
 }
 
@@ -301,8 +297,7 @@ async fn a_failing_download_is_retried_and_answered_once() {
     let downloads = b.lark.resources().downloads();
     assert_eq!(downloads.len(), 3, "a 500, a body cut halfway, then whole: {downloads:?}");
     assert_eq!(b.fastgpt.requests().len(), 1, "FastGPT asked once");
-    settle().await;
-    assert_eq!(b.lark.visible_messages().len(), 1, "one answer");
+    one_answer_throughout(&b).await;
     b.stop().await;
 }
 
@@ -373,11 +368,14 @@ async fn links_expire_with_their_files() {
     let said = reply_to(&b, "om_short").await;
     assert!(said.contains(&format!("application/pdf, {} bytes", file.len())), "{said}");
     let link = parts(&b, 0)[0]["url"].as_str().expect("a link").to_owned();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(b.http.get(&link).send().await.expect("answer").status(), 404, "expired");
+    until(WAIT, "the link expires with its file", || async {
+        b.http.get(&link).send().await.is_ok_and(|r| r.status() == 404)
+    })
+    .await;
     let store = b.js.get_object_store(b.topology().files_bucket()).await.expect("the files bucket");
     let object = link.split("/files/").nth(1).and_then(|r| r.split('/').next()).expect("object").to_owned();
-    assert!(store.info(&object).await.is_err(), "the object expired too");
+    // JetStream removes expired messages on its own schedule, a moment later.
+    until(WAIT, "the object expired too", || async { store.info(&object).await.is_err() }).await;
     b.stop().await;
 }
 

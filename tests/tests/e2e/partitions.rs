@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use common::conversation::ConversationKey;
 use common::topology::{partition_of, Topology};
+use lark_bridge_tests::eventually::{throughout, until};
 use lark_bridge_tests::fake_fastgpt::{FakeAnswer, FakeFastGpt};
 use lark_bridge_tests::fake_lark::{FakeApp, FakeLark};
 use lark_bridge_tests::harness::{
@@ -159,13 +160,8 @@ async fn a_backlog_costs_one_delivery_per_message() {
     b.spawn_relay().await;
     let shown = b.lark.wait_for_messages(sent.len(), WAIT).await;
     assert_eq!(shown.len(), sent.len());
-    for _ in 0..100 {
-        if b.stream_len(&t.events_stream()).await == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(b.stream_len(&t.events_stream()).await, 0, "every event handled");
+    let events = t.events_stream();
+    until(Duration::from_secs(10), "every event handled", || async { b.stream_len(&events).await == 0 }).await;
     let asked: Vec<String> = b.fastgpt.requests().into_iter().map(|r| r.content).collect();
     assert_eq!(asked, sent, "asked in the order sent");
     let delivered = deliveries(&b.js, &t.events_stream()).await;
@@ -298,16 +294,17 @@ async fn a_conversation_keeps_its_order_across_two_relays_and_a_kill_9() {
     // Kill the relay that owns the conversation while it is half-way through.
     let token = ConversationKey::Chat { chat_id: "oc_ordered".into() }.token();
     let partition = partition_of(CHANNEL, &token);
-    for _ in 0..200 {
-        if fastgpt.requests().iter().filter(|r| r.content.starts_with("ordered")).count() >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    until(Duration::from_secs(30), "four questions asked", || async {
+        fastgpt.requests().iter().filter(|r| r.content.starts_with("ordered")).count() >= 4
+    })
+    .await;
     let killed = p.kill_relay_owning(partition).await;
 
     let shown = lark.wait_for_messages(sent.len() + 6, Duration::from_secs(90)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    throughout(Duration::from_secs(2), "no answer shown twice", || async {
+        lark.visible_messages().len() == shown.len()
+    })
+    .await;
     let asked: Vec<String> =
         fastgpt.requests().into_iter().map(|r| r.content).filter(|c| c.starts_with("ordered")).collect();
     let mut collapsed = asked.clone();
@@ -412,16 +409,13 @@ async fn a_panicking_handler_frees_its_slot_and_its_conversation_goes_on_in_orde
     for text in ["boom", "next"] {
         js.publish(subject.clone(), text.into()).await.expect("publish").await.expect("stored");
     }
-    for _ in 0..300 {
-        if handler.calls.lock().expect("calls").len() >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until(Duration::from_secs(30), "three calls", || async { handler.calls.lock().expect("calls").len() >= 3 }).await;
     let calls = handler.calls.lock().expect("calls").clone();
     assert_eq!(calls, ["boom", "boom", "next"], "handed back after the panic, then in order");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(in_flight_gauge("panic_probe"), Some(0.0), "the gauge came down after the panic");
+    until(WAIT, "the in-flight gauge came down after the panic", || async {
+        in_flight_gauge("panic_probe") == Some(0.0)
+    })
+    .await;
     probe.stop().await;
 }
 
@@ -454,21 +448,15 @@ async fn a_conversation_does_not_wait_for_a_handed_back_message_that_was_removed
     let subject = t.event_subject(CHANNEL, "one_conversation");
     let gone = js.publish(subject.clone(), "gone".into()).await.expect("publish").await.expect("stored").sequence;
     js.publish(subject.clone(), "next".into()).await.expect("publish").await.expect("stored");
-    for _ in 0..300 {
-        if !handler.calls.lock().expect("calls").is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(handler.calls.lock().expect("calls").clone(), ["gone"], "next waits for gone to come back");
+    until(Duration::from_secs(30), "gone is handled", || async { !handler.calls.lock().expect("calls").is_empty() })
+        .await;
+    throughout(Duration::from_millis(500), "next waits for gone to come back", || async {
+        *handler.calls.lock().expect("calls") == ["gone"]
+    })
+    .await;
     stream.delete_message(gone).await.expect("removed by hand");
-    for _ in 0..300 {
-        if handler.calls.lock().expect("calls").len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until(Duration::from_secs(30), "next is handled", || async { handler.calls.lock().expect("calls").len() >= 2 })
+        .await;
     let calls = handler.calls.lock().expect("calls").clone();
     assert_eq!(calls, ["gone", "next"], "next ran once gone was found removed, well before its retry or the max wait");
     probe.stop().await;
@@ -507,14 +495,17 @@ async fn a_message_failing_at_max_attempts_is_given_up_not_retried_forever() {
     let (t, js) = (&probe.t, &probe.js);
     let stream = js.get_stream(t.events_stream()).await.expect("stream");
     js.publish(t.event_subject(CHANNEL, "failing"), "fails".into()).await.expect("publish").await.expect("stored");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while handler.given_up.load(SeqCst) < 2 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(handler.handled.load(SeqCst), 5, "handled max_attempts times");
-    assert_eq!(handler.given_up.load(SeqCst), 2, "given up, once more after its own failure, then done");
-    let mut stream = stream;
-    assert_eq!(stream.info().await.expect("info").state.messages, 0, "the message left the queue");
+    until(Duration::from_secs(30), "given up twice", || async { handler.given_up.load(SeqCst) >= 2 }).await;
+    // Handled max_attempts times, given up once more after its own failure,
+    // then done: nothing more happens.
+    throughout(Duration::from_secs(2), "handled 5 times and given up twice, no more", || async {
+        handler.handled.load(SeqCst) == 5 && handler.given_up.load(SeqCst) == 2
+    })
+    .await;
+    let stream = &stream;
+    until(WAIT, "the message left the queue", || async {
+        stream.clone().info().await.is_ok_and(|i| i.state.messages == 0)
+    })
+    .await;
     probe.stop().await;
 }

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
+use common::channel::Channels;
 use common::conversation::ConversationKey;
+use common::envelope::event_headers;
+use lark_bridge_tests::eventually::until;
 use lark_bridge_tests::harness::{Bridge, CHANNEL, FASTGPT_KEY};
 
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -31,24 +34,44 @@ async fn a_private_question_is_answered_in_lark() {
     assert_eq!(q.chat_id.as_deref(), Some(want_chat.as_str()));
     assert_eq!(q.custom_uid.as_deref(), Some("lark:support:ou_alice"));
 
-    // The work queues are empty once the answer is shown.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(b.stream_len(&b.topology().events_stream()).await, 0);
-    assert_eq!(b.stream_len(&b.topology().replies_stream()).await, 0);
+    // The work queues empty once the answer is shown (each message acknowledged).
+    let (events, replies) = (b.topology().events_stream(), b.topology().replies_stream());
+    until(WAIT, "the events and replies streams are empty", || async {
+        b.stream_len(&events).await == 0 && b.stream_len(&replies).await == 0
+    })
+    .await;
     b.stop().await;
 }
 
+/// Lark pushes a message again past JetStream's duplicate window (10
+/// minutes): the ingress publishes it as a new stream message. Published
+/// here under a `Nats-Msg-Id` JetStream has not seen, it reaches the relay,
+/// which knows the message as answered (its `{ns}_handled` record) and
+/// acknowledges it without asking FastGPT or answering again.
 #[tokio::test]
-async fn a_message_pushed_again_later_is_answered_once() {
+async fn a_message_pushed_again_past_the_duplicate_window_reaches_the_relay_and_is_answered_once() {
     let b = Bridge::start().await;
     let event = b.events().message_id("om_again").p2p_text("oc_again", "ou_bob", "once please");
     b.deliver_ok(&event).await;
     assert_eq!(b.lark.wait_for_messages(1, WAIT).await.len(), 1);
-    // Past JetStream's duplicate window Lark's re-push is a new stream message;
-    // simulate that by deleting the dedup state: purge nothing, publish under a new event id.
-    let repush = b.events().message_id("om_again").p2p_text("oc_again", "ou_bob", "once please");
-    b.deliver_ok(&repush).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let channels = Channels::new(&b.settings.channels);
+    let channel = channels.get(CHANNEL).expect("the test channel");
+    let plain = serde_json::to_vec(&event).expect("json");
+    let verified = ingress::callback::accept_plain(channel, plain).expect("the event is valid");
+    let subject = b.topology().event_subject(CHANNEL, &verified.subject_token);
+    let headers = event_headers(CHANNEL, &format!("{}:after-the-window", verified.dedup_key));
+    let ack =
+        b.js.publish_with_headers(subject, headers, verified.plain.clone())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    assert!(!ack.duplicate, "a new stream message, as past the duplicate window");
+
+    // The relay took it and acknowledged it: the events stream empties.
+    let events = b.topology().events_stream();
+    until(WAIT, "the re-pushed event is handled and acknowledged", || async { b.stream_len(&events).await == 0 }).await;
     assert_eq!(b.lark.visible_messages().len(), 1, "no second reply");
     assert_eq!(b.fastgpt.requests().len(), 1, "no second question");
     b.stop().await;

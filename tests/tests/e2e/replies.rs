@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::Stream;
 use common::dead_letter::REASON_HEADER;
+use lark_bridge_tests::eventually::{throughout, until};
 use lark_bridge_tests::fake_fastgpt::FakeAnswer;
 use lark_bridge_tests::fake_lark::{Endpoint, Failure};
 use lark_bridge_tests::harness::{Bridge, APP_ID, BOT_OPEN_ID};
@@ -67,10 +68,11 @@ async fn a_lost_response_and_a_500_do_not_show_the_reply_twice() {
     let b = Bridge::start().await;
     b.lark.fail_next(Endpoint::Reply, vec![Failure::AcceptButDropResponse, Failure::Http500]);
     b.deliver_ok(&b.events().p2p_text("oc_lost", "ou_l", "once")).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let replies: Vec<_> = b.lark.all_attempts().into_iter().filter(|a| a.endpoint == Endpoint::Reply).collect();
-    assert!(replies.len() >= 3, "retried after the lost response and the 500: {}", replies.len());
-    assert_eq!(b.lark.visible_messages().len(), 1, "Lark shows it once (same uuid)");
+    let replies = || b.lark.all_attempts().into_iter().filter(|a| a.endpoint == Endpoint::Reply).count();
+    until(WAIT, "retried after the lost response and the 500", || async { replies() >= 3 }).await;
+    // Lark shows it once (the same uuid on every attempt), and nothing more comes.
+    throughout(Duration::from_secs(1), "Lark shows the reply once", || async { b.lark.visible_messages().len() == 1 })
+        .await;
     b.stop().await;
 }
 
@@ -82,10 +84,11 @@ async fn a_permission_error_is_not_retried_and_is_dead_lettered_with_the_fix() {
     let reason = wait_for_dead_letter(&b).await;
     assert!(reason.contains("230027"), "{reason}");
     assert!(reason.contains("im:message:send_as_bot"), "the fix is named: {reason}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let replies = b.lark.all_attempts().into_iter().filter(|a| a.endpoint == Endpoint::Reply).count();
-    assert_eq!(replies, 1, "not retried");
-    assert!(b.lark.visible_messages().is_empty());
+    throughout(Duration::from_millis(1500), "not retried, nothing shown", || async {
+        b.lark.all_attempts().into_iter().filter(|a| a.endpoint == Endpoint::Reply).count() == 1
+            && b.lark.visible_messages().is_empty()
+    })
+    .await;
     b.stop().await;
 }
 

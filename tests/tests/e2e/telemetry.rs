@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::routing::post;
@@ -14,6 +13,7 @@ use serde_json::Value;
 
 use crate::pipeline::WAIT;
 use crate::procs::{ProcBridge, Service};
+use lark_bridge_tests::eventually::until;
 use lark_bridge_tests::harness::{APP_SECRET, ENCRYPT_KEY, FASTGPT_KEY, VERIFICATION_TOKEN};
 
 /// trace ids of the log lines that mention `needle` anywhere.
@@ -33,9 +33,16 @@ async fn one_message_has_one_trace_id_in_all_three_services_and_no_secret_is_log
     let event = b.events().message_id("om_traced").p2p_text("oc_trace", "ou_t", question);
     assert_eq!(b.deliver(&event).await, Some(200));
     assert_eq!(b.lark.wait_for_messages(1, WAIT).await.len(), 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
     let event_id = event["header"]["event_id"].as_str().expect("event id").to_owned();
+    // Each process writes its log lines as it goes: wait until all three have.
+    until(WAIT, "every service logged the message", || async {
+        Service::ALL.iter().all(|s| {
+            let key = if *s == Service::Ingress { event_id.as_str() } else { "om_traced" };
+            !trace_ids(&b.logs(*s), key).is_empty()
+        })
+    })
+    .await;
+
     let mut all = BTreeSet::new();
     for s in Service::ALL {
         let logs = b.logs(s);
@@ -90,9 +97,14 @@ async fn spans_are_exported_with_otlp_and_metrics_count_the_traffic() {
         .await;
     assert_eq!(bad.expect("answer").status(), 404);
     assert_eq!(b.lark.wait_for_messages(3, WAIT).await.len(), 3);
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // Metrics, per process, after known traffic.
+    // Metrics, per process, after known traffic (the responder counts a
+    // reply once Lark has taken it).
+    let sent = r#"lark_bridge_replies_sent_total{channel="support",kind="answer"}"#;
+    until(WAIT, "the responder counted the three replies", || async {
+        parse_metrics(&b.metrics(Service::Responder).await).get(sent) == Some(&3.0)
+    })
+    .await;
     let ingress = parse_metrics(&b.metrics(Service::Ingress).await);
     assert_eq!(
         ingress.get(r#"lark_bridge_ingress_accepted_total{channel="support",event_type="im.message.receive_v1"}"#),
