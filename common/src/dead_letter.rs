@@ -35,7 +35,7 @@ pub async fn publish(
         headers.insert(MSG_ID_HEADER, format!("dead:{id}").as_str());
     }
     js.publish_with_headers(topology.dead_subject(channel, stage), headers, message.payload.clone()).await?.await?;
-    metrics::counter!("lark_bridge_dead_letters_total", "channel" => channel.to_owned(), "stage" => stage.to_owned())
+    metrics::counter!(crate::metric_names::DEAD_LETTERS_TOTAL, "channel" => channel.to_owned(), "stage" => stage.to_owned())
         .increment(1);
     Ok(())
 }

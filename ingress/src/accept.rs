@@ -38,13 +38,14 @@ pub async fn store(
 ) -> Result<Published, PublishError> {
     match publisher.publish(&channel.id, event).await {
         Ok(published) => {
-            metrics::histogram!("lark_bridge_ingress_publish_seconds").record(published.elapsed.as_secs_f64());
+            metrics::histogram!(common::metric_names::INGRESS_PUBLISH_SECONDS).record(published.elapsed.as_secs_f64());
             status.ok(&channel.id);
             if published.duplicate {
-                metrics::counter!("lark_bridge_ingress_duplicates_total", "channel" => channel.id.clone()).increment(1);
+                metrics::counter!(common::metric_names::INGRESS_DUPLICATES_TOTAL, "channel" => channel.id.clone())
+                    .increment(1);
                 tracing::info!(via = via.label(), "event already accepted (a re-push): not stored twice");
             } else {
-                metrics::counter!("lark_bridge_ingress_accepted_total", "channel" => channel.id.clone(), "event_type" => event_type_label(&event.envelope.header.event_type))
+                metrics::counter!(common::metric_names::INGRESS_ACCEPTED_TOTAL, "channel" => channel.id.clone(), "event_type" => event_type_label(&event.envelope.header.event_type))
                     .increment(1);
                 tracing::info!(
                     event_type = %event.envelope.header.event_type,
@@ -56,7 +57,7 @@ pub async fn store(
             Ok(published)
         }
         Err(e) => {
-            metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => "publish_failed", "channel" => channel.id.clone())
+            metrics::counter!(common::metric_names::INGRESS_REJECTED_TOTAL, "reason" => "publish_failed", "channel" => channel.id.clone())
                 .increment(1);
             tracing::error!(error = %e, via = via.label(), "event not stored; Lark will push it again");
             status.error(&channel.id, e.to_string(), e.fix());

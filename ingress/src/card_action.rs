@@ -64,7 +64,7 @@ pub async fn answer(
         Err(Answer::Unreadable) => "unreadable",
         Err(Answer::NotStored) => "not_stored",
     };
-    metrics::counter!("lark_bridge_ingress_clicks_total", "channel" => channel.id.clone(), "outcome" => label)
+    metrics::counter!(common::metric_names::INGRESS_CLICKS_TOTAL, "channel" => channel.id.clone(), "outcome" => label)
         .increment(1);
     match outcome {
         Ok((summary, new_card)) => json!({
@@ -160,7 +160,7 @@ async fn feedback(
             }
         }
     };
-    metrics::counter!("lark_bridge_ingress_feedback_total", "channel" => channel.id.clone(), "outcome" => label)
+    metrics::counter!(common::metric_names::INGRESS_FEEDBACK_TOTAL, "channel" => channel.id.clone(), "outcome" => label)
         .increment(1);
     answer
 }

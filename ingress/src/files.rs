@@ -96,7 +96,7 @@ pub fn router(files: Arc<Files>) -> Router {
 }
 
 fn count(outcome: &'static str) {
-    metrics::counter!("lark_bridge_ingress_files_total", "outcome" => outcome).increment(1);
+    metrics::counter!(common::metric_names::INGRESS_FILES_TOTAL, "outcome" => outcome).increment(1);
 }
 
 /// The one answer to every refused link.

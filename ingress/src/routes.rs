@@ -62,7 +62,7 @@ async fn lark_events(
     body: Bytes,
 ) -> Response {
     let Some(channel) = state.channels.get(&channel_id) else {
-        metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => "unknown_channel").increment(1);
+        metrics::counter!(common::metric_names::INGRESS_REJECTED_TOTAL, "reason" => "unknown_channel").increment(1);
         tracing::warn!(channel = %channel_id, "callback for an unknown channel");
         return error(
             StatusCode::NOT_FOUND,
@@ -76,7 +76,7 @@ async fn lark_events(
         && channel.encrypt_key.is_none()
         && channel.verification_token.is_none()
     {
-        metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => "long_connection_only", "channel" => channel.id.clone())
+        metrics::counter!(common::metric_names::INGRESS_REJECTED_TOTAL, "reason" => "long_connection_only", "channel" => channel.id.clone())
             .increment(1);
         tracing::warn!(channel = %channel.id, "callback for a long-connection channel without encrypt_key or verification_token: refused");
         return error(
@@ -93,7 +93,7 @@ async fn lark_events(
     let verified = match callback::verify(channel, &headers, &body, now_secs(), state.replay_window_secs) {
         Ok(v) => v,
         Err(rejection) => {
-            metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => rejection.reason(), "channel" => channel.id.clone())
+            metrics::counter!(common::metric_names::INGRESS_REJECTED_TOTAL, "reason" => rejection.reason(), "channel" => channel.id.clone())
                 .increment(1);
             tracing::warn!(channel = %channel.id, reason = rejection.reason(), error = %rejection, "callback rejected");
             state.status.error(

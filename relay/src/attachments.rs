@@ -279,8 +279,7 @@ impl Attachments {
 }
 
 fn count(channel: &str, kind: &str, outcome: &'static str) {
-    metrics::counter!(
-        "lark_bridge_relay_attachments_total",
+    metrics::counter!(common::metric_names::RELAY_ATTACHMENTS_TOTAL,
         "channel" => channel.to_owned(),
         "kind" => if kind == "image" { "image" } else { "file" },
         "outcome" => outcome

@@ -83,7 +83,7 @@ impl Relay {
             // The ingress took it, then the conversation moved on before its
             // turn: the user was told "Got it", so say it expired.
             Some((_, Err(Refusal::Expired))) | None => {
-                metrics::counter!("lark_bridge_relay_clicks_total", "channel" => channel.id.clone(), "outcome" => "expired")
+                metrics::counter!(common::metric_names::RELAY_CLICKS_TOTAL, "channel" => channel.id.clone(), "outcome" => "expired")
                     .increment(1);
                 let decision = Decision {
                     kind: ReplyKind::Notice,
@@ -95,13 +95,13 @@ impl Relay {
             }
             Some((_, Err(refusal))) => {
                 tracing::info!(refusal = refusal.label(), event_id = %envelope.header.event_id, "click refused at resume");
-                metrics::counter!("lark_bridge_relay_clicks_total", "channel" => channel.id.clone(), "outcome" => refusal.label())
+                metrics::counter!(common::metric_names::RELAY_CLICKS_TOTAL, "channel" => channel.id.clone(), "outcome" => refusal.label())
                     .increment(1);
                 return Outcome::Done; // the ingress refused it too, and said so
             }
         };
         let (pending, resolved) = resolved;
-        metrics::counter!("lark_bridge_relay_clicks_total", "channel" => channel.id.clone(), "outcome" => "resumed")
+        metrics::counter!(common::metric_names::RELAY_CLICKS_TOTAL, "channel" => channel.id.clone(), "outcome" => "resumed")
             .increment(1);
         tracing::info!(question = %click.question, "resuming the workflow with the user's choice");
         let asking = Asking {

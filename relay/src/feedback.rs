@@ -70,7 +70,7 @@ impl Relay {
             Ok(()) => "ok",
             Err(e) => e.label(),
         };
-        metrics::counter!("lark_bridge_relay_feedback_total", "channel" => channel.id.clone(), "verdict" => click.verdict.as_str(), "outcome" => outcome)
+        metrics::counter!(common::metric_names::RELAY_FEEDBACK_TOTAL, "channel" => channel.id.clone(), "verdict" => click.verdict.as_str(), "outcome" => outcome)
             .increment(1);
         match result {
             Ok(()) => {

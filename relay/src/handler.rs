@@ -238,7 +238,8 @@ impl Relay {
         let handled_key = common::topology::keys::handled(channel, source);
         match self.handled.get(&handled_key).await {
             Ok(Some(_)) => {
-                metrics::counter!("lark_bridge_relay_duplicates_total", "channel" => channel.to_owned()).increment(1);
+                metrics::counter!(common::metric_names::RELAY_DUPLICATES_TOTAL, "channel" => channel.to_owned())
+                    .increment(1);
                 tracing::info!(%source, "already answered; not asked again");
                 Err(Outcome::Done)
             }
@@ -283,7 +284,8 @@ impl Relay {
         let kept_extras = extras.clone();
         (command.kind, command.body) = (kind, ReplyBody::Markdown { text, question, extras });
         if let Some(length) = fit_reply(command, self.replies.max_payload()) {
-            metrics::counter!("lark_bridge_relay_answers_cut_total", "channel" => command.channel.clone()).increment(1);
+            metrics::counter!(common::metric_names::RELAY_ANSWERS_CUT_TOTAL, "channel" => command.channel.clone())
+                .increment(1);
             tracing::warn!(
                 length,
                 shown = MAX_REPLY_TEXT,
@@ -308,7 +310,7 @@ impl Relay {
                 tracing::warn!(error = %e, "cannot close the conversation's question card");
             }
         }
-        metrics::counter!("lark_bridge_relay_replies_total", "channel" => command.channel.clone(), "kind" => kind.as_str())
+        metrics::counter!(common::metric_names::RELAY_REPLIES_TOTAL, "channel" => command.channel.clone(), "kind" => kind.as_str())
             .increment(1);
         tracing::info!(kind = kind.as_str(), "reply command published");
         Outcome::Done
@@ -499,7 +501,8 @@ impl Relay {
             // Asked before (a redelivery): the workflow ran then; its stored answer is the answer.
             Err(FastGptError::Duplicate(id)) => {
                 tracing::info!(data_id = %id, "FastGPT already ran this question; reading its stored answer");
-                metrics::counter!("lark_bridge_fastgpt_duplicates_total", "channel" => channel.id.clone()).increment(1);
+                metrics::counter!(common::metric_names::FASTGPT_DUPLICATES_TOTAL, "channel" => channel.id.clone())
+                    .increment(1);
                 self.fastgpt.stored_answer(channel, &chat_id, &id).instrument(ask_span.clone()).await
             }
             other => other,
@@ -517,7 +520,7 @@ impl Relay {
             Ok(_) => self.status.ok(&channel.id),
             Err(e) => self.status.error(&channel.id, e.to_string(), e.fix()),
         }
-        metrics::histogram!("lark_bridge_fastgpt_seconds", "channel" => channel.id.clone(), "outcome" => outcome_label)
+        metrics::histogram!(common::metric_names::FASTGPT_SECONDS, "channel" => channel.id.clone(), "outcome" => outcome_label)
             .record(elapsed.as_secs_f64());
         if let (Ok(answer), Some(interaction)) = (&result, interaction) {
             tracing::info!(?elapsed, answer_len = answer.len(), "FastGPT answered and asks the user");
@@ -553,7 +556,8 @@ impl Relay {
             }
             Err(FastGptError::Transient(detail)) if attempt < self.settings.max_attempts => {
                 let delay = backoff(attempt, Duration::from_secs(60));
-                metrics::counter!("lark_bridge_fastgpt_retries_total", "channel" => channel.id.clone()).increment(1);
+                metrics::counter!(common::metric_names::FASTGPT_RETRIES_TOTAL, "channel" => channel.id.clone())
+                    .increment(1);
                 tracing::warn!(%detail, attempt, retry_in = ?delay, "FastGPT unavailable; will retry");
                 Err(Outcome::Retry(delay))
             }

@@ -118,7 +118,7 @@ impl Relay {
             }
             return Outcome::Retry(Duration::from_secs(1));
         }
-        metrics::counter!("lark_bridge_relay_welcomes_total", "channel" => channel.id.clone()).increment(1);
+        metrics::counter!(common::metric_names::RELAY_WELCOMES_TOTAL, "channel" => channel.id.clone()).increment(1);
         tracing::info!(event_type = %envelope.header.event_type, "welcome sent");
         Outcome::Done
     }

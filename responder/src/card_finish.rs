@@ -147,7 +147,7 @@ impl Responder {
         }
         state.phase = Phase::Done;
         self.save(key, &state, revision).await;
-        metrics::counter!("lark_bridge_replies_sent_total", "channel" => command.channel.clone(), "kind" => command.kind.as_str())
+        metrics::counter!(common::metric_names::REPLIES_SENT_TOTAL, "channel" => command.channel.clone(), "kind" => command.kind.as_str())
             .increment(1);
         self.status.ok(&command.channel);
         tracing::info!(%card_id, parts = 1 + rest.len(), "streamed answer finished");

@@ -142,7 +142,7 @@ impl Responder {
                 Ok(()) => "0".to_owned(),
                 Err(e) => e.code_label(),
             };
-            metrics::histogram!("lark_bridge_lark_send_seconds", "channel" => command.channel.clone(), "code" => code)
+            metrics::histogram!(common::metric_names::LARK_SEND_SECONDS, "channel" => command.channel.clone(), "code" => code)
                 .record(started.elapsed().as_secs_f64());
             let Err(e) = result else {
                 self.shown.shown(&command.source, i + 1);
@@ -154,7 +154,7 @@ impl Responder {
             }
             return outcome;
         }
-        metrics::counter!("lark_bridge_replies_sent_total", "channel" => command.channel.clone(), "kind" => command.kind.as_str())
+        metrics::counter!(common::metric_names::REPLIES_SENT_TOTAL, "channel" => command.channel.clone(), "kind" => command.kind.as_str())
             .increment(1);
         self.status.ok(&command.channel);
         self.shown.forget(&command.source);
@@ -183,7 +183,8 @@ impl Responder {
                 // partition's new owner waits at most 300 s for it.
                 let delay =
                     backoff(attempt, Duration::from_secs(60)).max(retry_after.unwrap_or_default()).min(MAX_RETRY_DELAY);
-                metrics::counter!("lark_bridge_lark_retries_total", "channel" => command.channel.clone()).increment(1);
+                metrics::counter!(common::metric_names::LARK_RETRIES_TOTAL, "channel" => command.channel.clone())
+                    .increment(1);
                 tracing::warn!(error = %e, part, retry_in = ?delay, "Lark send failed; will retry");
                 Outcome::Retry(delay)
             }

@@ -187,7 +187,8 @@ impl LarkClient {
     }
 
     async fn fetch_token(&self) -> Result<CachedToken, LarkError> {
-        metrics::counter!("lark_bridge_lark_token_fetches_total", "channel" => self.channel.id.clone()).increment(1);
+        metrics::counter!(crate::metric_names::LARK_TOKEN_FETCHES_TOTAL, "channel" => self.channel.id.clone())
+            .increment(1);
         let secret = self.channel.app_secret.as_ref().ok_or_else(|| LarkError::NoAppSecret(self.channel.id.clone()))?;
         let body = json!({ "app_id": self.channel.app_id, "app_secret": secret.expose_secret() });
         let path = "auth/v3/tenant_access_token/internal";

@@ -107,11 +107,11 @@ pub async fn sample(js: &jetstream::Context, topology: &Topology) -> Vec<Usage> 
 pub fn record(usages: &[Usage]) {
     for u in usages {
         let stream = u.stream.clone();
-        metrics::gauge!("lark_bridge_stream_bytes", "stream" => stream.clone()).set(u.bytes as f64);
-        metrics::gauge!("lark_bridge_stream_messages", "stream" => stream.clone()).set(u.messages as f64);
-        metrics::gauge!("lark_bridge_stream_limit_bytes", "stream" => stream.clone())
+        metrics::gauge!(crate::metric_names::STREAM_BYTES, "stream" => stream.clone()).set(u.bytes as f64);
+        metrics::gauge!(crate::metric_names::STREAM_MESSAGES, "stream" => stream.clone()).set(u.messages as f64);
+        metrics::gauge!(crate::metric_names::STREAM_LIMIT_BYTES, "stream" => stream.clone())
             .set(u.max_bytes.map_or(0.0, |m| m as f64));
-        metrics::gauge!("lark_bridge_stream_settings_differ", "stream" => stream).set(u.differs.len() as f64);
+        metrics::gauge!(crate::metric_names::STREAM_SETTINGS_DIFFER, "stream" => stream).set(u.differs.len() as f64);
     }
 }
 

@@ -211,7 +211,8 @@ impl<H: Handler> Worker<H> {
     async fn report_backlog(&self) {
         let mut stream = self.stream.clone();
         if let Ok(info) = stream.info().await {
-            metrics::gauge!("lark_bridge_consumer_pending", "worker" => self.name).set(info.state.messages as f64);
+            metrics::gauge!(crate::metric_names::CONSUMER_PENDING, "worker" => self.name)
+                .set(info.state.messages as f64);
         }
     }
 
@@ -311,7 +312,7 @@ impl<H: Handler> Worker<H> {
         let set = held.iter().filter(|(_, h)| !h.releasing && !h.lost).fold(0u64, |set, (p, _)| set | (1 << *p));
         let now = Share::of_set(set);
         self.share.send_if_modified(|s| std::mem::replace(s, now) != now);
-        metrics::gauge!("lark_bridge_partitions_held", "worker" => name).set(f64::from(now.held));
+        metrics::gauge!(crate::metric_names::PARTITIONS_HELD, "worker" => name).set(f64::from(now.held));
         true
     }
 }

@@ -271,7 +271,7 @@ impl<H: Handler> Partition<H> {
         let name = self.shared.name;
         match self.stream.delete_message(sequence).await {
             Ok(_) => {
-                metrics::counter!("lark_bridge_orphans_removed_total", "worker" => name).increment(1);
+                metrics::counter!(crate::metric_names::ORPHANS_REMOVED_TOTAL, "worker" => name).increment(1);
                 tracing::warn!(
                     worker = name,
                     sequence,

@@ -67,7 +67,7 @@ impl Slot {
         done: mpsc::UnboundedSender<Finished>,
         permit: OwnedSemaphorePermit,
     ) -> Self {
-        let gauge = metrics::gauge!("lark_bridge_in_flight", "worker" => name);
+        let gauge = metrics::gauge!(crate::metric_names::IN_FLIGHT, "worker" => name);
         gauge.increment(1.0);
         Self { subject, sequence, done, gauge, permit: Some(permit), ended: None }
     }

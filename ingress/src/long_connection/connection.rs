@@ -80,7 +80,7 @@ pub async fn run(channel: Arc<Channel>, index: usize, deps: Deps, shutdown: Canc
     let mut attempt = 0u64;
     loop {
         if attempt > 0 {
-            metrics::counter!("lark_bridge_ingress_long_connection_reconnects_total", "channel" => channel.id.clone())
+            metrics::counter!(common::metric_names::INGRESS_LONG_CONNECTION_RECONNECTS_TOTAL, "channel" => channel.id.clone())
                 .increment(1);
         }
         attempt += 1;
@@ -97,7 +97,7 @@ pub async fn run(channel: Arc<Channel>, index: usize, deps: Deps, shutdown: Canc
                 backoff.after_failure(&config)
             }
             Ended::Refused { label, what, fix } => {
-                metrics::counter!("lark_bridge_ingress_long_connection_refusals_total", "channel" => channel.id.clone(), "reason" => label)
+                metrics::counter!(common::metric_names::INGRESS_LONG_CONNECTION_REFUSALS_TOTAL, "channel" => channel.id.clone(), "reason" => label)
                     .increment(1);
                 let wait = backoff.after_refusal(&config);
                 if last_refusal == Some(label) {
@@ -242,10 +242,10 @@ async fn session(
     backoff.connected();
     let up_since = Instant::now();
     deps.board.connected(&channel.id);
-    metrics::gauge!("lark_bridge_ingress_long_connections_up", "channel" => channel.id.clone()).increment(1.0);
+    metrics::gauge!(common::metric_names::INGRESS_LONG_CONNECTIONS_UP, "channel" => channel.id.clone()).increment(1.0);
     tracing::info!(channel = %channel.id, connection = index, url = %ep.url, device_id = %ep.device_id, ping_secs = config.ping_interval, "long connection to Lark up");
     let ended = read_loop(channel, ws, ep.service_id, deps, config, shutdown).await;
-    metrics::gauge!("lark_bridge_ingress_long_connections_up", "channel" => channel.id.clone()).decrement(1.0);
+    metrics::gauge!(common::metric_names::INGRESS_LONG_CONNECTIONS_UP, "channel" => channel.id.clone()).decrement(1.0);
     deps.board.disconnected(&channel.id);
     match ended {
         Some(why) => Ended::Dropped { up: up_since.elapsed(), why },
@@ -296,7 +296,7 @@ async fn read_loop(
                 }
             }
             () = tokio::time::sleep_until(silent_at) => {
-                metrics::counter!("lark_bridge_ingress_long_connection_frames_total", "channel" => label.clone(), "kind" => "silence").increment(1);
+                metrics::counter!(common::metric_names::INGRESS_LONG_CONNECTION_FRAMES_TOTAL, "channel" => label.clone(), "kind" => "silence").increment(1);
                 break Some(format!("nothing heard for {} s (two ping intervals)", (ping_every * 2).as_secs()));
             }
             msg = stream.next() => {
@@ -313,13 +313,13 @@ async fn read_loop(
                 let mut frame = match Frame::decode_bytes(&bytes) {
                     Ok(f) => f,
                     Err(e) => {
-                        metrics::counter!("lark_bridge_ingress_long_connection_frames_total", "channel" => label.clone(), "kind" => "invalid").increment(1);
+                        metrics::counter!(common::metric_names::INGRESS_LONG_CONNECTION_FRAMES_TOTAL, "channel" => label.clone(), "kind" => "invalid").increment(1);
                         tracing::warn!(channel = %label, error = %e, bytes = bytes.len(), "a frame that is not pbbp2: ignored");
                         continue;
                     }
                 };
                 let kind = frame.kind();
-                metrics::counter!("lark_bridge_ingress_long_connection_frames_total", "channel" => label.clone(), "kind" => kind.label()).increment(1);
+                metrics::counter!(common::metric_names::INGRESS_LONG_CONNECTION_FRAMES_TOTAL, "channel" => label.clone(), "kind" => kind.label()).increment(1);
                 match kind {
                     Kind::Ping => {}
                     Kind::Pong => {
@@ -404,6 +404,6 @@ async fn read_loop(
 }
 
 fn count_ack(channel: &str, answer: &Answer) {
-    metrics::counter!("lark_bridge_ingress_long_connection_acks_total", "channel" => channel.to_owned(), "code" => answer.code.to_string())
+    metrics::counter!(common::metric_names::INGRESS_LONG_CONNECTION_ACKS_TOTAL, "channel" => channel.to_owned(), "code" => answer.code.to_string())
         .increment(1);
 }

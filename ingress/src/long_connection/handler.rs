@@ -73,7 +73,7 @@ pub async fn handle(channel: &Channel, deps: &Deps, payload: Vec<u8>, message_id
         Ok(published) => {
             deps.board.event(&channel.id);
             if published.duplicate {
-                metrics::counter!("lark_bridge_ingress_long_connection_repushes_answered_total", "channel" => channel.id.clone())
+                metrics::counter!(common::metric_names::INGRESS_LONG_CONNECTION_REPUSHES_ANSWERED_TOTAL, "channel" => channel.id.clone())
                     .increment(1);
             }
             Answer::OK
@@ -85,7 +85,7 @@ pub async fn handle(channel: &Channel, deps: &Deps, payload: Vec<u8>, message_id
 /// An event that can never be stored: acknowledged as handled, so that Lark
 /// does not push it again for hours, and reported.
 fn refused(channel: &Channel, deps: &Deps, reason: &'static str, what: String, fix: &str) -> Answer {
-    metrics::counter!("lark_bridge_ingress_rejected_total", "reason" => reason, "channel" => channel.id.clone())
+    metrics::counter!(common::metric_names::INGRESS_REJECTED_TOTAL, "reason" => reason, "channel" => channel.id.clone())
         .increment(1);
     tracing::warn!(channel = %channel.id, reason, error = %what, "event over the long connection refused; acknowledged so Lark does not push it again");
     deps.status.error(&channel.id, format!("event over the long connection refused ({reason}): {what}"), fix);

@@ -76,7 +76,7 @@ impl LongConnections {
             deps.board.expect(&c.id, settings.ingress.long_connections_per_channel);
             // Shown as 0 from the start, so "never connected" is a series
             // (an alert on `< 1` sees it), not an absent one.
-            metrics::gauge!("lark_bridge_ingress_long_connections_up", "channel" => c.id.clone()).set(0.0);
+            metrics::gauge!(common::metric_names::INGRESS_LONG_CONNECTIONS_UP, "channel" => c.id.clone()).set(0.0);
         }
         Self { channels, per_channel: settings.ingress.long_connections_per_channel, deps }
     }
