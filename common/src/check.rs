@@ -24,7 +24,7 @@ pub struct Item {
 
 /// Checks that `service` has the secrets it needs ([`crate::secrets`]) and
 /// returns the settings as that service holds them; `None` after a failure.
-pub fn secrets(list: &mut Checklist, settings: &Settings, service: crate::cli::Binary) -> Option<Settings> {
+pub fn secrets(list: &mut Checklist, settings: &Settings, service: crate::service_name::Service) -> Option<Settings> {
     match settings.clone().for_service(service) {
         Ok(s) => Some(s),
         Err(e) => {

@@ -59,29 +59,14 @@ impl DeadLetterArgs {
     }
 }
 
-/// The three binaries, with what each one does (the first line of `--help`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Binary {
-    Ingress,
-    Relay,
-    Responder,
-}
+use crate::service_name::Service;
 
-impl Binary {
-    pub fn name(self) -> &'static str {
-        match self {
-            Binary::Ingress => "ingress",
-            Binary::Relay => "relay",
-            Binary::Responder => "responder",
-        }
-    }
-
-    fn about(self) -> &'static str {
-        match self {
-            Binary::Ingress => "lark-bridge ingress: Lark's event callbacks in, JetStream messages out",
-            Binary::Relay => "lark-bridge relay: Lark messages in, FastGPT questions out, replies queued",
-            Binary::Responder => "lark-bridge responder: replies sent to Lark, and the dead-letter commands",
-        }
+/// What each binary does (the first line of `--help`).
+fn about(binary: Service) -> &'static str {
+    match binary {
+        Service::Ingress => "lark-bridge ingress: Lark's event callbacks in, JetStream messages out",
+        Service::Relay => "lark-bridge relay: Lark messages in, FastGPT questions out, replies queued",
+        Service::Responder => "lark-bridge responder: replies sent to Lark, and the dead-letter commands",
     }
 }
 
@@ -113,19 +98,19 @@ struct ResponderCli {
 
 impl Cli {
     /// `binary`'s clap command, named and described for it.
-    pub fn command(binary: Binary) -> clap::Command {
+    pub fn command(binary: Service) -> clap::Command {
         let command = match binary {
-            Binary::Ingress | Binary::Relay => ServiceCli::command(),
-            Binary::Responder => ResponderCli::command(),
+            Service::Ingress | Service::Relay => ServiceCli::command(),
+            Service::Responder => ResponderCli::command(),
         };
-        command.name(binary.name()).bin_name(binary.name()).about(binary.about())
+        command.name(binary.name()).bin_name(binary.name()).about(about(binary))
     }
 
     /// Parses the process's arguments for `binary`; on an error or `--help`,
     /// prints and exits as clap does.
     /// `--ready` is answered here, for every binary alike: the probe's
     /// verdict is the exit code.
-    pub fn parse(binary: Binary) -> Self {
+    pub fn parse(binary: Service) -> Self {
         let cli = Self::try_parse_from(binary, std::env::args_os()).unwrap_or_else(|e| e.exit());
         if cli.service.ready {
             std::process::exit(match cli.settings().map_err(|e| e.to_string()).and_then(|s| probe_ready(binary, &s)) {
@@ -139,18 +124,18 @@ impl Cli {
         cli
     }
 
-    pub fn try_parse_from<I, T>(binary: Binary, args: I) -> Result<Self, clap::Error>
+    pub fn try_parse_from<I, T>(binary: Service, args: I) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
         let matches = Self::command(binary).try_get_matches_from(args)?;
         Ok(match binary {
-            Binary::Ingress | Binary::Relay => {
+            Service::Ingress | Service::Relay => {
                 let cli = ServiceCli::from_arg_matches(&matches)?;
                 Cli { service: cli.service, dead_letters: DeadLetterArgs::default() }
             }
-            Binary::Responder => {
+            Service::Responder => {
                 let cli = ResponderCli::from_arg_matches(&matches)?;
                 Cli { service: cli.service, dead_letters: cli.dead_letters }
             }
@@ -164,12 +149,12 @@ impl Cli {
 
 /// `GET /readyz` on `binary`'s listen address (loopback when it listens on
 /// every address); Ok when it answers 200.
-pub fn probe_ready(binary: Binary, settings: &Settings) -> Result<(), String> {
+pub fn probe_ready(binary: Service, settings: &Settings) -> Result<(), String> {
     use std::io::{Read as _, Write as _};
     let mut addr = match binary {
-        Binary::Ingress => settings.ingress.listen,
-        Binary::Relay => settings.relay.listen,
-        Binary::Responder => settings.responder.listen,
+        Service::Ingress => settings.ingress.listen,
+        Service::Relay => settings.relay.listen,
+        Service::Responder => settings.responder.listen,
     };
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() {
@@ -202,9 +187,9 @@ mod tests {
 
     use super::*;
 
-    const ALL: [Binary; 3] = [Binary::Ingress, Binary::Relay, Binary::Responder];
+    const ALL: [Service; 3] = [Service::Ingress, Service::Relay, Service::Responder];
 
-    fn help(binary: Binary) -> String {
+    fn help(binary: Service) -> String {
         Cli::command(binary).render_long_help().to_string()
     }
 
@@ -219,14 +204,14 @@ mod tests {
 
     #[test]
     fn only_the_responder_lists_the_dead_letter_commands() {
-        for b in [Binary::Ingress, Binary::Relay] {
+        for b in [Service::Ingress, Service::Relay] {
             let h = help(b);
             assert!(h.contains("--config") && h.contains("--check"), "{h}");
             for flag in ["--dead-letters", "--redrive", "--channel", "responder"] {
                 assert!(!h.contains(flag), "{} --help lists {flag}:\n{h}", b.name());
             }
         }
-        let h = help(Binary::Responder);
+        let h = help(Service::Responder);
         for flag in ["--config", "--check", "--dead-letters", "--redrive", "--channel"] {
             assert!(h.contains(flag), "responder --help lacks {flag}:\n{h}");
         }
@@ -234,7 +219,7 @@ mod tests {
 
     #[test]
     fn help_texts_end_in_whole_sentences() {
-        let h = Cli::command(Binary::Responder).render_help().to_string();
+        let h = Cli::command(Service::Responder).render_help().to_string();
         let channel = h.lines().find(|l| l.contains("--channel")).expect("a --channel line");
         assert!(channel.contains("Only the dead letters of this channel (with --dead-letters or --redrive)"), "{h}");
         assert!(h.starts_with("lark-bridge responder: "), "{h}");
@@ -242,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_responder_flag_is_an_error_elsewhere() {
-        for b in [Binary::Ingress, Binary::Relay] {
+        for b in [Service::Ingress, Service::Relay] {
             for flag in ["--dead-letters", "--redrive"] {
                 let err = Cli::try_parse_from(b, [b.name(), flag]).expect_err("not a flag of this binary");
                 assert_eq!(err.kind(), ErrorKind::UnknownArgument, "{} {flag}", b.name());
@@ -253,19 +238,19 @@ mod tests {
     #[test]
     fn the_responder_parses_its_commands() {
         let cli =
-            Cli::try_parse_from(Binary::Responder, ["responder", "--config", "c.toml", "--redrive", "--channel", "x"])
+            Cli::try_parse_from(Service::Responder, ["responder", "--config", "c.toml", "--redrive", "--channel", "x"])
                 .expect("parses");
         assert!(cli.dead_letters.redrive && cli.dead_letters.requested());
         assert_eq!(cli.dead_letters.channel.as_deref(), Some("x"));
         assert_eq!(cli.service.config.as_deref(), Some(std::path::Path::new("c.toml")));
 
-        let plain = Cli::try_parse_from(Binary::Responder, ["responder", "--check"]).expect("parses");
+        let plain = Cli::try_parse_from(Service::Responder, ["responder", "--check"]).expect("parses");
         assert!(plain.service.check && !plain.dead_letters.requested());
 
         let alone =
-            Cli::try_parse_from(Binary::Responder, ["responder", "--channel", "x"]).expect_err("needs a command");
+            Cli::try_parse_from(Service::Responder, ["responder", "--channel", "x"]).expect_err("needs a command");
         assert_eq!(alone.kind(), ErrorKind::MissingRequiredArgument);
-        let both = Cli::try_parse_from(Binary::Responder, ["responder", "--check", "--dead-letters"])
+        let both = Cli::try_parse_from(Service::Responder, ["responder", "--check", "--dead-letters"])
             .expect_err("one thing at a time");
         assert_eq!(both.kind(), ErrorKind::ArgumentConflict);
     }
@@ -291,8 +276,8 @@ mod tests {
              encrypt_key = \"ek\"\nfastgpt_base_url = \"http://127.0.0.1:3000/api\"\nfastgpt_api_key = \"k\"\n"
         );
         let settings = Settings::from_toml_with_env(&toml, &Default::default()).expect("valid");
-        assert_eq!(probe_ready(Binary::Ingress, &settings), Ok(()), "0.0.0.0 is asked on loopback");
-        let not_ready = probe_ready(Binary::Ingress, &settings).expect_err("503");
+        assert_eq!(probe_ready(Service::Ingress, &settings), Ok(()), "0.0.0.0 is asked on loopback");
+        let not_ready = probe_ready(Service::Ingress, &settings).expect_err("503");
         assert!(not_ready.contains("503"), "{not_ready}");
         assert_eq!(server.join().expect("server"), vec!["GET /readyz HTTP/1.0"; 2]);
     }

@@ -18,7 +18,7 @@
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`, shared by the three services.
 //! - [`http_server`]: serving HTTP with header and request timeouts and a connection cap.
 //! - [`worker`]: the pull loop relay and responder share: order, attempts, acks.
-//! - [`service`]: the start-up steps relay and responder share.
+//! - [`service`]: the start-up steps relay and responder share; [`service_name`]: the three services, named once.
 //! - [`status`]: the last event, answer and error per channel, for `/status`.
 //! - [`activity`]: each replica's counts and latencies of the last hour, for `/status`.
 //! - [`cli`]: the command line every binary shares (`--config`, `--check`, `--ready`).
@@ -47,6 +47,7 @@ pub mod neutralize;
 pub mod question;
 pub mod secrets;
 pub mod service;
+pub mod service_name;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;

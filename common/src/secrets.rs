@@ -22,8 +22,8 @@
 //! `verification_token` (anyone could post events to it) unless the channel
 //! says `allow_unverified = true`.
 
-use crate::cli::Binary as Service;
 use crate::config::{ConfigError, Settings, Subscription};
+use crate::service_name::Service;
 
 fn uses_callback_secrets(service: Service) -> bool {
     service == Service::Ingress

@@ -10,6 +10,7 @@
 //! when the event was stored: [`WORK_SINCE`]) for the page's figures of the
 //! last hour; each replica writes its own counts ([`crate::activity`]).
 
+use crate::service_name::Service;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -221,7 +222,7 @@ pub async fn read_activity(store: &kv::Store) -> HashMap<(String, String), Vec<c
 /// Every stage's status of `channel`, as stored.
 pub async fn read(store: &kv::Store, channel: &str) -> HashMap<&'static str, StageStatus> {
     let mut out = HashMap::new();
-    for stage in ["ingress", "relay", "responder"] {
+    for stage in Service::ALL.map(Service::name) {
         if let Ok(Some(v)) = store.get(crate::topology::keys::status(channel, stage)).await {
             if let Ok(s) = serde_json::from_slice(&v) {
                 out.insert(stage, s);

@@ -11,6 +11,7 @@ use common::channel::Channels;
 use common::config::Settings;
 use common::health::Check;
 use common::service::Base;
+use common::service_name::Service;
 use common::status::StatusBoard;
 use common::topology::Topology;
 use tokio::net::TcpListener;
@@ -35,8 +36,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let settings = settings.for_service(common::cli::Binary::Ingress)?;
-        let base = Base::connect("ingress", &settings, settings.ingress.listen).await?;
+        let settings = settings.for_service(common::service_name::Service::Ingress)?;
+        let base = Base::connect(Service::Ingress.name(), &settings, settings.ingress.listen).await?;
         let board = crate::long_connection::Board::default();
         let status_page = match &settings.ingress.admin_token {
             Some(token) => crate::status_page::router(crate::status_page::StatusPage {

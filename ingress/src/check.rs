@@ -9,7 +9,7 @@ use common::config::{Settings, Subscription};
 pub async fn run(settings: &Settings) -> Checklist {
     let mut list = Checklist::new("ingress --check");
     list.pass("config", format!("{} channel(s); callbacks on {}", settings.channels.len(), settings.ingress.listen));
-    common::check::secrets(&mut list, settings, common::cli::Binary::Ingress);
+    common::check::secrets(&mut list, settings, common::service_name::Service::Ingress);
     for id in settings.unverified_channels() {
         list.warn(
             format!("channel {id} unverified"),

@@ -37,6 +37,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use common::activity;
 use common::dead_letter::{self, DeadLetter};
+use common::service_name::Service;
 use common::status::{read, read_activity, StageStatus};
 use common::topology::Topology;
 use hmac::{Hmac, Mac};
@@ -212,7 +213,7 @@ async fn collect(page: &StatusPage) -> Vec<ChannelStatus> {
             Some(s) => read(s, id).await,
             None => Default::default(),
         };
-        let [events, questions, answers] = ["ingress", "relay", "responder"].map(|stage| {
+        let [events, questions, answers] = Service::ALL.map(Service::name).map(|stage| {
             activities.get(&(id.clone(), stage.to_owned())).map(|s| activity::merge(s, now)).unwrap_or_default()
         });
         let ok = |s: &str| stages.get(s).and_then(|st: &StageStatus| st.last_ok_at.clone());
@@ -223,9 +224,9 @@ async fn collect(page: &StatusPage) -> Vec<ChannelStatus> {
         let mut status = ChannelStatus {
             channel: id.clone(),
             mode: if channel.long_connection { "long_connection" } else { "webhook" },
-            last_event_received: ok("ingress"),
-            last_question_answered: ok("relay"),
-            last_answer_sent: ok("responder"),
+            last_event_received: ok(Service::Ingress.name()),
+            last_question_answered: ok(Service::Relay.name()),
+            last_answer_sent: ok(Service::Responder.name()),
             last_error,
             dead_letters_waiting: dead_counts.get(id).copied().unwrap_or(0),
             dead_letters: letters.remove(id).unwrap_or_default(),

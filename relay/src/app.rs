@@ -11,6 +11,7 @@ use common::config::Settings;
 use common::lark::api::LarkClients;
 use common::nats::retry_until_ready;
 use common::service::{http_client, Base};
+use common::service_name::Service;
 use common::topology::{Queue, TopologyError, ACK_WAIT, LEASE_TTL};
 use common::worker::{Share, Worker};
 use tokio_util::sync::CancellationToken;
@@ -34,8 +35,8 @@ pub struct Application {
 impl Application {
     /// `shutdown` also ends the wait for NATS at start.
     pub async fn build(settings: Settings, shutdown: &CancellationToken) -> Result<Self, StartError> {
-        let settings = settings.for_service(common::cli::Binary::Relay)?;
-        let base = Base::connect("relay", &settings, settings.relay.listen).await?;
+        let settings = settings.for_service(common::service_name::Service::Relay)?;
+        let base = Base::connect(Service::Relay.name(), &settings, settings.relay.listen).await?;
         // Health answers from now on; readiness waits for the topology and the consumer.
         let health_stop = CancellationToken::new();
         let server = Base::serve(base.listener, base.health.router(), health_stop.clone());
@@ -99,7 +100,7 @@ impl Application {
             unsent: Default::default(),
         };
         let worker = Worker {
-            name: "relay",
+            name: Service::Relay.name(),
             consumers,
             stream,
             leases,

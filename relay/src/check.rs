@@ -13,7 +13,7 @@ use crate::fastgpt::{Ask, FastGpt};
 
 pub async fn run(settings: &Settings) -> Checklist {
     let mut list = Checklist::new("relay --check");
-    common::check::secrets(&mut list, settings, common::cli::Binary::Relay);
+    common::check::secrets(&mut list, settings, common::service_name::Service::Relay);
     let timeout = settings.relay.fastgpt_timeout().min(Duration::from_secs(60));
     let fastgpt = match http_client(timeout) {
         Ok(http) => FastGpt::new(http, timeout),

@@ -28,6 +28,7 @@ use common::lark::api::LarkClients;
 use common::lark::card_action::CardAction;
 use common::lark::event::{EventEnvelope, MessageEvent};
 use common::question::Pending;
+use common::service_name::Service;
 use common::topology::Topology;
 use common::worker::{backoff, Handler, Outcome};
 use tracing::Instrument;
@@ -581,7 +582,9 @@ impl Relay {
     pub(crate) async fn dead(&self, message: &Message, channel_id: &str, reason: &str) -> Outcome {
         tracing::error!(reason, "event cannot be handled; sent to the dead-letter stream");
         let channel = if channel_id.is_empty() { "unknown" } else { channel_id };
-        match common::dead_letter::publish(&self.js, &self.topology, "relay", channel, message, reason).await {
+        match common::dead_letter::publish(&self.js, &self.topology, Service::Relay.name(), channel, message, reason)
+            .await
+        {
             Ok(()) => Outcome::Drop,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot dead-letter the event; retrying");

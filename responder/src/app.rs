@@ -13,6 +13,7 @@ use common::config::Settings;
 use common::lark::api::LarkClients;
 use common::nats::retry_until_ready;
 use common::service::{http_client, Base};
+use common::service_name::Service;
 use common::topology::{Queue, TopologyError, ACK_WAIT, LEASE_TTL};
 use common::worker::{Share, Worker};
 use tokio_util::sync::CancellationToken;
@@ -40,8 +41,8 @@ pub struct Application {
 impl Application {
     /// `shutdown` also ends the wait for NATS at start.
     pub async fn build(settings: Settings, shutdown: &CancellationToken) -> Result<Self, StartError> {
-        let settings = settings.for_service(common::cli::Binary::Responder)?;
-        let base = Base::connect("responder", &settings, settings.responder.listen).await?;
+        let settings = settings.for_service(common::service_name::Service::Responder)?;
+        let base = Base::connect(Service::Responder.name(), &settings, settings.responder.listen).await?;
         // Health answers from now on; readiness waits for the topology and the consumer.
         let health_stop = CancellationToken::new();
         let server = Base::serve(base.listener, base.health.router(), health_stop.clone());
@@ -102,7 +103,7 @@ impl Application {
             cardkit_refused: Default::default(),
         };
         let worker = Worker {
-            name: "responder",
+            name: Service::Responder.name(),
             consumers,
             stream,
             leases,

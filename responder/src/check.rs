@@ -48,7 +48,7 @@ fn activation(status: Option<i64>) -> String {
 
 pub async fn run(settings: &Settings) -> Checklist {
     let mut list = Checklist::new("responder --check");
-    common::check::secrets(&mut list, settings, common::cli::Binary::Responder);
+    common::check::secrets(&mut list, settings, common::service_name::Service::Responder);
     let http = match http_client(settings.responder.lark_timeout()) {
         Ok(h) => h,
         Err(e) => {

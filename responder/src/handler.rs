@@ -20,6 +20,7 @@ use async_nats::jetstream::{self, Message};
 use common::envelope::{header, ReplyBody, ReplyCommand, CHANNEL_HEADER};
 use common::lark::api::{LarkClients, LarkError};
 use common::lark::errors::ErrorClass;
+use common::service_name::Service;
 use common::topology::keys;
 use common::topology::Topology;
 use common::worker::{backoff, Handler, Outcome};
@@ -204,7 +205,16 @@ impl Responder {
     }
 
     pub(crate) async fn dead(&self, message: &Message, channel: &str, reason: &str) -> Outcome {
-        match common::dead_letter::publish(&self.js, &self.topology, "responder", channel, message, reason).await {
+        match common::dead_letter::publish(
+            &self.js,
+            &self.topology,
+            Service::Responder.name(),
+            channel,
+            message,
+            reason,
+        )
+        .await
+        {
             Ok(()) => {
                 self.status.error(channel, reason, "fix the cause, then `responder --dead-letters` and `--redrive`");
                 tracing::error!(reason, "reply dead-lettered");

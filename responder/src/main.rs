@@ -5,11 +5,12 @@
 
 use std::process::ExitCode;
 
-use common::cli::{Binary, Cli};
+use common::cli::Cli;
+use common::service_name::Service;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse(Binary::Responder);
+    let cli = Cli::parse(Service::Responder);
     let settings = cli.settings()?;
     if cli.service.check {
         return Ok(responder::check::run(&settings).await.finish());
@@ -19,7 +20,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         responder::admin::dead_letters(&settings, admin.channel.as_deref(), admin.redrive).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let telemetry = common::telemetry::init("responder", &settings.telemetry);
+    let telemetry = common::telemetry::init(Service::Responder.name(), &settings.telemetry);
     let shutdown = common::shutdown::on_signal();
     let app = responder::Application::build(settings, &shutdown).await?;
     app.run_until_stopped(shutdown).await;

@@ -18,6 +18,7 @@
 //! it, and changing it would move conversations between partitions while
 //! their messages wait (drain the work queues first).
 
+use crate::service_name::Service;
 use sha2::{Digest, Sha256};
 
 /// Partitions of each work queue: the unit of ownership between replicas.
@@ -46,8 +47,8 @@ impl Queue {
     /// The service that consumes it (names its consumers and leases).
     pub fn consumer(self) -> &'static str {
         match self {
-            Queue::Events => "relay",
-            Queue::Replies => "responder",
+            Queue::Events => Service::Relay.name(),
+            Queue::Replies => Service::Responder.name(),
         }
     }
 }
