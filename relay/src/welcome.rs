@@ -63,7 +63,14 @@ impl Relay {
         };
         let store = self.sessions.store();
         let key = keys::welcomed(&channel.id, &chat);
+        // The mark names the event that claimed the welcome: that event
+        // delivered again (its relay killed between the mark and the
+        // publish) publishes again, which the reply's `Nats-Msg-Id` and
+        // Lark `uuid` make harmless; any other event finds the chat welcomed.
+        let source = dedup_key(&channel.id, envelope, None);
+        let mut claimed = false;
         match store.get(&key).await {
+            Ok(Some(by)) if by.as_ref() == source.as_bytes() => claimed = true,
             Ok(Some(_)) => {
                 tracing::debug!("this chat was welcomed already");
                 return Outcome::Done;
@@ -91,8 +98,9 @@ impl Relay {
             tracing::info!("the app has no welcome text; nothing sent");
             return Outcome::Done;
         };
-        match store.create(&key, "sent".into()).await {
+        match store.create(&key, source.clone().into()).await {
             Ok(_) => {}
+            Err(_) if claimed => {}
             Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
                 tracing::debug!("another delivery welcomed this chat");
                 return Outcome::Done;
@@ -104,7 +112,7 @@ impl Relay {
         }
         let command = ReplyCommand {
             channel: channel.id.clone(),
-            source: dedup_key(&channel.id, envelope, None),
+            source,
             reply_to: String::new(),
             chat_id: chat.clone(),
             in_thread: false,

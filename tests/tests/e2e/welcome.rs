@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use lark_bridge_tests::fake_lark::Via;
-use lark_bridge_tests::harness::{Bridge, APP_ID, VERIFICATION_TOKEN};
+use lark_bridge_tests::harness::{Bridge, APP_ID, CHANNEL, VERIFICATION_TOKEN};
 use serde_json::{json, Value};
 
 use crate::pipeline::WAIT;
@@ -146,5 +146,24 @@ async fn the_sandbox_chat_is_welcomed_once() {
     let key = user.enter(&group, "ou_sandbox_you").await.expect("sent");
     let timing = Timing { timeout: Duration::from_secs(3), ..Timing::default() };
     assert!(user.wait_for_replies(&key, timing).await.expect("replies").replies.is_empty(), "once");
+    b.stop().await;
+}
+
+/// A relay killed after marking the chat as welcomed and before queueing the
+/// welcome: the same event, delivered again, still sends it (the mark names
+/// the event that claimed it); another event for that chat sends nothing.
+#[tokio::test]
+async fn a_welcome_claimed_but_not_sent_goes_out_when_its_event_comes_again() {
+    let b = Bridge::start().await;
+    b.fastgpt.set_welcome_text("Hello again.");
+    let sessions = b.js.get_key_value(b.topology().sessions_bucket()).await.expect("the sessions bucket");
+    let key = common::topology::keys::welcomed(CHANNEL, "oc_claimed");
+    // What the killed relay left: the mark, claimed by evt_claimed.
+    sessions.create(&key, format!("{CHANNEL}:evt:evt_claimed").into()).await.expect("mark");
+    b.deliver_ok(&bot_added("evt_claimed", "oc_claimed")).await;
+    assert_eq!(b.lark.wait_for_messages(1, WAIT).await.len(), 1);
+    b.deliver_ok(&bot_added("evt_other", "oc_claimed")).await;
+    settle().await;
+    assert_eq!(sent_to(&b, "oc_claimed").len(), 1, "welcomed once");
     b.stop().await;
 }
