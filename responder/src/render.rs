@@ -310,6 +310,32 @@ fn split_line(line: &str, room: usize) -> Vec<&str> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_final_card_carries_the_answer_its_extras_and_streaming_closed() {
+        let extras = common::answer::Extras {
+            sources: vec![common::answer::Source { name: "Leave <at id=all></at> policy".into(), url: None }],
+            feedback: Some(Box::new(common::answer::FeedbackTarget {
+                chat_id: "lb-abc".into(),
+                data_id: "lb-01".into(),
+                asked_by: None,
+                lark_chat_id: "oc_1".into(),
+            })),
+        };
+        let card: serde_json::Value =
+            serde_json::from_str(&final_card("the answer", "the answer", &extras)).expect("json");
+        assert_eq!(card.pointer("/config/streaming_mode"), Some(&serde_json::json!(false)));
+        assert_eq!(card.pointer("/config/summary/content").and_then(|v| v.as_str()), Some("the answer"));
+        let elements = card.pointer("/body/elements").and_then(|v| v.as_array()).expect("elements");
+        assert_eq!(elements[0]["element_id"], ANSWER_ELEMENT, "the answer first, where drafts wrote");
+        assert_eq!(elements[0]["content"], "the answer");
+        assert_eq!(elements[1]["tag"], "collapsible_panel", "then the sources");
+        assert_eq!(elements[2]["element_id"], "feedback", "then the buttons");
+        assert!(!card.to_string().contains("<at id=all>"), "a source name mentions nobody: {card}");
+        let plain: serde_json::Value =
+            serde_json::from_str(&final_card("x", "x", &common::answer::Extras::default())).expect("json");
+        assert_eq!(plain.pointer("/body/elements").and_then(|v| v.as_array()).map(Vec::len), Some(1));
+    }
+
     fn markdown_of(part: &Part) -> String {
         let v: serde_json::Value = serde_json::from_str(&part.content).expect("json");
         v.pointer("/body/elements/0/content").and_then(|c| c.as_str()).expect("markdown element").to_owned()
