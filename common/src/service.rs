@@ -94,14 +94,8 @@ impl Base {
         status: &StatusBoard,
         shutdown: &CancellationToken,
     ) -> Result<kv::Store, StartError> {
-        retry_until_ready("creating the JetStream streams", shutdown, TopologyError::is_permanent, || {
-            topology.ensure_streams(js)
-        })
-        .await?;
-        let store = retry_until_ready("opening the status bucket", shutdown, TopologyError::is_permanent, || {
-            topology.status(js)
-        })
-        .await?;
+        until_ready("creating the JetStream streams", shutdown, || topology.ensure_streams(js)).await?;
+        let store = until_ready("opening the status bucket", shutdown, || topology.status(js)).await?;
         status.spawn_flusher(store.clone(), shutdown.clone());
         crate::topology::usage::spawn_sampler(js.clone(), topology.clone(), shutdown.clone());
         streams.set(true);
@@ -129,4 +123,15 @@ pub fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, Star
         .user_agent(concat!("lark-bridge/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| StartError::Http(e.to_string()))
+}
+
+/// Opens or creates what a service needs on NATS (`topology` calls),
+/// waiting for NATS as [`retry_until_ready`] does; a setting NATS cannot
+/// change stops the start at once.
+pub async fn until_ready<T, F, Fut>(what: &str, shutdown: &CancellationToken, attempt: F) -> Result<T, TopologyError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, TopologyError>>,
+{
+    retry_until_ready(what, shutdown, TopologyError::is_permanent, attempt).await
 }

@@ -10,7 +10,7 @@ use common::channel::Channels;
 use common::config::Settings;
 use common::lark::api::LarkClients;
 use common::nats::retry_until_ready;
-use common::service::{http_client, Base};
+use common::service::{http_client, until_ready, Base};
 use common::service_name::Service;
 use common::topology::{Queue, TopologyError, ACK_WAIT, LEASE_TTL};
 use common::worker::{Share, Worker};
@@ -42,7 +42,7 @@ impl Application {
         let server = Base::serve(base.listener, base.health.router(), health_stop.clone());
         let (js, topology) = (&base.js, &base.topology);
         let status_store = Base::prepare(js, topology, &base.streams, &base.status, shutdown).await?;
-        let consumers = retry_until_ready("binding the relay consumers", shutdown, TopologyError::is_permanent, || {
+        let consumers = until_ready("binding the relay consumers", shutdown, || {
             topology.partition_consumers(js, Queue::Events, ACK_WAIT)
         })
         .await?;
@@ -54,27 +54,11 @@ impl Application {
         )
         .await
         .map_err(|e| TopologyError::Stream { name: topology.events_stream(), source: e.into() })?;
-        let leases = retry_until_ready("opening the leases bucket", shutdown, TopologyError::is_permanent, || {
-            topology.leases(js, LEASE_TTL)
-        })
-        .await?;
-        let sessions = retry_until_ready("opening the sessions bucket", shutdown, TopologyError::is_permanent, || {
-            topology.sessions(js)
-        })
-        .await?;
-        let handled = retry_until_ready("opening the handled bucket", shutdown, TopologyError::is_permanent, || {
-            topology.handled(js)
-        })
-        .await?;
-        let attempts = retry_until_ready("opening the attempts bucket", shutdown, TopologyError::is_permanent, || {
-            topology.attempts(js)
-        })
-        .await?;
-        let questions =
-            retry_until_ready("opening the questions bucket", shutdown, TopologyError::is_permanent, || {
-                topology.questions(js)
-            })
-            .await?;
+        let leases = until_ready("opening the leases bucket", shutdown, || topology.leases(js, LEASE_TTL)).await?;
+        let sessions = until_ready("opening the sessions bucket", shutdown, || topology.sessions(js)).await?;
+        let handled = until_ready("opening the handled bucket", shutdown, || topology.handled(js)).await?;
+        let attempts = until_ready("opening the attempts bucket", shutdown, || topology.attempts(js)).await?;
+        let questions = until_ready("opening the questions bucket", shutdown, || topology.questions(js)).await?;
         let attachments = Attachments::open(&settings, js, topology, base.status.clone(), shutdown).await?;
 
         let channels = Channels::new(&settings.channels);

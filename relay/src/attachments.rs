@@ -99,13 +99,8 @@ impl Attachments {
     ) -> Result<Self, TopologyError> {
         let files = match settings.files() {
             FilesSetup::Enabled { public_url, signing_key } => {
-                let store = common::nats::retry_until_ready(
-                    "opening the files bucket",
-                    shutdown,
-                    TopologyError::is_permanent,
-                    || topology.files(js),
-                )
-                .await?;
+                let store =
+                    common::service::until_ready("opening the files bucket", shutdown, || topology.files(js)).await?;
                 let signer = LinkSigner::new(signing_key.clone(), topology.files_max_age());
                 tracing::info!(%public_url, bucket = %topology.files_bucket(), "files on: FastGPT fetches them from the ingress");
                 let max = settings.nats.files_max_bytes;

@@ -12,7 +12,7 @@ use common::channel::Channels;
 use common::config::Settings;
 use common::lark::api::LarkClients;
 use common::nats::retry_until_ready;
-use common::service::{http_client, Base};
+use common::service::{http_client, until_ready, Base};
 use common::service_name::Service;
 use common::topology::{Queue, TopologyError, ACK_WAIT, LEASE_TTL};
 use common::worker::{Share, Worker};
@@ -48,11 +48,10 @@ impl Application {
         let server = Base::serve(base.listener, base.health.router(), health_stop.clone());
         let (js, topology) = (&base.js, &base.topology);
         let status_store = Base::prepare(js, topology, &base.streams, &base.status, shutdown).await?;
-        let consumers =
-            retry_until_ready("binding the responder consumers", shutdown, TopologyError::is_permanent, || {
-                topology.partition_consumers(js, Queue::Replies, ACK_WAIT)
-            })
-            .await?;
+        let consumers = until_ready("binding the responder consumers", shutdown, || {
+            topology.partition_consumers(js, Queue::Replies, ACK_WAIT)
+        })
+        .await?;
         let stream = retry_until_ready(
             "finding the replies stream",
             shutdown,
@@ -61,18 +60,9 @@ impl Application {
         )
         .await
         .map_err(|e| TopologyError::Stream { name: topology.replies_stream(), source: e.into() })?;
-        let leases = retry_until_ready("opening the leases bucket", shutdown, TopologyError::is_permanent, || {
-            topology.leases(js, LEASE_TTL)
-        })
-        .await?;
-        let attempts = retry_until_ready("opening the attempts bucket", shutdown, TopologyError::is_permanent, || {
-            topology.attempts(js)
-        })
-        .await?;
-        let cards = Cards::new(
-            retry_until_ready("opening the cards bucket", shutdown, TopologyError::is_permanent, || topology.cards(js))
-                .await?,
-        );
+        let leases = until_ready("opening the leases bucket", shutdown, || topology.leases(js, LEASE_TTL)).await?;
+        let attempts = until_ready("opening the attempts bucket", shutdown, || topology.attempts(js)).await?;
+        let cards = Cards::new(until_ready("opening the cards bucket", shutdown, || topology.cards(js)).await?);
 
         let channels = Channels::new(&settings.channels);
         let r = &settings.responder;

@@ -25,30 +25,14 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    Ingress,
-    Relay,
-    Responder,
-}
+pub use common::service_name::Service;
 
-impl Service {
-    pub const ALL: [Service; 3] = [Service::Ingress, Service::Relay, Service::Responder];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Ingress => "ingress",
-            Service::Relay => "relay",
-            Service::Responder => "responder",
-        }
-    }
-
-    fn binary(self) -> &'static str {
-        match self {
-            Service::Ingress => env!("CARGO_BIN_EXE_lb-ingress"),
-            Service::Relay => env!("CARGO_BIN_EXE_lb-relay"),
-            Service::Responder => env!("CARGO_BIN_EXE_lb-responder"),
-        }
+/// The service's binary, as Cargo built it for these tests.
+fn binary(service: Service) -> &'static str {
+    match service {
+        Service::Ingress => env!("CARGO_BIN_EXE_lb-ingress"),
+        Service::Relay => env!("CARGO_BIN_EXE_lb-relay"),
+        Service::Responder => env!("CARGO_BIN_EXE_lb-responder"),
     }
 }
 
@@ -131,7 +115,7 @@ impl ProcBridge {
 
     /// Starts `s` and waits until its `/readyz` answers 200.
     pub async fn spawn(&mut self, s: Service) {
-        let mut cmd = Command::new(s.binary());
+        let mut cmd = Command::new(binary(s));
         cmd.arg("--config")
             .arg(self.config.path())
             .env("RUST_LOG", "info,async_nats=warn")
