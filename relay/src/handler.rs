@@ -35,7 +35,7 @@ use tracing::Instrument;
 
 use crate::attachments::{Attachments, Declined};
 use crate::fastgpt::{Ask, FastGpt, FastGptError, Refusal};
-use crate::question::{self, Question};
+use crate::incoming::{self, Asked};
 use crate::questions::Questions;
 use crate::replies::{PublishError, Replies};
 use crate::sessions::Sessions;
@@ -395,7 +395,7 @@ impl Relay {
             },
             None => None,
         };
-        let question = match question::read(&event.message, bot_open_id.as_deref()) {
+        let asked = match incoming::read(&event.message, bot_open_id.as_deref()) {
             Ok(q) => q,
             Err(e) => {
                 tracing::warn!(error = %e, message_type = %event.message.message_type, "unreadable message content");
@@ -403,13 +403,13 @@ impl Relay {
             }
         };
         let _in_memory;
-        let (text, attachments) = match question {
-            Question::NotText(t) => {
+        let (text, attachments) = match asked {
+            Asked::NotText(t) => {
                 tracing::info!(message_type = %t, "not a text, image or file message");
                 return Ok(say(ReplyKind::Notice, crate::attachments::notice::not_readable(&t)));
             }
-            Question::Empty => return Ok(say(ReplyKind::Notice, text::EMPTY)),
-            Question::Reset => {
+            Asked::Empty => return Ok(say(ReplyKind::Notice, text::EMPTY)),
+            Asked::Reset => {
                 return match self.sessions.reset(&channel.id, conversation).await {
                     Ok(generation) => {
                         tracing::info!(generation, "conversation reset");
@@ -421,8 +421,8 @@ impl Relay {
                     }
                 };
             }
-            Question::Ask(text) => (text, Vec::new()),
-            Question::WithResources { text, resources } => {
+            Asked::Ask(text) => (text, Vec::new()),
+            Asked::WithResources { text, resources } => {
                 // Held until FastGPT has the question (the end of this function).
                 _in_memory = self.attachments.in_memory.clone().acquire_owned().await.ok();
                 let (lark, message_id) = (lark.as_deref(), &event.message.message_id);

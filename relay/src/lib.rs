@@ -2,7 +2,7 @@
 //! reply commands.
 //!
 //! - [`attachments`]: a message's images and files → FastGPT content parts (download, sniff, store, sign).
-//! - [`question`]: a Lark message → a question (mentions, `post`, `Reset`, non-text).
+//! - [`incoming`]: a Lark message → what it asks (mentions, `post`, `Reset`, non-text).
 //! - [`sessions`]: the Reset generation of each conversation, in JetStream KV.
 //! - [`fastgpt`]: the FastGPT client and its error classes.
 //! - [`feedback`]: 👍 / 👎 on final answers, recorded in FastGPT.
@@ -27,9 +27,9 @@ pub mod clicks;
 pub mod fastgpt;
 pub mod feedback;
 pub mod handler;
+pub mod incoming;
 pub mod interactive;
 pub mod once;
-pub mod question;
 pub mod questions;
 pub mod replies;
 pub mod sessions;

@@ -27,7 +27,7 @@ use common::worker::Outcome;
 
 use crate::budget::{Api, Class};
 use crate::card_start::count_card_op;
-use crate::card_state::{now_ms, CardState, Phase};
+use crate::card_state::{now_ms, CardRecord, Phase};
 use crate::handler::Responder;
 use crate::render::{card, card_chunks, final_card, with_extras, Part, ANSWER_ELEMENT};
 use crate::send::send_part;
@@ -176,7 +176,7 @@ impl Responder {
         text: &str,
         summary: &str,
         extras: &Extras,
-        state: &CardState,
+        state: &CardRecord,
         sequence: u64,
     ) -> Result<(), LarkError> {
         let app = &lark.channel().app_id;
@@ -228,7 +228,7 @@ impl Responder {
 
     /// Writes the state; a failure is logged (at worst a retry repeats a step,
     /// with the same uuids and new sequences).
-    async fn save(&self, key: &str, state: &CardState, revision: u64) -> u64 {
+    async fn save(&self, key: &str, state: &CardRecord, revision: u64) -> u64 {
         match self.cards.update(key, state, revision).await {
             Ok(Some(r)) => r,
             Ok(None) => {

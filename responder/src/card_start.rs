@@ -19,7 +19,7 @@ use common::topology::keys;
 use common::worker::{backoff, Outcome};
 
 use crate::budget::{Api, Class};
-use crate::card_state::{now_ms, CardState, Phase};
+use crate::card_state::{now_ms, CardRecord, Phase};
 use crate::drafts::Chat;
 use crate::handler::Responder;
 use crate::live_cards::{partition_of_chat, LiveCard};
@@ -93,11 +93,11 @@ impl Responder {
         text: &str,
         run: u64,
         attempt: u32,
-    ) -> Result<Option<CardState>, Outcome> {
+    ) -> Result<Option<CardRecord>, Outcome> {
         if self.cardkit_refused.recently(&command.channel) {
             // Refused a moment ago (a missing scope, most likely): not every
             // answer pays a failed call and an error line for it.
-            return match self.cards.create(key, &CardState::plain()).await {
+            return match self.cards.create(key, &CardRecord::plain()).await {
                 Ok(_) => Ok(None),
                 Err(e) => Err(self.start_later(attempt, &e.to_string())),
             };
@@ -116,7 +116,7 @@ impl Responder {
                 return Err(self.card_start_failed(command, key, &e, attempt).await);
             }
         };
-        let state = CardState::streaming(card_id.clone(), (run, 0));
+        let state = CardRecord::streaming(card_id.clone(), (run, 0));
         match self.cards.create(key, &state).await {
             Ok(Some(_)) => {
                 let ids = (command.channel.clone(), app.clone(), card_id);
@@ -176,7 +176,7 @@ impl Responder {
                 self.cardkit_refused.record(&command.channel);
                 tracing::error!(error = %e, fix = CARDKIT_FIX, "CardKit refused the card; answers go out whole for the next minute");
                 self.status.error(&command.channel, format!("CardKit refused a streaming card: {e}"), CARDKIT_FIX);
-                let plain = CardState::plain();
+                let plain = CardRecord::plain();
                 let marked = match self.cards.create(key, &plain).await {
                     Ok(Some(_)) => Ok(()),
                     Ok(None) => self

@@ -30,8 +30,9 @@ pub enum Phase {
     Plain,
 }
 
+/// A streamed answer's card, as recorded in `{ns}_cards`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CardState {
+pub struct CardRecord {
     pub phase: Phase,
     #[serde(default)]
     pub card_id: Option<String>,
@@ -52,7 +53,7 @@ pub struct CardState {
     pub parts_shown: usize,
 }
 
-impl CardState {
+impl CardRecord {
     pub fn plain() -> Self {
         Self {
             phase: Phase::Plain,
@@ -109,8 +110,8 @@ pub struct Cards {
     kv: kv::Store,
 }
 
-/// A state read at a revision.
-pub type Read = Option<(CardState, u64)>;
+/// A record read at a revision.
+pub type Read = Option<(CardRecord, u64)>;
 
 impl Cards {
     pub fn new(kv: kv::Store) -> Self {
@@ -125,9 +126,9 @@ impl Cards {
         Ok(Some((state, entry.revision)))
     }
 
-    /// Writes a first state: its revision, or `None` when another replica
+    /// Writes a first record: its revision, or `None` when another replica
     /// wrote one first.
-    pub async fn create(&self, key: &str, state: &CardState) -> Result<Option<u64>, StoreError> {
+    pub async fn create(&self, key: &str, state: &CardRecord) -> Result<Option<u64>, StoreError> {
         match self.kv.create(key, to_bytes(state)?).await {
             Ok(revision) => Ok(Some(revision)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
@@ -135,9 +136,9 @@ impl Cards {
         }
     }
 
-    /// Replaces the state read at `revision`: the new revision, or `None`
+    /// Replaces the record read at `revision`: the new revision, or `None`
     /// when it changed since.
-    pub async fn update(&self, key: &str, state: &CardState, revision: u64) -> Result<Option<u64>, StoreError> {
+    pub async fn update(&self, key: &str, state: &CardRecord, revision: u64) -> Result<Option<u64>, StoreError> {
         match self.kv.update(key, to_bytes(state)?, revision).await {
             Ok(revision) => Ok(Some(revision)),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
@@ -145,14 +146,14 @@ impl Cards {
         }
     }
 
-    /// Applies `change` to the current state until a compare-and-set wins
-    /// (a few tries): the state written and its revision, or `None` when
-    /// there is no state or `change` declines (returns `false`).
+    /// Applies `change` to the current record until a compare-and-set wins
+    /// (a few tries): the record written and its revision, or `None` when
+    /// there is no record or `change` declines (returns `false`).
     pub async fn modify(
         &self,
         key: &str,
-        mut change: impl FnMut(&mut CardState) -> bool,
-    ) -> Result<Option<(CardState, u64)>, StoreError> {
+        mut change: impl FnMut(&mut CardRecord) -> bool,
+    ) -> Result<Option<(CardRecord, u64)>, StoreError> {
         for _ in 0..5 {
             let Some((mut state, revision)) = self.read(key).await? else { return Ok(None) };
             if !change(&mut state) {
@@ -166,7 +167,7 @@ impl Cards {
     }
 }
 
-fn to_bytes(state: &CardState) -> Result<bytes::Bytes, StoreError> {
+fn to_bytes(state: &CardRecord) -> Result<bytes::Bytes, StoreError> {
     serde_json::to_vec(state).map(Into::into).map_err(|e| StoreError(e.to_string()))
 }
 
@@ -201,7 +202,7 @@ mod tests {
 
     #[test]
     fn reservations_rise_above_every_block_reserved_before() {
-        let mut s = CardState::streaming("c".into(), (1, 1));
+        let mut s = CardRecord::streaming("c".into(), (1, 1));
         assert_eq!(s.sequence, SEQUENCE_BLOCK, "the creator's block: 1..=SEQUENCE_BLOCK");
         assert_eq!(s.reserve_block(), (SEQUENCE_BLOCK + 1, 2 * SEQUENCE_BLOCK), "a new owner's block");
         assert_eq!(s.reserve(3), 2 * SEQUENCE_BLOCK + 1, "the final answer's operations");
@@ -210,8 +211,8 @@ mod tests {
 
     #[test]
     fn state_round_trips() {
-        let s = CardState::streaming("7355".into(), (9, 2));
-        let back: CardState = serde_json::from_slice(&to_bytes(&s).expect("bytes")).expect("parses");
+        let s = CardRecord::streaming("7355".into(), (9, 2));
+        let back: CardRecord = serde_json::from_slice(&to_bytes(&s).expect("bytes")).expect("parses");
         assert_eq!(back, s);
     }
 }

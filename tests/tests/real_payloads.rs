@@ -33,7 +33,7 @@ use common::lark::long_connection::frame::{Frame, Kind};
 use futures::StreamExt;
 use ingress::callback::{self, Rejection, Verified, VerifiedEvent};
 use relay::fastgpt::{pieces, FastGptError, Piece};
-use relay::question::{self, Question};
+use relay::incoming::{self, Asked};
 use serde_json::Value;
 
 /// One file of a folder, with what its `SOURCES.md` row expects of it.
@@ -145,9 +145,9 @@ fn outcome(event: &VerifiedEvent) -> Result<String, String> {
         return Err("no conversation".into());
     }
     let bot = m.message.mentions.iter().filter_map(|x| x.id.open_id.as_deref()).find(|id| BOT_OPEN_IDS.contains(id));
-    match question::read(&m.message, bot).map_err(|e| format!("the relay cannot read the content: {e}"))? {
-        Question::Ask(text) => Ok(format!("ask: {text}")),
-        Question::WithResources { text, .. } => Ok(format!("ask+images: {text}")),
+    match incoming::read(&m.message, bot).map_err(|e| format!("the relay cannot read the content: {e}"))? {
+        Asked::Ask(text) => Ok(format!("ask: {text}")),
+        Asked::WithResources { text, .. } => Ok(format!("ask+images: {text}")),
         other => Ok(format!("{other:?}")),
     }
 }

@@ -1,5 +1,7 @@
-//! What a Lark message asks: its text with mentions resolved, `Reset`, nothing
-//! (a bare @bot), images and files to pass on, or something unreadable.
+//! What an incoming Lark message asks ([`Asked`]): its text with mentions
+//! resolved, `Reset`, nothing (a bare @bot), images and files to pass on, or
+//! something unreadable. (Not FastGPT's question cards: those are
+//! `common::question`, and the one waiting per conversation `crate::questions`.)
 //!
 //! The bot's own mention placeholder (`@_user_1`, recognised by the bot's
 //! open_id) is removed; other people's mentions become `@Name`. Rich text
@@ -12,9 +14,9 @@ use common::lark::resource::ResourceType;
 
 use crate::attachments::Resource;
 
-/// What the relay does with a message.
+/// What a message asks: what the relay does with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Question {
+pub enum Asked {
     /// Ask FastGPT this text.
     Ask(String),
     /// Ask FastGPT this text (possibly empty) with these images or files,
@@ -32,7 +34,7 @@ pub enum Question {
 /// own channel accepts them).
 pub const RESET_COMMANDS: [&str; 2] = ["Reset", "/reset"];
 
-pub fn read(message: &Message, bot_open_id: Option<&str>) -> Result<Question, serde_json::Error> {
+pub fn read(message: &Message, bot_open_id: Option<&str>) -> Result<Asked, serde_json::Error> {
     let text = match message.content()? {
         Content::Text { text } => resolve_mentions(&text, &message.mentions, bot_open_id),
         Content::Post(post) => {
@@ -43,31 +45,31 @@ pub fn read(message: &Message, bot_open_id: Option<&str>) -> Result<Question, se
                 .map(|key| Resource { key: key.to_owned(), kind: ResourceType::Image, file_name: None })
                 .collect();
             if !images.is_empty() {
-                return Ok(Question::WithResources { text: text.trim().to_owned(), resources: images });
+                return Ok(Asked::WithResources { text: text.trim().to_owned(), resources: images });
             }
             if text.trim().is_empty() && post.has_media() {
-                return Ok(Question::NotText("media".into()));
+                return Ok(Asked::NotText("media".into()));
             }
             text
         }
         Content::Image { image_key } => {
             let image = Resource { key: image_key, kind: ResourceType::Image, file_name: None };
-            return Ok(Question::WithResources { text: String::new(), resources: vec![image] });
+            return Ok(Asked::WithResources { text: String::new(), resources: vec![image] });
         }
         Content::File { file_key, file_name } => {
             let name = Some(file_name).filter(|n| !n.is_empty());
             let file = Resource { key: file_key, kind: ResourceType::File, file_name: name };
-            return Ok(Question::WithResources { text: String::new(), resources: vec![file] });
+            return Ok(Asked::WithResources { text: String::new(), resources: vec![file] });
         }
-        Content::Other { message_type } => return Ok(Question::NotText(message_type)),
+        Content::Other { message_type } => return Ok(Asked::NotText(message_type)),
     };
     let text = text.trim();
     Ok(if RESET_COMMANDS.contains(&text) {
-        Question::Reset
+        Asked::Reset
     } else if text.is_empty() {
-        Question::Empty
+        Asked::Empty
     } else {
-        Question::Ask(text.to_owned())
+        Asked::Ask(text.to_owned())
     })
 }
 
@@ -195,7 +197,7 @@ mod tests {
             "@_user_1 ask @_user_2 about it",
             vec![mention("@_user_1", "ou_bot", "Bot"), mention("@_user_2", "ou_tom", "Tom")],
         );
-        assert_eq!(read(&m, BOT).expect("reads"), Question::Ask("ask @Tom about it".into()));
+        assert_eq!(read(&m, BOT).expect("reads"), Asked::Ask("ask @Tom about it".into()));
     }
 
     #[test]
@@ -204,29 +206,29 @@ mod tests {
             (1..=10).map(|i| mention(&format!("@_user_{i}"), &format!("ou_{i}"), &format!("P{i}"))).collect();
         mentions[0] = mention("@_user_1", "ou_bot", "Bot");
         let m = text("@_user_1 hi @_user_10", mentions);
-        assert_eq!(read(&m, BOT).expect("reads"), Question::Ask("hi @P10".into()));
+        assert_eq!(read(&m, BOT).expect("reads"), Asked::Ask("hi @P10".into()));
     }
 
     #[test]
     fn a_bare_mention_is_empty() {
         let m = text("@_user_1  ", vec![mention("@_user_1", "ou_bot", "Bot")]);
-        assert_eq!(read(&m, BOT).expect("reads"), Question::Empty);
+        assert_eq!(read(&m, BOT).expect("reads"), Asked::Empty);
     }
 
     #[test]
     fn without_bot_info_the_leading_mention_is_dropped() {
         let m = text("@_user_1 hello", vec![mention("@_user_1", "ou_x", "Bot")]);
-        assert_eq!(read(&m, None).expect("reads"), Question::Ask("hello".into()));
+        assert_eq!(read(&m, None).expect("reads"), Asked::Ask("hello".into()));
     }
 
     #[test]
     fn reset_is_exact() {
-        assert_eq!(read(&text("Reset", vec![]), BOT).expect("reads"), Question::Reset);
-        assert_eq!(read(&text(" /reset ", vec![]), BOT).expect("reads"), Question::Reset);
+        assert_eq!(read(&text("Reset", vec![]), BOT).expect("reads"), Asked::Reset);
+        assert_eq!(read(&text(" /reset ", vec![]), BOT).expect("reads"), Asked::Reset);
         let m = text("@_user_1 Reset", vec![mention("@_user_1", "ou_bot", "Bot")]);
-        assert_eq!(read(&m, BOT).expect("reads"), Question::Reset);
-        assert_eq!(read(&text("reset", vec![]), BOT).expect("reads"), Question::Ask("reset".into()));
-        assert_eq!(read(&text("Reset please", vec![]), BOT).expect("reads"), Question::Ask("Reset please".into()));
+        assert_eq!(read(&m, BOT).expect("reads"), Asked::Reset);
+        assert_eq!(read(&text("reset", vec![]), BOT).expect("reads"), Asked::Ask("reset".into()));
+        assert_eq!(read(&text("Reset please", vec![]), BOT).expect("reads"), Asked::Ask("Reset please".into()));
     }
 
     #[test]
@@ -242,7 +244,7 @@ mod tests {
         };
         assert_eq!(
             read(&m, BOT).expect("reads"),
-            Question::WithResources {
+            Asked::WithResources {
                 text: "我是一个标题\n第一行 :超链接\n第二行:文本测试\nfunc main() int64 {\nreturn 0\n}".into(),
                 resources: vec![image],
             },
@@ -254,18 +256,12 @@ mod tests {
     fn images_and_files_are_asked_as_they_are() {
         let m = msg("image", r#"{"image_key":"img_1"}"#, vec![]);
         let image = Resource { key: "img_1".into(), kind: ResourceType::Image, file_name: None };
-        assert_eq!(
-            read(&m, BOT).expect("reads"),
-            Question::WithResources { text: String::new(), resources: vec![image] }
-        );
+        assert_eq!(read(&m, BOT).expect("reads"), Asked::WithResources { text: String::new(), resources: vec![image] });
         let m = msg("file", r#"{"file_key":"file_1","file_name":"report.pdf"}"#, vec![]);
         let file = Resource { key: "file_1".into(), kind: ResourceType::File, file_name: Some("report.pdf".into()) };
-        assert_eq!(
-            read(&m, BOT).expect("reads"),
-            Question::WithResources { text: String::new(), resources: vec![file] }
-        );
+        assert_eq!(read(&m, BOT).expect("reads"), Asked::WithResources { text: String::new(), resources: vec![file] });
         let post = r#"{"title":"","content":[[{"tag":"img","image_key":"img_2"}]]}"#;
-        let Question::WithResources { text, resources } = read(&msg("post", post, vec![]), BOT).expect("reads") else {
+        let Asked::WithResources { text, resources } = read(&msg("post", post, vec![]), BOT).expect("reads") else {
             panic!("an image alone")
         };
         assert_eq!((text.as_str(), resources.len()), ("", 1));
@@ -274,11 +270,11 @@ mod tests {
     #[test]
     fn what_cannot_be_read_is_named() {
         let m = msg("sticker", r#"{"file_key":"f"}"#, vec![]);
-        assert_eq!(read(&m, BOT).expect("reads"), Question::NotText("sticker".into()));
+        assert_eq!(read(&m, BOT).expect("reads"), Asked::NotText("sticker".into()));
         let m = msg("audio", r#"{"file_key":"f","duration":2000}"#, vec![]);
-        assert_eq!(read(&m, BOT).expect("reads"), Question::NotText("audio".into()));
+        assert_eq!(read(&m, BOT).expect("reads"), Asked::NotText("audio".into()));
         let video_only = r#"{"title":"","content":[[{"tag":"media","file_key":"f","image_key":"i"}]]}"#;
-        assert_eq!(read(&msg("post", video_only, vec![]), BOT).expect("reads"), Question::NotText("media".into()));
+        assert_eq!(read(&msg("post", video_only, vec![]), BOT).expect("reads"), Asked::NotText("media".into()));
     }
 
     #[test]
