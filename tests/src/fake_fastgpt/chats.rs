@@ -40,7 +40,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{error_body, Shared};
+use super::answers::error_body;
+use super::Shared;
 
 /// The fake app's id (a Mongo ObjectId, as FastGPT's).
 pub const APP_ID: &str = "65f0c0ffee0000000000fa57";

@@ -28,7 +28,10 @@ use std::io::Write;
 use anyhow::{bail, Context as _};
 use serde_json::Value;
 
-use super::{landed_in, render_markdown, Arrival, LarkUser, SentInfo, Session};
+use super::render::landed_in;
+use super::session::Session;
+use super::user::SentInfo;
+use super::{render_markdown, Arrival, LarkUser};
 use crate::fake_lark::card_actions::{SandboxCardAction, SANDBOX_CARD_ACTION_PATH};
 use crate::fake_lark::{content_text, ButtonRef, CardControls, CardForm, ClickOutcome, SandboxMessage};
 

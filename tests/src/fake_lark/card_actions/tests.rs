@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::fake_lark::server::ServerHandle;
 use crate::fake_lark::FakeApp;
+use crate::lark_events::random_hex;
 
 const APP: &str = "cli_cards";
 const SECRET: &str = "secret";
