@@ -315,9 +315,10 @@ async fn stream_run(args: &StreamArgs, target: &Target, lark: &FakeLark, fastgpt
                 record(&mut first_text, first_delta, shown);
             }
         }
-        if let Some((at, text)) = history.last() {
+        if let Some((at, _)) = history.last() {
             record(&mut complete, q.sent_at, *at);
-            if request.and_then(|r| r.answer.as_deref()) == Some(text.as_str()) {
+            let answer = request.and_then(|r| r.answer.as_deref());
+            if answer.is_some() && answer == answer_text(lark, reply).as_deref() {
                 exact += 1;
             }
         }
@@ -469,6 +470,25 @@ async fn stream_run(args: &StreamArgs, target: &Target, lark: &FakeLark, fastgpt
         println!("cpu         per answer (µs, utime + stime): {}; services {services}", cpu_line.join(", "));
     }
     report.write(args.report.as_ref())
+}
+
+/// The answer a reply shows, without what the card adds below it (the
+/// sources panel, the 👍 / 👎 buttons): a streamed card's answer element, a
+/// card's first Markdown element, or a text message's text.
+fn answer_text(lark: &FakeLark, reply: &SentMessage) -> Option<String> {
+    let markdown = |card: &serde_json::Value| {
+        let elements = card.pointer("/body/elements")?.as_array()?;
+        let answer = elements
+            .iter()
+            .find(|e| e.get("element_id").and_then(|v| v.as_str()) == Some("answer"))
+            .or_else(|| elements.first())?;
+        answer.get("content")?.as_str().map(str::to_owned)
+    };
+    match reply.card_id() {
+        Some(id) => lark.card(id).and_then(|c| markdown(&c.json)),
+        None if reply.msg_type == "interactive" => markdown(&reply.content),
+        None => Some(reply.text()),
+    }
 }
 
 #[cfg(test)]
