@@ -15,6 +15,7 @@
 //! - [`telemetry`]: logs, OTLP traces, `traceparent` through NATS headers and HTTP.
 //! - [`nats`]: connecting, the same way in every service; [`nats_url`]: `nats.url`'s servers.
 //! - [`secrets`]: each service keeps only the secrets it uses.
+//! - [`handover`]: how long a partition's new owner waits for the old one (and what that bounds).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`, shared by the three services.
 //! - [`http_server`]: serving HTTP with header and request timeouts and a connection cap.
 //! - [`worker`]: the pull loop relay and responder share: order, attempts, acks.
@@ -37,6 +38,7 @@ pub mod conversation;
 pub mod dead_letter;
 pub mod envelope;
 pub mod file_link;
+pub mod handover;
 pub mod health;
 pub mod http_server;
 pub mod lark;

@@ -72,7 +72,7 @@ impl Application {
                 publisher: publisher.clone(),
                 status: base.status.clone(),
                 board,
-                http: common::service::http_client(std::time::Duration::from_secs(10))?,
+                http: common::service::http_client(settings.responder.lark_timeout())?,
                 max_event_bytes: settings.ingress.body_limit_bytes,
                 drain_timeout: settings.ingress.publish_timeout() + std::time::Duration::from_millis(500),
                 clicks: clicks.clone(),

@@ -25,7 +25,7 @@ pub async fn run(settings: &Settings) -> Checklist {
         );
     }
     let base = settings.ingress.public_url.as_ref().map(|u| u.as_str().trim_end_matches('/').to_owned());
-    let http = common::service::http_client(std::time::Duration::from_secs(10)).ok();
+    let http = common::service::http_client(settings.responder.lark_timeout()).ok();
     for c in &settings.channels {
         if c.subscription == Subscription::LongConnection {
             let name = format!("channel {} long connection", c.id);

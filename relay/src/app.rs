@@ -64,7 +64,7 @@ impl Application {
         let channels = Channels::new(&settings.channels);
         // FastGPT calls carry their own (long) timeout; Lark calls a short one.
         let fastgpt_http = http_client(settings.relay.fastgpt_timeout())?;
-        let lark_http = http_client(std::time::Duration::from_secs(10))?;
+        let lark_http = http_client(settings.responder.lark_timeout())?;
         let lark = LarkClients::new(lark_http, &channels);
         Base::count_lark_calls(status_store.clone(), &lark, shutdown);
         let relay = Relay {

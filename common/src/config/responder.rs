@@ -12,7 +12,8 @@ pub struct ResponderSettings {
     pub listen: SocketAddr,
     /// Lark sends in flight at once in one replica.
     pub max_in_flight: usize,
-    /// Timeout of one Lark API call.
+    /// Timeout of one Lark API call, in every service (the relay's downloads
+    /// and reactions, the ingress's long-connection endpoint, the responder's sends).
     pub lark_timeout_secs: u64,
     /// Attempts at a reply before it goes to the dead-letter stream.
     pub max_attempts: u32,

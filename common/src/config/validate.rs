@@ -70,13 +70,17 @@ fn relay(relay: &RelaySettings) -> Result<(), ConfigError> {
             format!("must be between 1024 and {MAX_FILE_BYTES} (Lark serves no resource larger than 100 MB)"),
         ));
     }
-    // A partition's new owner waits at most 300 s for its previous owner's
-    // messages (`worker::partition`): a FastGPT call must end before.
-    if relay.fastgpt_timeout_secs > 270 {
+    // A partition's new owner waits only so long for its previous owner's
+    // messages: a FastGPT call must end before (`crate::handover`).
+    let max = crate::handover::MAX_FASTGPT_TIMEOUT_SECS;
+    if relay.fastgpt_timeout_secs > max {
         return Err(invalid(
             "relay.fastgpt_timeout_secs",
-            "must be at most 270: a question still in work at a replica that lost its partition must end before \
-             the new owner goes on with that conversation (300 s)",
+            format!(
+                "must be at most {max}: a question still in work at a replica that lost its partition must end \
+                 before the new owner goes on with that conversation ({} s)",
+                crate::handover::MAX_WAIT.as_secs()
+            ),
         ));
     }
     at_least_one([

@@ -52,7 +52,7 @@ const RECHECK_EVERY: Duration = Duration::from_secs(1);
 const RECHECK_MAX: usize = 32;
 /// After this long, a message waited for (a previous owner's, or handed back
 /// here) is not waited for any more.
-const FOREIGN_MAX_WAIT: Duration = Duration::from_secs(300);
+const FOREIGN_MAX_WAIT: Duration = crate::handover::MAX_WAIT;
 /// A message whose handler panicked comes back after this long.
 const PANIC_RETRY: Duration = Duration::from_secs(5);
 /// At most this many of the previous owner's messages are listed.
