@@ -182,7 +182,7 @@ async fn lark_calls(store: Option<&kv::Store>, channel: &PageChannel) -> Option<
 async fn collect(page: &StatusPage) -> Vec<ChannelStatus> {
     let mut dead_counts = HashMap::new();
     if let Ok(stream) = page.js.get_stream(page.topology.dead_stream()).await {
-        let filter = format!("{}.dead.>", page.topology.namespace());
+        let filter = page.topology.dead_filter();
         if let Ok(mut subjects) = stream.info_with_subjects(filter).await {
             use futures::StreamExt;
             while let Some(Ok((subject, count))) = subjects.next().await {

@@ -21,6 +21,32 @@ pub fn welcomed(channel: &str, chat_id: &str) -> String {
     format!("{channel}.welcome.{}", short_hash(&[chat_id.as_bytes()]))
 }
 
+/// `{ns}_leases`: replica `id` of `service` is alive.
+pub fn lease_member(service: &str, id: &str) -> String {
+    format!("{service}.member.{id}")
+}
+
+/// `{ns}_leases`: who holds partition `partition` of `service`'s queue.
+pub fn lease(service: &str, partition: u16) -> String {
+    format!("{service}.p{partition}")
+}
+
+/// What a `{ns}_leases` key of `service` says: a member's id, or a partition.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LeaseKey<'a> {
+    Member(&'a str),
+    Partition(u16),
+}
+
+/// Reads a `{ns}_leases` key of `service` ([`lease_member`], [`lease`]).
+pub fn parse_lease<'a>(service: &str, key: &'a str) -> Option<LeaseKey<'a>> {
+    let rest = key.strip_prefix(service)?.strip_prefix('.')?;
+    if let Some(id) = rest.strip_prefix("member.") {
+        return Some(LeaseKey::Member(id));
+    }
+    rest.strip_prefix('p').and_then(|p| p.parse().ok()).map(LeaseKey::Partition)
+}
+
 /// `{ns}_status`: what one service (`stage`) last saw of a channel.
 pub fn status(channel: &str, stage: &str) -> String {
     format!("{channel}.{stage}")
@@ -101,6 +127,15 @@ pub fn is_file_object(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use crate::topology::keys;
+
+    #[test]
+    fn lease_keys_read_back() {
+        use keys::{lease, lease_member, parse_lease, LeaseKey};
+        assert_eq!(parse_lease("relay", &lease_member("relay", "12-ab")), Some(LeaseKey::Member("12-ab")));
+        assert_eq!(parse_lease("relay", &lease("relay", 15)), Some(LeaseKey::Partition(15)));
+        assert_eq!(parse_lease("relay", &lease("responder", 3)), None, "another service's");
+        assert_eq!(parse_lease("relay", "relay.px"), None);
+    }
 
     #[test]
     fn file_objects_are_derived_and_url_safe() {

@@ -84,6 +84,10 @@ impl Topology {
     pub fn draft_subject(&self, channel: &str, chat_token: &str) -> String {
         subjects::draft(&self.ns, channel, chat_token)
     }
+    /// Every dead letter of this namespace.
+    pub fn dead_filter(&self) -> String {
+        subjects::dead_filter(&self.ns)
+    }
     /// What the owner of replies partition `partition` subscribes to for drafts.
     pub fn drafts_filter(&self, partition: u16) -> String {
         subjects::drafts_filter(&self.ns, partition)

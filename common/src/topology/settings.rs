@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{consumer, stream};
 
-use super::{Queue, Topology};
+use super::{subjects, Queue, Topology};
 use crate::config::NatsSettings;
 
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a duplicate publish.
@@ -65,10 +65,10 @@ impl Topology {
 
     /// A work stream: no age limit (unhandled work never expires), a size
     /// limit that refuses new work when reached (never drops old work).
-    fn work_stream(&self, name: String, kind: &str, max_bytes: i64) -> stream::Config {
+    fn work_stream(&self, name: String, queue: Queue, max_bytes: i64) -> stream::Config {
         stream::Config {
             name,
-            subjects: vec![format!("{}.{kind}.>", self.ns)],
+            subjects: vec![subjects::queue_filter(&self.ns, queue)],
             retention: stream::RetentionPolicy::WorkQueue,
             storage: stream::StorageType::File,
             num_replicas: self.replicas,
@@ -81,17 +81,17 @@ impl Topology {
     }
 
     pub fn events_stream_config(&self) -> stream::Config {
-        self.work_stream(self.events_stream(), "events", self.limits.events_bytes)
+        self.work_stream(self.events_stream(), Queue::Events, self.limits.events_bytes)
     }
 
     pub fn replies_stream_config(&self) -> stream::Config {
-        self.work_stream(self.replies_stream(), "replies", self.limits.replies_bytes)
+        self.work_stream(self.replies_stream(), Queue::Replies, self.limits.replies_bytes)
     }
 
     pub fn dead_stream_config(&self) -> stream::Config {
         stream::Config {
             name: self.dead_stream(),
-            subjects: vec![format!("{}.dead.>", self.ns)],
+            subjects: vec![subjects::dead_filter(&self.ns)],
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             num_replicas: self.replicas,

@@ -100,6 +100,16 @@ pub(super) fn dead(ns: &str, channel: &str, stage: &str) -> String {
     format!("{ns}.dead.{channel}.{stage}")
 }
 
+/// Every subject of a work queue (its stream's subjects).
+pub(super) fn queue_filter(ns: &str, queue: Queue) -> String {
+    format!("{ns}.{}.>", queue.token())
+}
+
+/// Every dead letter (the dead-letter stream's subjects).
+pub(super) fn dead_filter(ns: &str) -> String {
+    format!("{ns}.dead.>")
+}
+
 /// Parses a subject of namespace `ns`; `None` for anything else.
 pub(super) fn parse<'a>(ns: &str, subject: &'a str) -> Option<Subject<'a>> {
     let rest = subject.strip_prefix(ns)?.strip_prefix('.')?;

@@ -20,6 +20,8 @@ use std::time::Duration;
 use async_nats::jetstream::kv::{self, Operation};
 use futures::StreamExt;
 
+use crate::topology::keys::{self, LeaseKey};
+
 /// The bucket as one replica sees it at one moment.
 #[derive(Debug, Default, Clone)]
 pub struct View {
@@ -60,11 +62,11 @@ impl Leases {
     }
 
     fn member_key(&self) -> String {
-        format!("{}.member.{}", self.service, self.me)
+        keys::lease_member(self.service, &self.me)
     }
 
     fn lease_key(&self, partition: u16) -> String {
-        format!("{}.p{partition}", self.service)
+        keys::lease(self.service, partition)
     }
 
     /// The bucket's time to live: how long a lease lasts unrenewed.
@@ -130,17 +132,19 @@ impl Leases {
                     keys.push(key.to_owned());
                 }
             }
-            let prefix = format!("{}.", self.service);
             let mut view = View::default();
             for key in keys {
                 let entry = self.kv.entry(key.as_str()).await.map_err(|e| err("read")(e.into()))?;
                 // Deleted (released, left) or gone since the listing.
                 let Some(entry) = entry.filter(|e| e.operation == Operation::Put) else { continue };
-                let key = key.strip_prefix(&prefix).unwrap_or(&key);
-                if let Some(id) = key.strip_prefix("member.") {
-                    view.members.insert(id.to_owned());
-                } else if let Some(p) = key.strip_prefix('p').and_then(|p| p.parse().ok()) {
-                    view.owners.insert(p, String::from_utf8_lossy(&entry.value).into_owned());
+                match keys::parse_lease(self.service, &key) {
+                    Some(LeaseKey::Member(id)) => {
+                        view.members.insert(id.to_owned());
+                    }
+                    Some(LeaseKey::Partition(p)) => {
+                        view.owners.insert(p, String::from_utf8_lossy(&entry.value).into_owned());
+                    }
+                    None => {}
                 }
             }
             Ok::<View, LeaseError>(view)

@@ -48,7 +48,7 @@ async fn wait_for_leases(js: &jetstream::Context, t: &Topology, service: &str, r
     for _ in 0..200 {
         let mut per: HashMap<String, usize> = HashMap::new();
         for p in 0..common::topology::PARTITIONS {
-            if let Ok(Some(owner)) = kv.get(format!("{service}.p{p}")).await {
+            if let Ok(Some(owner)) = kv.get(common::topology::keys::lease(service, p)).await {
                 *per.entry(String::from_utf8_lossy(&owner).into_owned()).or_default() += 1;
             }
         }
@@ -248,7 +248,7 @@ impl Procs {
     /// `kill -9` of the relay holding `partition` of the events queue.
     async fn kill_relay_owning(&mut self, partition: u16) -> u32 {
         let kv = self.js.get_key_value(self.topology.leases_bucket()).await.expect("lease bucket");
-        let owner = kv.get(format!("relay.p{partition}")).await.expect("lease").expect("the partition is held");
+        let owner = kv.get(common::topology::keys::lease("relay", partition)).await.expect("lease").expect("the partition is held");
         let owner = String::from_utf8_lossy(&owner).into_owned();
         let pid: u32 = owner.split('-').next().and_then(|p| p.parse().ok()).expect("the owner id starts with its pid");
         let i = self.relays.iter().position(|c| c.id() == Some(pid)).expect("one of our relays holds it");
