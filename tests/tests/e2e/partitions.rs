@@ -248,7 +248,11 @@ impl Procs {
     /// `kill -9` of the relay holding `partition` of the events queue.
     async fn kill_relay_owning(&mut self, partition: u16) -> u32 {
         let kv = self.js.get_key_value(self.topology.leases_bucket()).await.expect("lease bucket");
-        let owner = kv.get(common::topology::keys::lease("relay", partition)).await.expect("lease").expect("the partition is held");
+        let owner = kv
+            .get(common::topology::keys::lease("relay", partition))
+            .await
+            .expect("lease")
+            .expect("the partition is held");
         let owner = String::from_utf8_lossy(&owner).into_owned();
         let pid: u32 = owner.split('-').next().and_then(|p| p.parse().ok()).expect("the owner id starts with its pid");
         let i = self.relays.iter().position(|c| c.id() == Some(pid)).expect("one of our relays holds it");
