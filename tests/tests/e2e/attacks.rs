@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use common::lark::event::Callback;
+use lark_bridge_tests::eventually::{eventually, until};
 use lark_bridge_tests::harness::{config_toml, nats_url, Bridge, Options, APP_ID, CHANNEL, VERIFICATION_TOKEN};
 use lark_bridge_tests::lark_events::{random_hex, EventBuilder, SignedRequest};
 use serde_json::{json, Value};
@@ -133,18 +134,12 @@ async fn the_responder_never_puts_a_hostile_id_in_a_lark_path() {
 }
 
 async fn wait_for_dead_letter(b: &Bridge) -> String {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(stream) = b.js.get_stream(b.topology().dead_stream()).await {
-            if let Ok(dead) = stream.direct_get_first_for_subject(format!("{}.dead.>", b.ns)).await {
-                if let Some(r) = dead.headers.get(common::dead_letter::REASON_HEADER) {
-                    return r.as_str().to_owned();
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no dead letter arrived");
+    eventually(WAIT, "a dead letter", || async {
+        let stream = b.js.get_stream(b.topology().dead_stream()).await.ok()?;
+        let dead = stream.direct_get_first_for_subject(b.topology().dead_filter()).await.ok()?;
+        dead.headers.get(common::dead_letter::REASON_HEADER).map(|r| r.as_str().to_owned())
+    })
+    .await
 }
 
 /// Point 11: the event type is a metrics label; 300 made-up types must not
@@ -178,17 +173,12 @@ async fn a_huge_error_text_does_not_freeze_the_status() {
     // A later, different error must show: the status is not frozen.
     let wrong_app = EventBuilder::new("cli_another_app").token(VERIFICATION_TOKEN).p2p_text("oc_1", "ou_1", "x");
     assert_eq!(b.deliver(&wrong_app).await.status(), 403);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let text = eventually(WAIT, "the status shows the later error", || async {
         let resp = b.http.get(b.url("/status.json")).bearer_auth(token).send().await.expect("status");
-        let text = resp.text().await.unwrap_or_default();
-        if text.contains("cli_another_app") {
-            assert!(text.len() < 64 * 1024, "status is {} bytes", text.len());
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the status never showed the later error: {text:.300}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        Some(resp.text().await.unwrap_or_default()).filter(|t| t.contains("cli_another_app"))
+    })
+    .await;
+    assert!(text.len() < 64 * 1024, "status is {} bytes", text.len());
     let _ = APP_ID;
     b.stop().await;
 }
@@ -267,15 +257,10 @@ async fn held_connections_neither_starve_callbacks_nor_block_shutdown() {
         .expect("prlimit (util-linux) runs the ingress");
     let http = reqwest::Client::new();
     let ready = format!("http://127.0.0.1:{port}/readyz");
-    let mut up = false;
-    for _ in 0..400 {
-        if http.get(&ready).send().await.is_ok_and(|r| r.status() == 200) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "the ingress did not become ready");
+    until(Duration::from_secs(10), "the ingress becomes ready", || async {
+        http.get(&ready).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
     let mut held = Vec::new();
     for _ in 0..300 {
         match TcpStream::connect(("127.0.0.1", port)).await {

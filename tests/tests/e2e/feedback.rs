@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use lark_bridge_tests::eventually::{eventually, until};
 use lark_bridge_tests::fake_lark::card_actions::{ButtonRef, FrameType};
 use lark_bridge_tests::fake_lark::SentMessage;
 use lark_bridge_tests::harness::{Bridge, Options, APP_ID, BOT_OPEN_ID};
@@ -25,26 +26,18 @@ fn with_feedback(long_connection: bool) -> Options {
 
 /// The answer replying to `message_id`, once it shows the feedback buttons.
 async fn answer_card(b: &Bridge, message_id: &str) -> SentMessage {
-    for _ in 0..400 {
-        if let Some(m) = b.lark.visible_messages().into_iter().find(|m| {
+    eventually(WAIT, &format!("an answer to {message_id} with the feedback buttons"), || async {
+        b.lark.visible_messages().into_iter().find(|m| {
             m.reply_to() == Some(message_id)
                 && b.lark.card_controls(&m.message_id).is_ok_and(|c| c.find(&ButtonRef::Text(GOOD.into())).is_some())
-        }) {
-            return m;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no answer with feedback buttons; visible: {:#?}", b.lark.visible_messages());
+        })
+    })
+    .await
 }
 
 /// Waits until FastGPT got `n` feedback calls; returns them.
 async fn feedback_calls(b: &Bridge, n: usize) -> Vec<(String, String, Option<String>, Option<String>)> {
-    for _ in 0..400 {
-        if b.fastgpt.feedback_calls().len() >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    until(WAIT, &format!("{n} feedback calls"), || async { b.fastgpt.feedback_calls().len() >= n }).await;
     b.fastgpt.feedback_calls()
 }
 

@@ -5,11 +5,12 @@
 //! reply that cannot be queued is tried `relay.max_attempts` times, then
 //! apologised for and dead-lettered.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::stream::Stream;
 use common::dead_letter::REASON_HEADER;
 use common::envelope::MAX_REPLY_TEXT;
+use lark_bridge_tests::eventually::eventually;
 use lark_bridge_tests::fake_lark::{FakeLark, SentMessage};
 use lark_bridge_tests::harness::{Bridge, Options};
 use relay::fastgpt::MAX_ANSWER_BYTES;
@@ -19,15 +20,11 @@ use crate::procs::{ProcBridge, Service};
 
 /// The visible messages once one of them says the answer was cut.
 async fn until_cut(lark: &FakeLark, within: Duration) -> Vec<SentMessage> {
-    let deadline = Instant::now() + within;
-    loop {
+    eventually(within, "a message says the answer was cut", || async {
         let shown = lark.visible_messages();
-        if shown.iter().any(|m| m.text().contains(text::CUT)) {
-            return shown;
-        }
-        assert!(Instant::now() < deadline, "no message says the answer was cut; {} shown", shown.len());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        shown.iter().any(|m| m.text().contains(text::CUT)).then_some(shown)
+    })
+    .await
 }
 
 /// The parts of one answer: replies to `message_id`, in order (each part's
@@ -52,7 +49,7 @@ fn assert_cut_answer(shown: &[SentMessage], message_id: &str) {
 
 async fn dead_letter_reason(b: &Bridge) -> Option<String> {
     let stream: Stream = b.js.get_stream(b.topology().dead_stream()).await.ok()?;
-    let dead = stream.direct_get_first_for_subject(format!("{}.dead.>", b.ns)).await.ok()?;
+    let dead = stream.direct_get_first_for_subject(b.topology().dead_filter()).await.ok()?;
     dead.headers.get(REASON_HEADER).map(|v| v.as_str().to_owned())
 }
 
@@ -164,15 +161,7 @@ async fn a_reply_that_cannot_be_queued_is_tried_max_attempts_times_then_apologis
     let shown = b.lark.wait_for_messages(1, Duration::from_secs(60)).await;
     assert_eq!(shown.len(), 1);
     assert_eq!(shown[0].text(), text::UNDELIVERED);
-    let mut reason = None;
-    for _ in 0..50 {
-        reason = dead_letter_reason(&b).await;
-        if reason.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let reason = reason.expect("the event is dead-lettered");
+    let reason = eventually(Duration::from_secs(5), "the event is dead-lettered", || dead_letter_reason(&b)).await;
     assert!(reason.contains("cannot publish the reply command (attempt 3)") && reason.contains("Fix:"), "{reason}");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(b.fastgpt.requests().len(), 1, "the answer was kept for the retries: FastGPT asked once");

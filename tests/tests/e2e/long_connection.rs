@@ -7,8 +7,9 @@
 //!
 //! Waits are bounded (for liveness), never asserted as speeds.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use lark_bridge_tests::eventually::{eventually, until};
 use lark_bridge_tests::fake_lark::long_connection::{ClientConfig, Refusal};
 use lark_bridge_tests::harness::{Bridge, Options, APP_ID};
 use serde_json::{json, Value};
@@ -50,10 +51,7 @@ async fn events_stored(b: &Bridge) -> u64 {
 
 /// The fake's count of clean closes, once it reaches `n` (or after a bounded wait).
 async fn clean_closes(lc: &lark_bridge_tests::fake_lark::long_connection::LongConnection, n: usize) -> usize {
-    let deadline = Instant::now() + WAIT;
-    while lc.clean_closes() < n && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(WAIT, &format!("{n} clean closes"), || async { lc.clean_closes() >= n }).await;
     lc.clean_closes()
 }
 
@@ -99,9 +97,8 @@ async fn an_event_is_stored_acknowledged_and_answered() {
     assert!(resp.text().await.unwrap_or_default().contains("long_connection"));
 
     // The status page shows the connection and its last event.
-    let mut status = Value::Null;
-    for _ in 0..100 {
-        status = b
+    let status: Value = eventually(Duration::from_secs(5), "the status page shows the last event", || async {
+        let status: Value = b
             .http
             .get(b.url("/status.json"))
             .bearer_auth(TOKEN)
@@ -111,11 +108,9 @@ async fn an_event_is_stored_acknowledged_and_answered() {
             .json()
             .await
             .expect("json");
-        if status[0]["long_connection"]["last_event_at"].is_string() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        status[0]["long_connection"]["last_event_at"].is_string().then_some(status)
+    })
+    .await;
     assert_eq!(status[0]["long_connection"]["up"], 1, "{status}");
     assert!(status[0]["long_connection"]["last_event_at"].is_string(), "{status}");
     assert_eq!(status[0]["mode"], "long_connection", "{status}");
@@ -154,19 +149,11 @@ async fn pings_are_sent_and_a_silent_connection_is_replaced() {
     let config = ClientConfig { ping_interval: 1, ..Default::default() };
     let b = connected(options(), config).await;
     let lc = b.lark.long_connection();
-    let deadline = Instant::now() + WAIT;
-    while lc.pings() < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(lc.pings() >= 2, "pings every PingInterval: {}", lc.pings());
+    until(WAIT, "pings every PingInterval", || async { lc.pings() >= 2 }).await;
     // Lark goes silent: after two ping intervals the client dials again.
     lc.set_answer_pings(false);
     let before = lc.handshakes();
-    let deadline = Instant::now() + WAIT;
-    while lc.handshakes() == before && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(lc.handshakes() > before, "a silent connection is replaced");
+    until(WAIT, "a silent connection is replaced", || async { lc.handshakes() > before }).await;
     lc.set_answer_pings(true);
     assert_eq!(lc.wait_for_connections(APP_ID, 1, WAIT).await, 1);
     let id = b.lark.push_event(&event(&b, "after silence"), 1).expect("pushed");
@@ -179,10 +166,7 @@ async fn the_connection_comes_back_after_lark_drops_it() {
     let b = connected(options(), ClientConfig::default()).await;
     let lc = b.lark.long_connection();
     lc.drop_connections();
-    let deadline = Instant::now() + WAIT;
-    while lc.handshakes() < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(WAIT, "a second handshake", || async { lc.handshakes() >= 2 }).await;
     assert_eq!(lc.wait_for_connections(APP_ID, 1, WAIT).await, 1, "reconnected");
     assert!(lc.handshakes() >= 2);
     let id = b.lark.push_event(&event(&b, "after the drop"), 1).expect("pushed");

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use common::conversation::ConversationKey;
+use lark_bridge_tests::eventually::eventually;
 use lark_bridge_tests::fake_lark::card_actions::{ButtonRef, CardActionBuilder, ClickOutcome, FrameType};
 use lark_bridge_tests::fake_lark::SentMessage;
 use lark_bridge_tests::harness::{Bridge, Options, APP_ID, BOT_OPEN_ID, CHANNEL, VERIFICATION_TOKEN};
@@ -20,18 +21,15 @@ async fn question_card(b: &Bridge) -> SentMessage {
 
 /// The question card answering message `question` (any, when `None`).
 async fn question_card_in(lark: &lark_bridge_tests::fake_lark::FakeLark, question: Option<&str>) -> SentMessage {
-    for _ in 0..400 {
-        if let Some(m) = lark.visible_messages().into_iter().find(|m| {
+    eventually(WAIT, "a question card with a button to click", || async {
+        lark.visible_messages().into_iter().find(|m| {
             question.is_none_or(|q| m.reply_to() == Some(q))
                 && lark
                     .card_controls(&m.message_id)
                     .is_ok_and(|c| !c.is_empty() && c.buttons.iter().any(|b| !b.disabled))
-        }) {
-            return m;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no question card; visible: {:#?}", lark.visible_messages());
+        })
+    })
+    .await
 }
 
 async fn click(b: &Bridge, card: &SentMessage, button: impl Into<ButtonRef>, who: &str) -> ClickOutcome {
@@ -40,15 +38,10 @@ async fn click(b: &Bridge, card: &SentMessage, button: impl Into<ButtonRef>, who
 
 /// The reply to `message_id` whose text satisfies `want`.
 async fn reply_to(b: &Bridge, message_id: &str, want: impl Fn(&str) -> bool) -> SentMessage {
-    for _ in 0..400 {
-        if let Some(m) =
-            b.lark.visible_messages().into_iter().find(|m| m.reply_to() == Some(message_id) && want(&m.text()))
-        {
-            return m;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no such reply to {message_id}; visible: {:#?}", b.lark.visible_messages());
+    eventually(WAIT, &format!("such a reply to {message_id}"), || async {
+        b.lark.visible_messages().into_iter().find(|m| m.reply_to() == Some(message_id) && want(&m.text()))
+    })
+    .await
 }
 
 /// A click on the card's submit button, form values to be set by the test.

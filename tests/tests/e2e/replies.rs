@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::Stream;
 use common::dead_letter::REASON_HEADER;
-use lark_bridge_tests::eventually::{throughout, until};
+use lark_bridge_tests::eventually::{eventually, throughout, until};
 use lark_bridge_tests::fake_fastgpt::FakeAnswer;
 use lark_bridge_tests::fake_lark::{Endpoint, Failure};
 use lark_bridge_tests::harness::{Bridge, APP_ID, BOT_OPEN_ID};
@@ -17,18 +17,12 @@ use crate::pipeline::WAIT;
 
 async fn dead_letter_reason(b: &Bridge) -> Option<String> {
     let stream: Stream = b.js.get_stream(b.topology().dead_stream()).await.ok()?;
-    let dead = stream.direct_get_first_for_subject(format!("{}.dead.>", b.ns)).await.ok()?;
+    let dead = stream.direct_get_first_for_subject(b.topology().dead_filter()).await.ok()?;
     dead.headers.get(REASON_HEADER).map(|v| v.as_str().to_owned())
 }
 
 async fn wait_for_dead_letter(b: &Bridge) -> String {
-    for _ in 0..100 {
-        if let Some(r) = dead_letter_reason(b).await {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no dead letter arrived");
+    eventually(Duration::from_secs(10), "a dead letter", || dead_letter_reason(b)).await
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use lark_bridge_tests::eventually::eventually;
 use lark_bridge_tests::fake_lark::{Endpoint, Failure};
 use lark_bridge_tests::harness::{Bridge, Options};
 use serde_json::Value;
@@ -42,16 +43,14 @@ async fn the_status_page_needs_the_token_and_reflects_known_traffic() {
     b.lark.fail_next(Endpoint::Reply, vec![Failure::no_permission()]);
     b.deliver_ok(&b.events().p2p_text("oc_st2", "ou_s", "again")).await;
 
-    let mut status = Value::Null;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let resp = b.http.get(b.url("/status.json")).bearer_auth(TOKEN).send().await.expect("answer");
-        assert_eq!(resp.status(), 200);
-        status = resp.json().await.expect("JSON");
-        if status[0]["dead_letters_waiting"] == 1 && !status[0]["last_error"].is_null() {
-            break;
-        }
-    }
+    let status: Value =
+        eventually(Duration::from_secs(10), "the status shows the dead letter and the error", || async {
+            let resp = b.http.get(b.url("/status.json")).bearer_auth(TOKEN).send().await.expect("answer");
+            assert_eq!(resp.status(), 200);
+            let status: Value = resp.json().await.expect("JSON");
+            (status[0]["dead_letters_waiting"] == 1 && !status[0]["last_error"].is_null()).then_some(status)
+        })
+        .await;
     let support = &status[0];
     assert_eq!(support["channel"], "support");
     assert!(support["last_event_received"].is_string(), "{status}");
@@ -95,16 +94,17 @@ async fn the_last_hour_adds_up_every_replica() {
     }
     assert_eq!(b.lark.wait_for_messages(6, WAIT).await.len(), 6);
     for addr in [first, second] {
-        let mut status = Value::Null;
-        for _ in 0..50 {
+        // Each service flushes on its own two-second beat.
+        let status: Value = eventually(Duration::from_secs(10), "every replica's hour adds up to 6", || async {
             let url = format!("http://{addr}/status.json");
-            status = b.http.get(url).bearer_auth(TOKEN).send().await.expect("answer").json().await.expect("JSON");
-            // Each service flushes on its own two-second beat.
-            if ["events_last_hour", "questions_last_hour", "answers_last_hour"].iter().all(|f| status[0][f] == 6) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            let status: Value =
+                b.http.get(url).bearer_auth(TOKEN).send().await.expect("answer").json().await.expect("JSON");
+            ["events_last_hour", "questions_last_hour", "answers_last_hour"]
+                .iter()
+                .all(|f| status[0][f] == 6)
+                .then_some(status)
+        })
+        .await;
         let c = &status[0];
         assert_eq!((c["events_last_hour"].as_u64(), c["answers_last_hour"].as_u64()), (Some(6), Some(6)), "{status}");
         assert_eq!(c["questions_last_hour"], 6, "{status}");

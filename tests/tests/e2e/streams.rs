@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use common::config::{NatsSettings, Settings};
 use common::topology::Topology;
+use lark_bridge_tests::eventually::eventually;
 use lark_bridge_tests::harness::{config_toml, delete_namespace, nats_url, Bridge, Options};
 use lark_bridge_tests::lark_events::random_hex;
 
@@ -137,14 +138,11 @@ async fn a_full_events_stream_makes_ingress_answer_503_and_reports_it() {
 
     // The gauges show it (sampled every few seconds).
     let metrics_url = b.url("/metrics");
-    let mut last = String::new();
-    for _ in 0..300 {
-        last = b.http.get(&metrics_url).send().await.expect("metrics").text().await.expect("text");
-        if gauge(&last, "lark_bridge_stream_bytes", &stream).is_some_and(|v| v >= 0.8 * LIMIT as f64) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let last = eventually(Duration::from_secs(30), "the stream's bytes gauge near its limit", || async {
+        let last = b.http.get(&metrics_url).send().await.expect("metrics").text().await.expect("text");
+        gauge(&last, "lark_bridge_stream_bytes", &stream).is_some_and(|v| v >= 0.8 * LIMIT as f64).then_some(last)
+    })
+    .await;
     assert_eq!(gauge(&last, "lark_bridge_stream_limit_bytes", &stream), Some(LIMIT as f64), "{last}");
     let bytes = gauge(&last, "lark_bridge_stream_bytes", &stream).expect("the bytes gauge");
     assert!(bytes >= 0.8 * LIMIT as f64, "{bytes} of {LIMIT}");
