@@ -68,19 +68,18 @@ impl Relay {
         // publish) publishes again, which the reply's `Nats-Msg-Id` and
         // Lark `uuid` make harmless; any other event finds the chat welcomed.
         let source = dedup_key(&channel.id, envelope, None);
-        let mut claimed = false;
-        match store.get(&key).await {
-            Ok(Some(by)) if by.as_ref() == source.as_bytes() => claimed = true,
+        let claimed = match store.get(&key).await {
+            Ok(Some(by)) if by.as_ref() == source.as_bytes() => true,
             Ok(Some(_)) => {
                 tracing::debug!("this chat was welcomed already");
                 return Outcome::Done;
             }
-            Ok(None) => {}
+            Ok(None) => false,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the chat's welcome mark; retrying");
                 return Outcome::Retry(Duration::from_secs(1));
             }
-        }
+        };
         let init_chat = format!("lb-welcome-{}", common::conversation::short_hash(&[chat.as_bytes()]));
         let text = match self.fastgpt.init(channel, &init_chat).await {
             Ok(data) => welcome_text(&data),
@@ -98,16 +97,18 @@ impl Relay {
             tracing::info!("the app has no welcome text; nothing sent");
             return Outcome::Done;
         };
-        match store.create(&key, source.clone().into()).await {
-            Ok(_) => {}
-            Err(_) if claimed => {}
-            Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
-                tracing::debug!("another delivery welcomed this chat");
-                return Outcome::Done;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot mark the chat as welcomed; retrying");
-                return Outcome::Retry(Duration::from_secs(1));
+        // Claimed by this very event already: nothing more to mark.
+        if !claimed {
+            match store.create(&key, source.clone().into()).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
+                    tracing::debug!("another delivery welcomed this chat");
+                    return Outcome::Done;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot mark the chat as welcomed; retrying");
+                    return Outcome::Retry(Duration::from_secs(1));
+                }
             }
         }
         let command = ReplyCommand {

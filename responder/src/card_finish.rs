@@ -133,10 +133,11 @@ impl Responder {
         }
         // 4. The rest of a long answer, in order; then the question FastGPT asks.
         // Part 0 is the card itself.
-        let rest: Vec<Part> =
-            chunks.iter().skip(1).map(|chunk| Part { msg_type: "interactive", content: card(chunk) }).collect();
-        let rest: Vec<Part> =
-            with_extras(rest, rest_extras).into_iter().chain(question.map(crate::render::question_card)).collect();
+        let chunk_cards = chunks.iter().skip(1).map(|chunk| Part { msg_type: "interactive", content: card(chunk) });
+        let rest: Vec<Part> = with_extras(chunk_cards.collect(), rest_extras)
+            .into_iter()
+            .chain(question.map(crate::render::question_card))
+            .collect();
         for (i, part) in (1..).zip(&rest).skip(state.parts_shown.saturating_sub(1)) {
             self.pacing.wait(&lark.channel().app_id, &command.chat_id).await;
             if let Err(e) = send_part(lark, command, i, part).await {
