@@ -12,6 +12,8 @@
 //!   challenge, and the encrypted, signed request Lark wraps them in.
 //! - [`eventually`]: waiting for a condition (or checking one holds) with a
 //!   stated limit, instead of sleeping before an assertion.
+//! - [`ports`]: ports for the processes a test starts itself, picked where
+//!   no outgoing connection takes them first.
 //! - [`harness`]: the whole bridge in one test (its own NATS namespace, the
 //!   fakes on random ports, the three services as tasks).
 //! - [`sandbox_chat`]: the `sandbox chat` terminal chat, a Lark user talking
@@ -25,4 +27,5 @@ pub mod fake_fastgpt;
 pub mod fake_lark;
 pub mod harness;
 pub mod lark_events;
+pub mod ports;
 pub mod sandbox_chat;

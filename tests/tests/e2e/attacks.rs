@@ -8,6 +8,7 @@ use common::lark::event::Callback;
 use lark_bridge_tests::eventually::{eventually, until};
 use lark_bridge_tests::harness::{config_toml, nats_url, Bridge, Options, APP_ID, CHANNEL, VERIFICATION_TOKEN};
 use lark_bridge_tests::lark_events::{random_hex, EventBuilder, SignedRequest};
+use lark_bridge_tests::ports::free_port;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -291,10 +292,6 @@ async fn held_connections_neither_starve_callbacks_nor_block_shutdown() {
     )
     .expect("config");
     lark_bridge_tests::harness::delete_namespace(&js, &common::topology::Topology::new(&settings.nats)).await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 /// Point 9: an answer that echoes Lark mention markup or a `javascript:` link

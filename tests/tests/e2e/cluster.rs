@@ -7,17 +7,13 @@
 //! no use there: it reports a consumer that never saw a message as "not
 //! current" for ever after a restart.)
 
-use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use lark_bridge_tests::ports::free_port;
 use serde_json::Value;
 use tokio::process::{Child, Command};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
 
 /// Debian's nats-server (deploy/test installs it).
 fn nats_server_binary() -> &'static str {
@@ -54,8 +50,8 @@ impl Node {
     }
 
     /// Starts the process (with the same name, ports and store as before) and
-    /// waits until it accepts clients.
-    async fn spawn(&mut self, routes: &[String]) {
+    /// waits until it accepts clients; says why when it does not.
+    async fn spawn(&mut self, routes: &[String]) -> Result<(), String> {
         let mut cmd = Command::new(nats_server_binary());
         cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.http_port.to_string()])
             .args(["-n", &self.name, "-js", "-sd"])
@@ -74,13 +70,22 @@ impl Node {
             .spawn()
             .expect("nats-server runs (Debian package nats-server; deploy/test installs it)");
         self.child = Some(child);
-        for _ in 0..200 {
+        for _ in 0..400 {
             if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return;
+                return Ok(());
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return Err(format!(
+                    "nats-server {} exited at start ({status}); its log ends:\n{}",
+                    self.name,
+                    self.log_tail()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("nats-server {} did not start", self.name);
+        self.kill().await;
+        Err(format!("nats-server {} did not accept clients within 20 s; its log ends:\n{}", self.name, self.log_tail()))
     }
 
     /// `kill -9`.
@@ -114,16 +119,34 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Starts three nodes and waits until they elected a JetStream meta leader.
+    /// A node that cannot start (another process took one of its ports
+    /// between the pick and the bind) gets the whole cluster started again on
+    /// other ports, up to three times.
     pub async fn start() -> Self {
-        let tag = lark_bridge_tests::lark_events::random_hex(4);
-        let nodes = (0..3).map(|i| Node::new(format!("n{i}-{tag}"))).collect();
-        let mut c = Self { nodes, http: reqwest::Client::new() };
-        for i in 0..3 {
-            let routes = c.routes_of(i);
-            c.nodes[i].spawn(&routes).await;
+        let mut attempt = 1;
+        loop {
+            let tag = lark_bridge_tests::lark_events::random_hex(4);
+            let nodes = (0..3).map(|i| Node::new(format!("n{i}-{tag}"))).collect();
+            let mut c = Self { nodes, http: reqwest::Client::new() };
+            match c.spawn_all().await {
+                Ok(()) => {
+                    c.meta_leader().await;
+                    return c;
+                }
+                Err(e) if attempt < 3 => eprintln!("{e}\nstarting the cluster again on other ports"),
+                Err(e) => panic!("{e}"),
+            }
+            c.kill_all().await;
+            attempt += 1;
         }
-        c.meta_leader().await;
-        c
+    }
+
+    async fn spawn_all(&mut self) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            let routes = self.routes_of(i);
+            self.nodes[i].spawn(&routes).await?;
+        }
+        Ok(())
     }
 
     fn routes_of(&self, i: usize) -> Vec<String> {
@@ -153,7 +176,7 @@ impl NatsCluster {
     /// cluster (knows the meta leader).
     pub async fn restart(&mut self, i: usize) {
         let routes = self.routes_of(i);
-        self.nodes[i].spawn(&routes).await;
+        self.nodes[i].spawn(&routes).await.unwrap_or_else(|e| panic!("{e}"));
         self.meta_leader().await;
     }
 
@@ -169,7 +192,7 @@ impl NatsCluster {
         for i in 0..self.nodes.len() {
             if !self.nodes[i].running() {
                 let routes = self.routes_of(i);
-                self.nodes[i].spawn(&routes).await;
+                self.nodes[i].spawn(&routes).await.unwrap_or_else(|e| panic!("{e}"));
             }
         }
         self.meta_leader().await;

@@ -6,10 +6,11 @@
 //! FastGPT questions, replies shown; and fails on any loss or duplicate.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use lark_bridge_tests::eventually::eventually;
 use lark_bridge_tests::fake_fastgpt::FakeAnswer;
+use lark_bridge_tests::ports::free_port;
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -351,8 +352,7 @@ async fn sigterm_finishes_work_in_flight_and_a_rolling_restart_loses_nothing() {
 #[tokio::test]
 async fn health_answers_at_once_while_nats_is_not_up_yet() {
     // Three servers of a cluster, none of them up.
-    let free = || TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-    let nats = (0..3).map(|_| format!("nats://127.0.0.1:{}", free())).collect::<Vec<_>>().join(",");
+    let nats = (0..3).map(|_| format!("nats://127.0.0.1:{}", free_port())).collect::<Vec<_>>().join(",");
     let config = tempfile::NamedTempFile::new().expect("temp file");
     let toml =
         lark_bridge_tests::harness::config_toml(&nats, "early", "http://127.0.0.1:1", "http://127.0.0.1:1/api", true);
@@ -360,7 +360,7 @@ async fn health_answers_at_once_while_nats_is_not_up_yet() {
     let http = reqwest::Client::new();
     for (binary, section) in [(env!("CARGO_BIN_EXE_lb-ingress"), "INGRESS"), (env!("CARGO_BIN_EXE_lb-relay"), "RELAY")]
     {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+        let port = free_port();
         let mut child = Command::new(binary)
             .arg("--config")
             .arg(config.path())
@@ -373,15 +373,8 @@ async fn health_answers_at_once_while_nats_is_not_up_yet() {
             let (http, url) = (http.clone(), format!("http://127.0.0.1:{port}{path}"));
             async move { http.get(url).send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
         };
-        let mut alive = 0;
-        for _ in 0..100 {
-            alive = get("/healthz").await;
-            if alive == 200 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(alive, 200, "{section}: alive while waiting for NATS (Kubernetes must not kill it)");
+        let alive = format!("{section}: alive while waiting for NATS (Kubernetes must not kill it)");
+        eventually(Duration::from_secs(5), &alive, || async { (get("/healthz").await == 200).then_some(()) }).await;
         assert_eq!(get("/readyz").await, 503, "{section}: not ready without NATS");
         let _ = child.kill().await;
     }

@@ -26,6 +26,7 @@ use lark_bridge_tests::harness::{
     CHANNEL, ENCRYPT_KEY, FASTGPT_KEY, VERIFICATION_TOKEN,
 };
 use lark_bridge_tests::lark_events::{random_hex, EventBuilder, Mention};
+use lark_bridge_tests::ports::free_port;
 use secrecy::SecretString;
 use tokio::process::{Child, Command};
 
@@ -193,10 +194,6 @@ struct Procs {
     ingress_port: u16,
     relays: Vec<Child>,
     others: Vec<Child>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 impl Procs {

@@ -20,6 +20,7 @@ use lark_bridge_tests::harness::{
     VERIFICATION_TOKEN,
 };
 use lark_bridge_tests::lark_events::{random_hex, EventBuilder};
+use lark_bridge_tests::ports::free_port;
 use secrecy::SecretString;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -54,10 +55,6 @@ pub struct ProcBridge {
     running: Vec<Running>,
     /// Every stdout line of every process started, with its service.
     lines: Arc<Mutex<Vec<(Service, String)>>>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 impl ProcBridge {

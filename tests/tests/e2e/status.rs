@@ -149,8 +149,7 @@ mod browser {
 
     impl Driver {
         async fn start(program: &Path) -> Self {
-            let port =
-                std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+            let port = lark_bridge_tests::ports::free_port();
             // Its output is dropped: with the page's URL, a verbose log would hold the token.
             let child = tokio::process::Command::new(program)
                 .arg(format!("--port={port}"))
