@@ -19,7 +19,9 @@ use common::lark::event::EventEnvelope;
 use common::question::{Click, Refusal};
 use common::worker::Outcome;
 
-use crate::handler::{Asking, Decision, Relay};
+use crate::ask::Asking;
+use crate::decision::say;
+use crate::handler::Relay;
 
 /// What the user is told when the click came too late (the ingress said
 /// yes, then the conversation moved on before the click's turn).
@@ -85,12 +87,7 @@ impl Relay {
             Some((_, Err(Refusal::Expired))) | None => {
                 metrics::counter!(common::metric_names::RELAY_CLICKS_TOTAL, "channel" => channel.id.clone(), "outcome" => "expired")
                     .increment(1);
-                let decision = Decision {
-                    kind: ReplyKind::Notice,
-                    text: EXPIRED.into(),
-                    pending: None,
-                    extras: Default::default(),
-                };
+                let decision = say(ReplyKind::Notice, EXPIRED);
                 return self.conclude(message, attempt, &mut command, &handled_key, decision, None).await;
             }
             Some((_, Err(refusal))) => {

@@ -6,7 +6,13 @@
 //! - [`sessions`]: the Reset generation of each conversation, in JetStream KV.
 //! - [`fastgpt`]: the FastGPT client and its error classes.
 //! - [`feedback`]: 👍 / 👎 on final answers, recorded in FastGPT.
-//! - [`handler`]: one event, from NATS message to published reply command.
+//! - [`handler`]: one event, from NATS message to published reply command (the steps).
+//! - [`decision`]: what the relay decides, on plain values (which path an
+//!   event takes, what FastGPT's answer or failure comes to).
+//! - [`ask`]: asking FastGPT one question, streamed or whole.
+//! - [`conclude`]: the reply command published, the event recorded as answered.
+//! - [`cut`]: an answer cut to what a chat can show.
+//! - [`says`]: what the bot says on its own behalf (notices, apologies).
 //! - [`interactive`], [`questions`], [`clicks`]: FastGPT's nodes that ask the
 //!   user, the question card waiting per conversation, and the click that
 //!   resumes the workflow.
@@ -21,9 +27,13 @@
 //! - [`app`]: build and run (the pull loop itself is `common::worker`).
 
 pub mod app;
+pub mod ask;
 pub mod attachments;
 pub mod check;
 pub mod clicks;
+pub mod conclude;
+pub mod cut;
+pub mod decision;
 pub mod fastgpt;
 pub mod feedback;
 pub mod handler;
@@ -32,6 +42,7 @@ pub mod interactive;
 pub mod once;
 pub mod questions;
 pub mod replies;
+pub mod says;
 pub mod sessions;
 pub mod sources;
 pub mod streaming;

@@ -89,7 +89,7 @@ pub async fn ask(
                     // A runaway workflow may write without end: keep what
                     // fits, stop reading (the connection closes, FastGPT
                     // stops writing) and answer with that, not asking again.
-                    // The reply says it was cut (`handler::fit_reply`).
+                    // The reply says it was cut (`cut::fit_reply`).
                     let room = MAX_ANSWER_BYTES - text.len();
                     let full = delta.len() >= room;
                     text.push_str(truncate_at_char(&delta, room));

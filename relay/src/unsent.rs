@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::handler::Decision;
+use crate::decision::Decision;
 
 /// At most this many answers are kept (each at most
 /// `common::envelope::MAX_REPLY_TEXT`, once cut for the chat).

@@ -8,7 +8,7 @@ use lark_bridge_tests::fake_fastgpt::FakeAnswer;
 use lark_bridge_tests::fake_lark::{Endpoint, Failure};
 use lark_bridge_tests::harness::{Bridge, Options, BOT_OPEN_ID, CHANNEL};
 use lark_bridge_tests::lark_events::{text_run, ChatRef, Mention};
-use relay::handler::text;
+use relay::says;
 
 use crate::pipeline::WAIT;
 
@@ -58,7 +58,7 @@ async fn mentions_are_resolved_and_a_bare_mention_gets_a_hint() {
     assert_eq!(asked.len(), 1, "a bare mention is not a question");
     assert_eq!(asked[0].content, "ask @Tom about it");
     let hint = shown.iter().find(|m| m.reply_to() == Some("om_bare")).expect("a hint");
-    assert_eq!(hint.text(), text::EMPTY);
+    assert_eq!(hint.text(), says::EMPTY);
     b.stop().await;
 }
 
@@ -71,7 +71,7 @@ async fn reset_starts_a_new_history_and_lowercase_reset_is_a_question() {
     b.deliver_ok(&b.events().message_id("om_reset").p2p_text(chat, "ou_r", "Reset")).await;
     let shown = b.lark.wait_for_messages(2, WAIT).await;
     assert_eq!(shown[1].reply_to(), Some("om_reset"));
-    assert_eq!(shown[1].text(), text::RESET);
+    assert_eq!(shown[1].text(), says::RESET);
     assert_eq!(b.fastgpt.requests().len(), 1, "FastGPT is not called for Reset");
 
     b.deliver_ok(&b.events().p2p_text(chat, "ou_r", "hello again")).await;
@@ -86,7 +86,7 @@ async fn reset_starts_a_new_history_and_lowercase_reset_is_a_question() {
 
     // In a group, `@bot Reset` resets that member's history only.
     b.deliver_ok(&b.events().group_text("oc_grp", "ou_x", "@_user_1 Reset", &[bot()])).await;
-    assert_eq!(b.lark.wait_for_messages(5, WAIT).await[4].text(), text::RESET);
+    assert_eq!(b.lark.wait_for_messages(5, WAIT).await[4].text(), says::RESET);
     assert_eq!(b.fastgpt.requests().len(), 3);
     b.stop().await;
 }

@@ -14,7 +14,7 @@ use lark_bridge_tests::eventually::eventually;
 use lark_bridge_tests::fake_lark::{FakeLark, SentMessage};
 use lark_bridge_tests::harness::{Bridge, Options};
 use relay::fastgpt::MAX_ANSWER_BYTES;
-use relay::handler::text;
+use relay::says;
 
 use crate::procs::{ProcBridge, Service};
 
@@ -22,7 +22,7 @@ use crate::procs::{ProcBridge, Service};
 async fn until_cut(lark: &FakeLark, within: Duration) -> Vec<SentMessage> {
     eventually(within, "a message says the answer was cut", || async {
         let shown = lark.visible_messages();
-        shown.iter().any(|m| m.text().contains(text::CUT)).then_some(shown)
+        shown.iter().any(|m| m.text().contains(says::CUT)).then_some(shown)
     })
     .await
 }
@@ -37,11 +37,11 @@ fn assert_cut_answer(shown: &[SentMessage], message_id: &str) {
     }
     let last = shown.last().map(SentMessage::text).unwrap_or_default();
     assert!(
-        last.trim_end().ends_with(text::CUT),
+        last.trim_end().ends_with(says::CUT),
         "the cut is said at the end: {:?}",
         &last[last.len().saturating_sub(200)..]
     );
-    assert_eq!(shown.iter().filter(|m| m.text().contains(text::CUT)).count(), 1, "said once");
+    assert_eq!(shown.iter().filter(|m| m.text().contains(says::CUT)).count(), 1, "said once");
     let total: usize = shown.iter().map(|m| m.text().len()).sum();
     assert!(total > MAX_REPLY_TEXT * 3 / 4 && total <= MAX_REPLY_TEXT + 4096, "{total} bytes shown");
     assert!((18..=40).contains(&shown.len()), "a bounded number of messages: {}", shown.len());
@@ -160,7 +160,7 @@ async fn a_reply_that_cannot_be_queued_is_tried_max_attempts_times_then_apologis
     b.deliver_ok(&b.events().message_id("om_stuck").p2p_text("oc_stuck", "ou_a", "stream-long:8000 please")).await;
     let shown = b.lark.wait_for_messages(1, Duration::from_secs(60)).await;
     assert_eq!(shown.len(), 1);
-    assert_eq!(shown[0].text(), text::UNDELIVERED);
+    assert_eq!(shown[0].text(), says::UNDELIVERED);
     let reason = eventually(Duration::from_secs(5), "the event is dead-lettered", || dead_letter_reason(&b)).await;
     assert!(reason.contains("cannot publish the reply command (attempt 3)") && reason.contains("Fix:"), "{reason}");
     tokio::time::sleep(Duration::from_secs(3)).await;
