@@ -12,7 +12,22 @@ const POLL: Duration = Duration::from_millis(25);
 
 /// Polls `check` until it returns `Some`, and returns that value. Panics
 /// with `what` once `timeout` has passed without it.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    match within(timeout, check).await {
+        Some(value) => value,
+        None => panic!("not within {timeout:?}: {what}"),
+    }
+}
+
+/// Polls `check` until it returns `Some` (that value) or `timeout` has
+/// passed (`None`): for a caller that says more than one sentence when the
+/// wait fails (the state it saw, a server's log), or judges what it finds
+/// after the wait.
+pub async fn within<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -20,10 +35,10 @@ where
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check().await {
-            return value;
+            return Some(value);
         }
         if Instant::now() >= deadline {
-            panic!("not within {timeout:?}: {what}");
+            return None;
         }
         tokio::time::sleep(POLL).await;
     }
@@ -74,6 +89,12 @@ mod tests {
         })
         .await;
         assert_eq!(got, 3);
+    }
+
+    #[tokio::test]
+    async fn within_says_none_after_the_timeout() {
+        let got: Option<()> = within(Duration::from_millis(60), || async { None }).await;
+        assert_eq!(got, None);
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use lark_bridge_tests::eventually::{eventually, within};
 use lark_bridge_tests::ports::free_port;
 use serde_json::Value;
 use tokio::process::{Child, Command};
@@ -208,7 +209,7 @@ impl NatsCluster {
     /// The index of the JetStream meta leader, once every running node names
     /// the same one.
     pub async fn meta_leader(&self) -> usize {
-        for _ in 0..300 {
+        eventually(Duration::from_secs(30), "the cluster elects a JetStream meta leader", || async {
             let mut named = Vec::new();
             for (i, n) in self.nodes.iter().enumerate() {
                 if n.running() {
@@ -218,55 +219,33 @@ impl NatsCluster {
                     named.push(leader);
                 }
             }
-            if let Some(Some(first)) = named.first() {
-                if named.iter().all(|l| l.as_deref() == Some(first.as_str())) {
-                    if let Some(i) = self.index_of(first) {
-                        return i;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the cluster elected no JetStream meta leader");
+            let first = named.first()?.as_deref()?;
+            named.iter().all(|l| l.as_deref() == Some(first)).then(|| self.index_of(first)).flatten()
+        })
+        .await
     }
 
     /// The index of the node that leads `stream` (from stream info).
     pub async fn stream_leader(&self, js: &jetstream::Context, stream: &str) -> usize {
-        for _ in 0..300 {
-            if let Ok(mut s) = js.get_stream(stream).await {
-                if let Ok(info) = s.info().await {
-                    if let Some(i) =
-                        info.cluster.as_ref().and_then(|c| c.leader.as_deref()).and_then(|l| self.index_of(l))
-                    {
-                        return i;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("stream {stream} has no leader");
+        eventually(Duration::from_secs(30), &format!("stream {stream} has a leader"), || async {
+            let info = js.get_stream(stream).await.ok()?.info().await.ok()?.clone();
+            info.cluster.as_ref().and_then(|c| c.leader.as_deref()).and_then(|l| self.index_of(l))
+        })
+        .await
     }
 
     /// Waits until every replica of each stream is current (a restarted node
     /// caught up), so that losing another node leaves a quorum that has it all.
     pub async fn wait_current(&self, js: &jetstream::Context, streams: &[String]) {
         for stream in streams {
-            let (mut caught_up, mut last) = (false, None);
-            for _ in 0..600 {
-                if let Ok(mut s) = js.get_stream(stream).await {
-                    if let Ok(info) = s.info().await {
-                        let cluster = info.cluster.clone().unwrap_or_default();
-                        let followers_current = cluster.replicas.iter().filter(|r| r.current && !r.offline).count();
-                        if cluster.leader.is_some() && followers_current + 1 >= info.config.num_replicas {
-                            caught_up = true;
-                            break;
-                        }
-                        last = Some(cluster);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            if !caught_up {
+            let caught_up = within(Duration::from_secs(60), || async {
+                let (cluster, replicas) = stream_cluster(js, stream).await?;
+                let followers_current = cluster.replicas.iter().filter(|r| r.current && !r.offline).count();
+                (cluster.leader.is_some() && followers_current + 1 >= replicas).then_some(())
+            })
+            .await;
+            if caught_up.is_none() {
+                let last = stream_cluster(js, stream).await;
                 let logs: Vec<String> = self.nodes.iter().map(|n| format!("{}:\n{}", n.name, n.log_tail())).collect();
                 panic!("stream {stream} did not catch up: {last:?}\n{}", logs.join("\n"));
             }
@@ -284,4 +263,10 @@ impl NatsCluster {
     fn index_of(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.name == name)
     }
+}
+
+/// A stream's cluster (leader, replicas) and how many replicas it should have.
+async fn stream_cluster(js: &jetstream::Context, stream: &str) -> Option<(jetstream::stream::ClusterInfo, usize)> {
+    let info = js.get_stream(stream).await.ok()?.info().await.ok()?.clone();
+    Some((info.cluster.clone().unwrap_or_default(), info.config.num_replicas))
 }

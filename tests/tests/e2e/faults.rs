@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use lark_bridge_tests::eventually::eventually;
+use lark_bridge_tests::eventually::{eventually, until, within};
 use lark_bridge_tests::fake_fastgpt::FakeAnswer;
 use lark_bridge_tests::ports::free_port;
 use serde_json::Value;
@@ -31,14 +31,7 @@ async fn bridge_on_a_cluster(env: Vec<(String, String)>) -> (NatsCluster, ProcBr
 /// POSTs like Lark: retries until ingress says 200 (Lark re-pushes an event
 /// whose 200 it did not see).
 async fn deliver_until_accepted(b: &ProcBridge, event: &Value) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if b.deliver(event).await == Some(200) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("ingress never accepted the event");
+    until(Duration::from_secs(60), "ingress accepts the event", || async { b.deliver(event).await == Some(200) }).await;
 }
 
 fn message_id(e: &Value) -> String {
@@ -48,15 +41,11 @@ fn message_id(e: &Value) -> String {
 /// Polls `/readyz` of `s` for up to 30 s until it answers `want`; returns the last status.
 async fn readiness_becomes(b: &ProcBridge, s: Service, want: u16) -> u16 {
     let url = format!("http://{}/readyz", b.addr(s));
-    let mut status = 0;
-    for _ in 0..300 {
-        status = b.http.get(&url).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
-        if status == want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = || async { b.http.get(&url).send().await.map(|r| r.status().as_u16()).unwrap_or(0) };
+    match within(Duration::from_secs(30), || async { (status().await == want).then_some(want) }).await {
+        Some(want) => want,
+        None => status().await,
     }
-    status
 }
 
 /// Visible replies per message id (every id listed, 0 when none).
@@ -72,11 +61,8 @@ fn count_replies(b: &ProcBridge, ids: &[String]) -> HashMap<String, usize> {
 
 /// Waits until every message has a visible reply (or the time is up) and
 /// returns replies per message.
-async fn replies_per_message(b: &ProcBridge, ids: &[String], within: Duration) -> HashMap<String, usize> {
-    let deadline = Instant::now() + within;
-    while count_replies(b, ids).values().any(|&n| n == 0) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+async fn replies_per_message(b: &ProcBridge, ids: &[String], limit: Duration) -> HashMap<String, usize> {
+    within(limit, || async { count_replies(b, ids).values().all(|&n| n > 0).then_some(()) }).await;
     // Give late duplicates a chance to show up before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     count_replies(b, ids)
@@ -88,13 +74,11 @@ const IN_WORK: Duration = Duration::from_secs(5);
 
 /// Waits (up to a minute) until FastGPT was asked `n` different questions.
 async fn wait_asked(b: &ProcBridge, n: usize) {
-    for _ in 0..600 {
+    within(Duration::from_secs(60), || async {
         let asked: std::collections::HashSet<String> = b.fastgpt.requests().into_iter().map(|q| q.content).collect();
-        if asked.len() >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (asked.len() >= n).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

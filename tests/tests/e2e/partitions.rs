@@ -46,7 +46,8 @@ fn most_within(times: &[std::time::Instant], window: Duration) -> usize {
 /// replicas (each holds at least one), so a test starts from a settled state.
 async fn wait_for_leases(js: &jetstream::Context, t: &Topology, service: &str, replicas: usize) {
     let kv = js.get_key_value(t.leases_bucket()).await.expect("the lease bucket");
-    for _ in 0..200 {
+    let what = format!("the {service} partitions are shared out among {replicas} replicas");
+    until(Duration::from_secs(20), &what, || async {
         let mut per: HashMap<String, usize> = HashMap::new();
         for p in 0..common::topology::PARTITIONS {
             if let Ok(Some(owner)) = kv.get(common::topology::keys::lease(service, p)).await {
@@ -54,12 +55,9 @@ async fn wait_for_leases(js: &jetstream::Context, t: &Topology, service: &str, r
             }
         }
         let held: usize = per.values().sum();
-        if held == usize::from(common::topology::PARTITIONS) && per.len() == replicas {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the {service} partitions were not shared out among {replicas} replicas");
+        held == usize::from(common::topology::PARTITIONS) && per.len() == replicas
+    })
+    .await;
 }
 
 /// Deliveries by every consumer of `stream` (each delivery, first or not,
@@ -233,13 +231,11 @@ impl Procs {
             .unwrap_or_else(|e| panic!("start {binary}: {e}"));
         let url = format!("http://127.0.0.1:{port}/readyz");
         let http = reqwest::Client::new();
-        for _ in 0..200 {
-            if http.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
-                return child;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{binary} did not become ready");
+        until(Duration::from_secs(10), &format!("{binary} becomes ready"), || async {
+            http.get(&url).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        child
     }
 
     /// `kill -9` of the relay holding `partition` of the events queue.

@@ -13,6 +13,7 @@ use async_nats::jetstream;
 use common::config::Settings;
 use common::lark::crypto::EncryptKey;
 use common::topology::Topology;
+use lark_bridge_tests::eventually::until;
 use lark_bridge_tests::fake_fastgpt::FakeFastGpt;
 use lark_bridge_tests::fake_lark::{FakeApp, FakeLark};
 use lark_bridge_tests::harness::{
@@ -139,13 +140,11 @@ impl ProcBridge {
 
     async fn wait_ready(&self, s: Service) {
         let url = format!("http://{}/readyz", self.addr(s));
-        for _ in 0..200 {
-            if self.http.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{} did not become ready", s.name());
+        let what = format!("{} becomes ready", s.name());
+        until(Duration::from_secs(10), &what, || async {
+            self.http.get(&url).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
     }
 
     /// `kill -9`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use common::config::{NatsSettings, Settings};
 use common::topology::Topology;
-use lark_bridge_tests::eventually::eventually;
+use lark_bridge_tests::eventually::{eventually, within};
 use lark_bridge_tests::harness::{config_toml, delete_namespace, nats_url, Bridge, Options};
 use lark_bridge_tests::lark_events::random_hex;
 
@@ -199,19 +199,24 @@ async fn moving_from_one_to_three_nats_replicas_updates_every_stream_and_bucket_
     .await;
     // Readiness may answer before the relay opened its buckets: wait for them.
     let all = Topology::new(&b.settings.nats).all_configs();
-    let mut replicas = Vec::new();
-    for _ in 0..300 {
-        replicas.clear();
+    let read_replicas = || async {
+        let mut replicas = Vec::new();
         for c in &all {
             if let Ok(mut s) = js.get_stream(&c.name).await {
                 replicas.push((c.name.clone(), s.info().await.map(|i| i.config.num_replicas).unwrap_or(0)));
             }
         }
-        if replicas.len() >= 7 && replicas.iter().all(|(_, n)| *n == 3) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        replicas
+    };
+    let settled = within(Duration::from_secs(30), || async {
+        let replicas = read_replicas().await;
+        (replicas.len() >= 7 && replicas.iter().all(|(_, n)| *n == 3)).then_some(replicas)
+    })
+    .await;
+    let replicas = match settled {
+        Some(replicas) => replicas,
+        None => read_replicas().await,
+    };
     for (name, n) in &replicas {
         assert_eq!(*n, 3, "{name} has 3 replicas now: {replicas:?}");
     }
