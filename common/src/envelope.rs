@@ -123,6 +123,14 @@ pub enum ReplyBody {
     },
 }
 
+impl ReplyBody {
+    /// Markdown text alone: no question card, no sources or feedback buttons
+    /// (a notice, an apology, or an answer before its extras are known).
+    pub fn markdown(text: impl Into<String>) -> Self {
+        ReplyBody::Markdown { text: text.into(), question: None, extras: Default::default() }
+    }
+}
+
 impl ReplyCommand {
     /// `Nats-Msg-Id` of the command: one answer and one card start per
     /// answered event.
@@ -255,7 +263,7 @@ mod tests {
             chat_id: "oc_1".into(),
             in_thread: false,
             kind: ReplyKind::Answer,
-            body: ReplyBody::Markdown { text: "**hi**".into(), question: None, extras: Default::default() },
+            body: ReplyBody::markdown("**hi**"),
         }
     }
 

@@ -76,7 +76,7 @@ impl Relay {
                 .unwrap_or_default(),
             in_thread: pending.as_ref().is_some_and(|p| p.in_thread),
             kind: ReplyKind::Answer,
-            body: ReplyBody::Markdown { text: String::new(), question: None, extras: Default::default() },
+            body: ReplyBody::markdown(String::new()),
         };
         let operator = action.operator.open_id.as_deref();
         let chat = action.context.open_chat_id.as_deref();

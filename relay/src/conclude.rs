@@ -131,10 +131,7 @@ impl Relay {
         let reason = format!("cannot publish the reply command (attempt {attempt}): {e}");
         tracing::error!(error = %e, attempt, "cannot publish the reply command; apologising and dead-lettering the event");
         self.status.error(&command.channel, reason.clone(), e.fix());
-        (command.kind, command.body) = (
-            ReplyKind::Apology,
-            ReplyBody::Markdown { text: says::UNDELIVERED.into(), question: None, extras: Default::default() },
-        );
+        (command.kind, command.body) = (ReplyKind::Apology, ReplyBody::markdown(says::UNDELIVERED));
         match self.publish_reply(command).await {
             Ok(()) => {
                 if let Err(e) = self.handled.put(handled_key, ReplyKind::Apology.as_str().into()).await {

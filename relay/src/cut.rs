@@ -101,7 +101,7 @@ mod tests {
             chat_id: "oc_1".into(),
             in_thread: false,
             kind: ReplyKind::Answer,
-            body: ReplyBody::Markdown { text, question: None, extras: Default::default() },
+            body: ReplyBody::markdown(text),
         }
     }
 

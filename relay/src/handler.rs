@@ -137,7 +137,7 @@ impl Relay {
             chat_id: event.message.chat_id.clone(),
             in_thread: event.message.thread_id.as_deref().is_some_and(|t| !t.is_empty()),
             kind: ReplyKind::Answer,
-            body: ReplyBody::Markdown { text: String::new(), question: None, extras: Default::default() },
+            body: ReplyBody::markdown(String::new()),
         };
         if let Some(kept) = self.unsent.take(&handled_key) {
             tracing::info!("publishing the answer of the last attempt; FastGPT not asked again");

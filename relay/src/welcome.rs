@@ -118,7 +118,7 @@ impl Relay {
             chat_id: chat.clone(),
             in_thread: false,
             kind: ReplyKind::Notice,
-            body: ReplyBody::Markdown { text, question: None, extras: Default::default() },
+            body: ReplyBody::markdown(text),
         };
         if let Err(e) = self.publish_reply(&command).await {
             tracing::warn!(error = %e, "cannot publish the welcome; retrying");

@@ -185,7 +185,7 @@ async fn after_the_final_answer_neither_a_late_draft_nor_a_redelivered_reply_cha
         chat_id: "oc_late".into(),
         in_thread: false,
         kind: ReplyKind::Answer,
-        body: ReplyBody::Markdown { text: "A DIFFERENT ANSWER".into(), question: None, extras: Default::default() },
+        body: ReplyBody::markdown("A DIFFERENT ANSWER"),
     };
     // A draft of a later attempt, after the final answer.
     let late: Draft = target.draft((u64::MAX, 1), 1, "STALE DRAFT");
