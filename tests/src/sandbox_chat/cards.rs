@@ -415,7 +415,7 @@ mod tests {
     use serde_json::json;
     use tokio_util::sync::CancellationToken;
 
-    use super::super::{run, ChatOptions, Target, Timing};
+    use super::super::{run, tenant_token, ChatOptions, Target, Timing};
     use crate::fake_lark::server::ServerHandle;
     use crate::fake_lark::{FakeApp, FakeLark};
 
@@ -458,19 +458,11 @@ mod tests {
     /// The bot's side: replies to a message (in `msg_type`, `content`).
     async fn bot_reply(lark: String, to: String, msg_type: &'static str, content: serde_json::Value) {
         let client = reqwest::Client::new();
-        let token: serde_json::Value = client
-            .post(format!("{lark}/open-apis/auth/v3/tenant_access_token/internal"))
-            .json(&json!({ "app_id": "cli_s", "app_secret": "secret" }))
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("JSON");
+        let token = tenant_token(&client, &lark, "cli_s", "secret").await;
         let body = json!({ "msg_type": msg_type, "content": content.to_string() });
         let reply: serde_json::Value = client
             .post(format!("{lark}/open-apis/im/v1/messages/{to}/reply"))
-            .bearer_auth(token["tenant_access_token"].as_str().expect("token"))
+            .bearer_auth(token)
             .json(&body)
             .send()
             .await

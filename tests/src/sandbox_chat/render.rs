@@ -145,7 +145,7 @@ mod tests {
     use crate::fake_lark::Via;
     use crate::sandbox_chat::session::Place;
     use crate::sandbox_chat::user::SentInfo;
-    use crate::sandbox_chat::{cards, ChatOptions, LarkUser, Target, Timing, DEFAULT_SPEAKER};
+    use crate::sandbox_chat::{cards, tenant_token, ChatOptions, LarkUser, Target, Timing, DEFAULT_SPEAKER};
 
     #[test]
     fn replies_are_placed_where_they_landed() {
@@ -180,16 +180,7 @@ mod tests {
     /// to `question`, grown twice, then closed.
     async fn bot_streams(lark: String, question: String) {
         let client = reqwest::Client::new();
-        let token: serde_json::Value = client
-            .post(format!("{lark}/open-apis/auth/v3/tenant_access_token/internal"))
-            .json(&json!({ "app_id": "cli_s", "app_secret": "secret" }))
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("JSON");
-        let token = token["tenant_access_token"].as_str().expect("token").to_owned();
+        let token = tenant_token(&client, &lark, "cli_s", "secret").await;
         let call = |method: reqwest::Method, path: String, body: serde_json::Value| {
             let request = client.request(method, format!("{lark}{path}")).bearer_auth(&token).json(&body);
             async move {
