@@ -20,7 +20,7 @@
 //! bridge's origin), and no caching.
 //!
 //! A download holds a few chunks of memory, however slowly the client reads
-//! (see [`Chunks`]): a thousand stalled downloads must not cost the ingress
+//! (see `Chunks` below): a thousand stalled downloads must not cost the ingress
 //! a thousand files.
 
 use std::sync::Arc;

@@ -484,12 +484,12 @@ impl FakeLark {
         self.shared.lock().failures.entry(endpoint).or_default().extend(failures);
     }
 
-    /// Revokes every token issued so far: the next call with one gets 99991663.
     /// Every tenant token handed out so far (to check none leaks into logs).
     pub fn tenant_tokens(&self) -> Vec<String> {
         self.shared.lock().tokens.keys().cloned().collect()
     }
 
+    /// Revokes every token issued so far: the next call with one gets 99991663.
     pub fn expire_tokens(&self) {
         let mut inner = self.shared.lock();
         inner.tokens.values_mut().for_each(|t| t.revoked = true);
