@@ -1,9 +1,9 @@
 //! One event, from NATS message to published reply command: the relay's
 //! steps in order (the decisions themselves are `crate::decision`'s).
 //!
-//! 1. Already answered (a Lark re-push, hours later)? Done.
-//! 2. A click, a welcome, a user's message, or something to ignore
+//! 1. A click, a welcome, a user's message, or something to ignore
 //!    (another event type, a message an app sent)?
+//! 2. Already answered (a Lark re-push, hours later)? Done.
 //! 3. `Reset`, a bare @bot, a non-text message: a notice, FastGPT not called.
 //! 4. Otherwise ask FastGPT under the conversation's chatId (`crate::ask`);
 //!    a transient failure is retried by redelivery with backoff, a refusal
@@ -11,10 +11,11 @@
 //! 5. Publish the reply command and record the event as answered
 //!    (`crate::conclude`), then ack (the worker does).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, Message};
-use common::channel::Channels;
+use common::channel::{Channel, Channels};
 use common::config::RelaySettings;
 use common::conversation::ConversationKey;
 use common::envelope::{dedup_key, header, ReplyBody, ReplyCommand, ReplyKind, CHANNEL_HEADER};
@@ -116,7 +117,7 @@ impl Relay {
     async fn handle_message(
         &self,
         message: &Message,
-        channel: &std::sync::Arc<common::channel::Channel>,
+        channel: &Arc<Channel>,
         envelope: &EventEnvelope,
         event: &MessageEvent,
         attempt: u32,
