@@ -19,11 +19,10 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, Message};
 use common::envelope::{header, ReplyBody, ReplyCommand, CHANNEL_HEADER};
 use common::lark::api::{LarkClients, LarkError};
-use common::lark::errors::ErrorClass;
 use common::service_name::Service;
 use common::topology::keys;
 use common::topology::Topology;
-use common::worker::{backoff, Handler, Outcome};
+use common::worker::{Handler, Outcome};
 use tracing::Instrument;
 
 use crate::card_state::{Cards, Phase};
@@ -31,9 +30,7 @@ use crate::pacing::Pacing;
 use crate::progress::ShownParts;
 use crate::render::render;
 use crate::send::send_part;
-
-/// The longest a reply waits before it is tried again.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(120);
+use crate::verdict::{verdict, Verdict};
 
 pub struct Responder {
     pub lark: LarkClients,
@@ -163,7 +160,8 @@ impl Responder {
         Outcome::Done
     }
 
-    /// What a failed send of part `part` means: a retry later, or a dead letter.
+    /// Acts on what a failed send of part `part` means ([`verdict`]): a
+    /// retry later, or a dead letter.
     pub(crate) async fn failed(
         &self,
         message: &Message,
@@ -177,27 +175,22 @@ impl Responder {
                 self.pacing.pause(&lark.channel().app_id, e.retry_after());
             }
         }
-        match e.class() {
-            ErrorClass::Transient { retry_after } if attempt < self.max_attempts => {
-                // At most MAX_RETRY_DELAY, whatever Lark's reset header says: a
-                // chat's younger replies wait behind this one, and a
-                // partition's new owner waits at most 300 s for it.
-                let delay =
-                    backoff(attempt, Duration::from_secs(60)).max(retry_after.unwrap_or_default()).min(MAX_RETRY_DELAY);
+        match verdict(e.class(), attempt, self.max_attempts) {
+            Verdict::Retry(delay) => {
                 metrics::counter!(common::metric_names::LARK_RETRIES_TOTAL, "channel" => command.channel.clone())
                     .increment(1);
                 tracing::warn!(error = %e, part, retry_in = ?delay, "Lark send failed; will retry");
                 Outcome::Retry(delay)
             }
-            ErrorClass::TokenInvalid if attempt < self.max_attempts => {
+            Verdict::RetryToken(delay) => {
                 tracing::warn!(error = %e, "Lark still says the token is invalid; will retry");
-                Outcome::Retry(Duration::from_secs(1))
+                Outcome::Retry(delay)
             }
-            ErrorClass::Permanent { fix } => {
+            Verdict::Refused { fix } => {
                 tracing::error!(error = %e, fix, "Lark refused the reply; not retrying");
                 self.dead(message, &command.channel, &format!("{e}. Fix: {fix}")).await
             }
-            _ => {
+            Verdict::LastAttempt => {
                 tracing::error!(error = %e, attempt, "Lark send failed on the last attempt");
                 self.dead(message, &command.channel, &format!("{e} (after {attempt} attempts)")).await
             }

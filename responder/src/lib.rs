@@ -5,7 +5,8 @@
 //! - [`budget`]: Lark's per-app limits (messages, each CardKit API), shared
 //!   out between the replicas by the partitions each holds.
 //! - [`pacing`]: Lark's per-chat send limit, then the app's message budget.
-//! - [`handler`]: one reply command → Lark messages, retries, dead letters.
+//! - [`handler`]: one reply command → Lark messages, retries, dead letters
+//!   ([`verdict`]: what a failed send means).
 //! - streamed answers: [`card_start`] creates and shows an answer's card,
 //!   [`drafts`] updates it as FastGPT writes (when: [`live_cards`]),
 //!   [`card_finish`] puts the final answer in it; [`card_state`] is the
@@ -32,5 +33,6 @@ pub mod pacing;
 pub mod progress;
 pub mod render;
 pub mod send;
+pub mod verdict;
 
 pub use app::{Application, StartError};
