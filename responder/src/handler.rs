@@ -25,12 +25,13 @@ use common::topology::Topology;
 use common::worker::{Handler, Outcome};
 use tracing::Instrument;
 
-use crate::card_state::{Cards, Phase};
+use crate::card_state::Cards;
 use crate::pacing::Pacing;
 use crate::progress::ShownParts;
-use crate::render::render;
+use crate::route::{route, Route};
 use crate::send::send_part;
 use crate::verdict::{verdict, Verdict};
+use crate::whole::whole_parts;
 
 pub struct Responder {
     pub lark: LarkClients,
@@ -89,43 +90,31 @@ impl Responder {
         let Some(lark) = self.lark.get(&command.channel) else {
             return self.dead(message, &command.channel, "no such channel in this responder's configuration").await;
         };
-        let (text, question) = match &command.body {
+        let (text, question, extras) = match &command.body {
             ReplyBody::CardStart { .. } => return self.start_card(message, lark, command, attempt).await,
-            ReplyBody::Markdown { text, question, .. } => (text, question.as_ref()),
+            ReplyBody::Markdown { text, question, extras } => (text, question.as_ref(), extras),
         };
-        // A streamed answer ends in its card; anything else goes out whole.
-        // (Read whatever this replica's `streaming` says: the relay's decided.)
-        let key = keys::card(&command.channel, &command.source);
-        let whole_after_card;
-        let command = match self.cards.read(&key).await {
-            Ok(Some((state, _))) => match state.phase {
-                Phase::Streaming | Phase::Final => {
-                    return self.finish_card(message, lark, command, text, question, attempt).await
-                }
-                Phase::Done => {
-                    tracing::info!("the card already shows this answer (a redelivery)");
-                    return Outcome::Done;
-                }
-                // The card's message took the first part's uuid: the whole
-                // answer after it needs uuids of its own.
-                Phase::Plain if state.sent => {
-                    whole_after_card = ReplyCommand { source: format!("{}#whole", command.source), ..command.clone() };
-                    &whole_after_card
-                }
-                Phase::Plain => command,
-            },
-            Ok(None) => command,
+        let card = match self.cards.read(&keys::card(&command.channel, &command.source)).await {
+            Ok(read) => read.map(|(card, _)| card),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the answer's card; retrying");
                 return Outcome::Retry(Duration::from_secs(1));
             }
         };
-        // The answer (none when FastGPT went straight to its question), then the question's card.
-        let mut parts = if text.trim().is_empty() && question.is_some() { Vec::new() } else { render(text) };
-        if let ReplyBody::Markdown { extras, .. } = &command.body {
-            parts = crate::render::with_extras(parts, extras);
-        }
-        parts.extend(question.map(crate::render::question_card));
+        let whole_after_card;
+        let command = match route(card.as_ref()) {
+            Route::FinishCard => return self.finish_card(message, lark, command, text, question, attempt).await,
+            Route::AlreadyShown => {
+                tracing::info!("the card already shows this answer (a redelivery)");
+                return Outcome::Done;
+            }
+            Route::Whole { after_card: true } => {
+                whole_after_card = crate::whole::after_card(command);
+                &whole_after_card
+            }
+            Route::Whole { after_card: false } => command,
+        };
+        let parts = whole_parts(text, question, extras);
         let first = self.shown.resume_from(&command.source);
         if first > 0 {
             tracing::info!(shown = first, parts = parts.len(), "resuming after the parts already shown");
