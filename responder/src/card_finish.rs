@@ -22,6 +22,7 @@ use common::answer::Extras;
 use common::envelope::{ReplyBody, ReplyCommand};
 use common::lark::api::{LarkClient, LarkError};
 use common::lark::cardkit::{card_message_content, CardFailure, CARDKIT_FIX};
+use common::question::Question;
 use common::topology::keys;
 use common::worker::Outcome;
 
@@ -29,7 +30,7 @@ use crate::budget::{Api, Class};
 use crate::card_start::count_card_op;
 use crate::card_state::{now_ms, CardRecord, Phase};
 use crate::handler::Responder;
-use crate::render::{card, card_chunks, final_card, with_extras, Part, ANSWER_ELEMENT};
+use crate::render::{card, card_chunks, final_card, question_card, with_extras, Part, ANSWER_ELEMENT};
 use crate::send::send_part;
 
 /// Lark closes streaming mode 10 minutes after it was turned on; past this,
@@ -46,24 +47,14 @@ impl Responder {
         lark: &LarkClient,
         command: &ReplyCommand,
         text: &str,
-        question: Option<&common::question::Question>,
+        question: Option<&Question>,
         attempt: u32,
     ) -> Outcome {
         let key = &keys::card(&command.channel, &command.source);
         // 1. No draft goes out from now on (one already on its way carries a
         // lower sequence); take the card over and reserve the final operations.
         self.streams.settle(key);
-        let taken = self
-            .cards
-            .modify(key, |s| {
-                if !matches!(s.phase, Phase::Streaming | Phase::Final) {
-                    return false;
-                }
-                s.phase = Phase::Final;
-                s.reserve(FINAL_OPERATIONS);
-                true
-            })
-            .await;
+        let taken = self.cards.modify(key, take_for_final).await;
         let (mut state, mut revision) = match taken {
             Ok(Some(taken)) => taken,
             // It changed phase meanwhile (done, or plain): the handler looks again.
@@ -77,25 +68,15 @@ impl Responder {
             return self.again(message, command, attempt, "the card has no id").await;
         };
         let first_sequence = state.sequence + 1 - FINAL_OPERATIONS;
-        let chunks = card_chunks(text);
-        let no_extras = Extras::default();
         let extras = match &command.body {
             ReplyBody::Markdown { extras, .. } => extras,
-            ReplyBody::CardStart { .. } => &no_extras,
+            ReplyBody::CardStart { .. } => &NO_EXTRAS,
         };
-        // The extras (sources, feedback buttons) go below the answer's last
-        // words: in this card when it holds the whole answer.
-        let (card_extras, rest_extras) = if chunks.len() == 1 { (extras, &no_extras) } else { (&no_extras, extras) };
+        let layout = lay_out(text, extras, question);
 
         if state.parts_shown == 0 {
-            // 2. The card's final content, streaming closed. (Lark refuses an
-            // empty text: an answer that is only a question shows an ellipsis.)
-            let first = if chunks[0].is_empty() { "…" } else { chunks[0].as_str() };
-            let summary = summary_of(first);
-            if let Err(e) = self
-                .final_card_content(lark, command, &card_id, first, &summary, card_extras, &state, first_sequence)
-                .await
-            {
+            // 2. The card's final content, streaming closed.
+            if let Err(e) = self.final_card_content(lark, command, &card_id, &layout, &state, first_sequence).await {
                 return match CardFailure::of(&e) {
                     CardFailure::SequenceTaken => {
                         self.again(message, command, attempt, "another operation went first").await
@@ -133,12 +114,8 @@ impl Responder {
         }
         // 4. The rest of a long answer, in order; then the question FastGPT asks.
         // Part 0 is the card itself.
-        let chunk_cards = chunks.iter().skip(1).map(|chunk| Part { msg_type: "interactive", content: card(chunk) });
-        let rest: Vec<Part> = with_extras(chunk_cards.collect(), rest_extras)
-            .into_iter()
-            .chain(question.map(crate::render::question_card))
-            .collect();
-        for (i, part) in (1..).zip(&rest).skip(state.parts_shown.saturating_sub(1)) {
+        let rest = &layout.rest;
+        for (i, part) in (1..).zip(rest).skip(state.parts_shown.saturating_sub(1)) {
             self.pacing.wait(&lark.channel().app_id, &command.chat_id).await;
             if let Err(e) = send_part(lark, command, i, part).await {
                 return self.failed(message, command, attempt, &e, i).await;
@@ -168,20 +145,18 @@ impl Responder {
     /// Sets the card's text and closes streaming (Lark types out the last
     /// words), or replaces the whole card: when it gets extras below the
     /// text (one call for all of it) or when streaming has closed.
-    #[allow(clippy::too_many_arguments)]
     async fn final_card_content(
         &self,
         lark: &LarkClient,
         command: &ReplyCommand,
         card_id: &str,
-        text: &str,
-        summary: &str,
-        extras: &Extras,
+        layout: &Layout<'_>,
         state: &CardRecord,
         sequence: u64,
     ) -> Result<(), LarkError> {
+        let Layout { text, summary, extras, .. } = layout;
         let app = &lark.channel().app_id;
-        if extras.is_empty() && now_ms().saturating_sub(state.opened_at) < STREAMING_WINDOW_MS {
+        if final_content(extras, state.opened_at, now_ms()) == FinalContent::SetTextAndClose {
             self.budget.take(app, Api::CardContent, Class::Answer).await;
             let set = self.paused_on_limit(
                 app,
@@ -244,6 +219,69 @@ impl Responder {
     }
 }
 
+/// No extras: the card of an answer longer than one card, or a card start's.
+static NO_EXTRAS: Extras = Extras { sources: Vec::new(), feedback: None };
+
+/// Takes the card for the final answer (phase `Final`) and reserves the
+/// final operations' sequences above every block reserved for drafts;
+/// false when the card no longer streams (done, or the answer went plain).
+/// A final answer tried again takes it again, with sequences of its own.
+fn take_for_final(s: &mut CardRecord) -> bool {
+    if !matches!(s.phase, Phase::Streaming | Phase::Final) {
+        return false;
+    }
+    s.phase = Phase::Final;
+    s.reserve(FINAL_OPERATIONS);
+    true
+}
+
+/// A final answer laid out: what goes into its card, then the parts after it.
+#[derive(Debug)]
+struct Layout<'a> {
+    /// The card's text: the answer's first card's worth, or an ellipsis
+    /// when it has none (Lark refuses an empty text, and an answer that is
+    /// only a question has none).
+    text: String,
+    /// What the chat list shows for the card.
+    summary: String,
+    /// Below the card's text: the answer's extras when the card holds all of it.
+    extras: &'a Extras,
+    /// The parts after the card, numbered from 1: the rest of a long answer
+    /// (its extras in its last card), then the question FastGPT asks.
+    rest: Vec<Part>,
+}
+
+/// Lays `text` out in its card and the parts after it. The extras (sources,
+/// feedback buttons) go below the answer's last words.
+fn lay_out<'a>(text: &str, extras: &'a Extras, question: Option<&Question>) -> Layout<'a> {
+    let mut chunks = card_chunks(text).into_iter();
+    let first = chunks.next().filter(|c| !c.is_empty()).unwrap_or_else(|| "…".to_owned());
+    let more: Vec<Part> = chunks.map(|chunk| Part { msg_type: "interactive", content: card(&chunk) }).collect();
+    let (card_extras, rest_extras) = if more.is_empty() { (extras, &NO_EXTRAS) } else { (&NO_EXTRAS, extras) };
+    let rest = with_extras(more, rest_extras).into_iter().chain(question.map(question_card)).collect();
+    Layout { summary: summary_of(&first), text: first, extras: card_extras, rest }
+}
+
+/// How the final answer goes into its card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FinalContent {
+    /// Set the card's text, then close streaming (Lark types out the last words).
+    SetTextAndClose,
+    /// Replace the whole card: text, extras and streaming closed in one call.
+    Replace,
+}
+
+/// How the final answer of a card opened at `opened_at` goes into it at
+/// `now` (Unix ms): its text set within the streaming window, else the
+/// card replaced, which works at any time. Extras replace the card at once.
+fn final_content(extras: &Extras, opened_at: u64, now: u64) -> FinalContent {
+    if extras.is_empty() && now.saturating_sub(opened_at) < STREAMING_WINDOW_MS {
+        FinalContent::SetTextAndClose
+    } else {
+        FinalContent::Replace
+    }
+}
+
 /// What the chat list shows for the finished card: its first words (while
 /// streaming it said "Answering...").
 fn summary_of(text: &str) -> String {
@@ -252,13 +290,4 @@ fn summary_of(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::summary_of;
-
-    #[test]
-    fn the_summary_is_the_first_words() {
-        assert_eq!(summary_of("\n## Title\nbody"), "Title");
-        assert_eq!(summary_of(&"x".repeat(100)).chars().count(), 61);
-        assert_eq!(summary_of(""), "…");
-    }
-}
+mod tests;

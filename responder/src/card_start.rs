@@ -55,9 +55,7 @@ impl Responder {
                 return Outcome::Retry(Duration::from_secs(1));
             }
         };
-        let Some(card_id) = state.card_id.as_deref().filter(|_| state.phase == Phase::Streaming && !state.sent) else {
-            return Outcome::Done;
-        };
+        let Some(card_id) = card_to_show(&state) else { return Outcome::Done };
         self.pacing.wait(&lark.channel().app_id, &command.chat_id).await;
         let part = Part { msg_type: "interactive", content: card_message_content(card_id) };
         let sent = send_part(lark, command, 0, &part).await;
@@ -75,7 +73,7 @@ impl Responder {
             }
             // Not about the card (the bot left the chat...): the final
             // answer meets the same refusal and dead-letters it with its fix.
-            Err(e) if CardFailure::of(&e) == CardFailure::Refused && !is_card_error(&e) => {
+            Err(e) if refused_for_the_chat(&e) => {
                 tracing::warn!(error = %e, "cannot show the streaming card; the final answer will try again");
                 Outcome::Done
             }
@@ -148,12 +146,15 @@ impl Responder {
     /// The card start again in a second, up to the last attempt; then the
     /// answer comes whole (no dead letter: the final answer still comes).
     fn start_later(&self, attempt: u32, why: &str) -> Outcome {
-        if attempt < self.max_attempts {
-            tracing::warn!(why, "cannot record the answer's card; retrying");
-            Outcome::Retry(Duration::from_secs(1))
-        } else {
-            tracing::warn!(why, "cannot record the answer's card; the answer will come whole");
-            Outcome::Done
+        match start_again(attempt, self.max_attempts) {
+            Some(delay) => {
+                tracing::warn!(why, "cannot record the answer's card; retrying");
+                Outcome::Retry(delay)
+            }
+            None => {
+                tracing::warn!(why, "cannot record the answer's card; the answer will come whole");
+                Outcome::Done
+            }
         }
     }
 
@@ -162,35 +163,23 @@ impl Responder {
     /// so no draft shows a card either). Never a dead letter: the final
     /// answer still comes.
     async fn card_start_failed(&self, command: &ReplyCommand, key: &str, e: &LarkError, attempt: u32) -> Outcome {
-        match CardFailure::of(e) {
-            CardFailure::Transient if attempt < self.max_attempts => {
-                let delay = backoff(attempt, Duration::from_secs(10));
+        match start_verdict(CardFailure::of(e), attempt, self.max_attempts) {
+            StartVerdict::Retry(delay) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "cannot start the streaming card; will retry");
                 Outcome::Retry(delay)
             }
-            CardFailure::Transient => {
+            StartVerdict::LeaveToFinalAnswer => {
                 tracing::warn!(error = %e, "cannot start the streaming card; the final answer will show it");
                 Outcome::Done
             }
-            _ => {
+            StartVerdict::Refused => {
                 self.cardkit_refused.record(&command.channel);
                 tracing::error!(error = %e, fix = CARDKIT_FIX, "CardKit refused the card; answers go out whole for the next minute");
                 self.status.error(&command.channel, format!("CardKit refused a streaming card: {e}"), CARDKIT_FIX);
                 let plain = CardRecord::plain();
                 let marked = match self.cards.create(key, &plain).await {
                     Ok(Some(_)) => Ok(()),
-                    Ok(None) => self
-                        .cards
-                        .modify(key, |s| {
-                            // A card already shown stays: the final answer finishes it.
-                            if s.phase != Phase::Streaming || s.sent {
-                                return false;
-                            }
-                            s.phase = Phase::Plain;
-                            true
-                        })
-                        .await
-                        .map(|_| ()),
+                    Ok(None) => self.cards.modify(key, mark_plain).await.map(|_| ()),
                     Err(e) => Err(e),
                 };
                 match marked {
@@ -205,9 +194,62 @@ impl Responder {
     }
 }
 
-/// Lark could not build the message from the card (230099).
-fn is_card_error(e: &LarkError) -> bool {
-    matches!(e, LarkError::Api { code: Some(CARD_CONTENT_FAILED), .. })
+/// The card a card start shows: a streaming card whose message is not sent
+/// yet. One already shown (a redelivery), one the final answer has taken,
+/// or none (the answer goes out whole) is left alone.
+fn card_to_show(state: &CardRecord) -> Option<&str> {
+    state.card_id.as_deref().filter(|_| state.phase == Phase::Streaming && !state.sent)
+}
+
+/// Lark refused the card's message for a reason not about the card (the
+/// bot left the chat...), rather than for the card itself (230099: Lark
+/// could not build the message from it).
+fn refused_for_the_chat(e: &LarkError) -> bool {
+    CardFailure::of(e) == CardFailure::Refused && !matches!(e, LarkError::Api { code: Some(CARD_CONTENT_FAILED), .. })
+}
+
+/// What a failed card start (creating the card, or showing it) leads to.
+/// Never a dead letter: the final answer still comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StartVerdict {
+    /// It may still work: again after this long.
+    Retry(Duration),
+    /// Still failing on the last attempt: the final answer shows the card,
+    /// or the answer whole.
+    LeaveToFinalAnswer,
+    /// CardKit refused: the answer goes out whole, and the channel's next
+    /// answers too for a while (a missing scope, most likely).
+    Refused,
+}
+
+/// The verdict for a card start that failed with `failure` at attempt
+/// `attempt` of `max_attempts`.
+fn start_verdict(failure: CardFailure, attempt: u32, max_attempts: u32) -> StartVerdict {
+    match failure {
+        CardFailure::Transient if attempt < max_attempts => StartVerdict::Retry(backoff(attempt, START_BACKOFF_CAP)),
+        CardFailure::Transient => StartVerdict::LeaveToFinalAnswer,
+        CardFailure::Refused | CardFailure::SequenceTaken | CardFailure::StreamingClosed => StartVerdict::Refused,
+    }
+}
+
+/// The longest a card start waits before it is tried again.
+const START_BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// When to try recording the answer's card again: in a second, up to the
+/// last attempt; then not at all (the answer comes whole). Each try may
+/// create a card nobody sees, so there are few.
+fn start_again(attempt: u32, max_attempts: u32) -> Option<Duration> {
+    (attempt < max_attempts).then_some(Duration::from_secs(1))
+}
+
+/// Marks an answer as not streamed, so no draft shows its card; false when
+/// nothing changes. A card already shown stays: the final answer finishes it.
+fn mark_plain(s: &mut CardRecord) -> bool {
+    if s.phase != Phase::Streaming || s.sent {
+        return false;
+    }
+    s.phase = Phase::Plain;
+    true
 }
 
 /// Counts one CardKit operation (or the message showing the card) of
@@ -220,3 +262,6 @@ pub(crate) fn count_card_op<T>(channel: &str, op: &'static str, result: &Result<
     metrics::counter!(common::metric_names::CARD_OPERATIONS, "channel" => channel.to_owned(), "op" => op, "code" => code)
         .increment(1);
 }
+
+#[cfg(test)]
+mod tests;

@@ -30,7 +30,7 @@ use tracing::Instrument;
 use crate::budget::{Api, Budget, Class};
 use crate::card_finish::STREAMING_WINDOW_MS;
 use crate::card_start::count_card_op;
-use crate::card_state::{now_ms, Cards, Phase, StoreError};
+use crate::card_state::{now_ms, CardRecord, Cards, Phase, StoreError};
 use crate::live_cards::{partition_of_chat, LiveCard, LiveCards, Offered, Update};
 use crate::render::{card_chunks, ANSWER_ELEMENT};
 
@@ -75,12 +75,12 @@ impl Streams {
     pub async fn adopt(&self, cards: &Cards, key: &str, chat: &Chat<'_>) -> Result<Adopted, StoreError> {
         let mut block = (0, 0);
         let taken = cards
-            .modify(key, |s| {
-                if s.phase != Phase::Streaming || s.card_id.is_none() {
-                    return false;
+            .modify(key, |s| match adoption_block(s) {
+                Some(reserved) => {
+                    block = reserved;
+                    true
                 }
-                block = s.reserve_block();
-                true
+                None => false,
             })
             .await?;
         let Some((state, _)) = taken else {
@@ -220,24 +220,20 @@ impl Drafts {
     /// One update of a card's text.
     async fn show(self: Arc<Self>, u: Update) {
         let Some(lark) = self.lark.get(&u.channel) else { return };
-        let text = card_chunks(&u.draft.text).swap_remove(0);
-        let result = if text.is_empty() {
-            Ok(()) // Lark refuses an empty text; the next draft has words
-        } else {
-            lark.set_card_text(&u.card_id, ANSWER_ELEMENT, &text, u.sequence).await
+        let result = match draft_text(&u.draft.text) {
+            Some(text) => lark.set_card_text(&u.card_id, ANSWER_ELEMENT, &text, u.sequence).await,
+            None => Ok(()),
         };
         count_card_op(&u.channel, "draft", &result);
         let shown = match &result {
             Ok(()) => true,
-            Err(e) => match CardFailure::of(e) {
-                // A later operation went first (the final answer, or a new
-                // owner), or the window closed: the final answer covers it.
-                CardFailure::SequenceTaken | CardFailure::StreamingClosed => {
+            Err(e) => match draft_failed(CardFailure::of(e)) {
+                DraftFailed::Superseded => {
                     tracing::debug!(error = %e, "draft not shown; the card is the final answer's now");
                     self.streams.settle(&u.key);
                     return;
                 }
-                _ => {
+                DraftFailed::TryNext => {
                     if e.is_rate_limited() {
                         self.budget.pause(&u.app_id, Api::CardContent, e.retry_after());
                     }
@@ -258,6 +254,42 @@ impl Drafts {
         metrics::gauge!(STREAMING_CARDS).set(cards.len() as f64);
         drop(cards);
         self.budget.forget_idle();
+    }
+}
+
+/// The block of sequences a replica taking a card over reserves: none when
+/// the card no longer streams (the final answer has it, or the answer went
+/// out whole) or has no card yet.
+fn adoption_block(s: &mut CardRecord) -> Option<(u64, u64)> {
+    if s.phase != Phase::Streaming || s.card_id.is_none() {
+        return None;
+    }
+    Some(s.reserve_block())
+}
+
+/// What a draft shows in its card: its first card's worth (the rest of a
+/// long answer comes with the final answer). None when it has no words
+/// yet: Lark refuses an empty text, and the next draft has words.
+fn draft_text(text: &str) -> Option<String> {
+    card_chunks(text).into_iter().next().filter(|t| !t.is_empty())
+}
+
+/// What a draft Lark did not show means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DraftFailed {
+    /// A later operation went first (the final answer, or a new owner), or
+    /// the streaming window closed: the card takes no more drafts here, and
+    /// the final answer covers it.
+    Superseded,
+    /// Anything else: the next draft tries again (each carries the whole
+    /// text so far).
+    TryNext,
+}
+
+fn draft_failed(failure: CardFailure) -> DraftFailed {
+    match failure {
+        CardFailure::SequenceTaken | CardFailure::StreamingClosed => DraftFailed::Superseded,
+        CardFailure::Transient | CardFailure::Refused => DraftFailed::TryNext,
     }
 }
 
@@ -307,3 +339,6 @@ async fn forward(client: async_nats::Client, subject: String, tx: mpsc::Sender<(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

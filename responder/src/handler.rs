@@ -19,21 +19,19 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, Message};
 use common::envelope::{header, ReplyBody, ReplyCommand, CHANNEL_HEADER};
 use common::lark::api::{LarkClients, LarkError};
-use common::lark::errors::ErrorClass;
 use common::service_name::Service;
 use common::topology::keys;
 use common::topology::Topology;
-use common::worker::{backoff, Handler, Outcome};
+use common::worker::{Handler, Outcome};
 use tracing::Instrument;
 
-use crate::card_state::{Cards, Phase};
+use crate::card_state::Cards;
 use crate::pacing::Pacing;
 use crate::progress::ShownParts;
-use crate::render::render;
+use crate::route::{route, Route};
 use crate::send::send_part;
-
-/// The longest a reply waits before it is tried again.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(120);
+use crate::verdict::{verdict, Verdict};
+use crate::whole::whole_parts;
 
 pub struct Responder {
     pub lark: LarkClients,
@@ -92,43 +90,31 @@ impl Responder {
         let Some(lark) = self.lark.get(&command.channel) else {
             return self.dead(message, &command.channel, "no such channel in this responder's configuration").await;
         };
-        let (text, question) = match &command.body {
+        let (text, question, extras) = match &command.body {
             ReplyBody::CardStart { .. } => return self.start_card(message, lark, command, attempt).await,
-            ReplyBody::Markdown { text, question, .. } => (text, question.as_ref()),
+            ReplyBody::Markdown { text, question, extras } => (text, question.as_ref(), extras),
         };
-        // A streamed answer ends in its card; anything else goes out whole.
-        // (Read whatever this replica's `streaming` says: the relay's decided.)
-        let key = keys::card(&command.channel, &command.source);
-        let whole_after_card;
-        let command = match self.cards.read(&key).await {
-            Ok(Some((state, _))) => match state.phase {
-                Phase::Streaming | Phase::Final => {
-                    return self.finish_card(message, lark, command, text, question, attempt).await
-                }
-                Phase::Done => {
-                    tracing::info!("the card already shows this answer (a redelivery)");
-                    return Outcome::Done;
-                }
-                // The card's message took the first part's uuid: the whole
-                // answer after it needs uuids of its own.
-                Phase::Plain if state.sent => {
-                    whole_after_card = ReplyCommand { source: format!("{}#whole", command.source), ..command.clone() };
-                    &whole_after_card
-                }
-                Phase::Plain => command,
-            },
-            Ok(None) => command,
+        let card = match self.cards.read(&keys::card(&command.channel, &command.source)).await {
+            Ok(read) => read.map(|(card, _)| card),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the answer's card; retrying");
                 return Outcome::Retry(Duration::from_secs(1));
             }
         };
-        // The answer (none when FastGPT went straight to its question), then the question's card.
-        let mut parts = if text.trim().is_empty() && question.is_some() { Vec::new() } else { render(text) };
-        if let ReplyBody::Markdown { extras, .. } = &command.body {
-            parts = crate::render::with_extras(parts, extras);
-        }
-        parts.extend(question.map(crate::render::question_card));
+        let whole_after_card;
+        let command = match route(card.as_ref()) {
+            Route::FinishCard => return self.finish_card(message, lark, command, text, question, attempt).await,
+            Route::AlreadyShown => {
+                tracing::info!("the card already shows this answer (a redelivery)");
+                return Outcome::Done;
+            }
+            Route::Whole { after_card: true } => {
+                whole_after_card = crate::whole::after_card(command);
+                &whole_after_card
+            }
+            Route::Whole { after_card: false } => command,
+        };
+        let parts = whole_parts(text, question, extras);
         let first = self.shown.resume_from(&command.source);
         if first > 0 {
             tracing::info!(shown = first, parts = parts.len(), "resuming after the parts already shown");
@@ -163,7 +149,8 @@ impl Responder {
         Outcome::Done
     }
 
-    /// What a failed send of part `part` means: a retry later, or a dead letter.
+    /// Acts on what a failed send of part `part` means ([`verdict`]): a
+    /// retry later, or a dead letter.
     pub(crate) async fn failed(
         &self,
         message: &Message,
@@ -177,27 +164,22 @@ impl Responder {
                 self.pacing.pause(&lark.channel().app_id, e.retry_after());
             }
         }
-        match e.class() {
-            ErrorClass::Transient { retry_after } if attempt < self.max_attempts => {
-                // At most MAX_RETRY_DELAY, whatever Lark's reset header says: a
-                // chat's younger replies wait behind this one, and a
-                // partition's new owner waits at most 300 s for it.
-                let delay =
-                    backoff(attempt, Duration::from_secs(60)).max(retry_after.unwrap_or_default()).min(MAX_RETRY_DELAY);
+        match verdict(e.class(), attempt, self.max_attempts) {
+            Verdict::Retry(delay) => {
                 metrics::counter!(common::metric_names::LARK_RETRIES_TOTAL, "channel" => command.channel.clone())
                     .increment(1);
                 tracing::warn!(error = %e, part, retry_in = ?delay, "Lark send failed; will retry");
                 Outcome::Retry(delay)
             }
-            ErrorClass::TokenInvalid if attempt < self.max_attempts => {
+            Verdict::RetryToken(delay) => {
                 tracing::warn!(error = %e, "Lark still says the token is invalid; will retry");
-                Outcome::Retry(Duration::from_secs(1))
+                Outcome::Retry(delay)
             }
-            ErrorClass::Permanent { fix } => {
+            Verdict::Refused { fix } => {
                 tracing::error!(error = %e, fix, "Lark refused the reply; not retrying");
                 self.dead(message, &command.channel, &format!("{e}. Fix: {fix}")).await
             }
-            _ => {
+            Verdict::LastAttempt => {
                 tracing::error!(error = %e, attempt, "Lark send failed on the last attempt");
                 self.dead(message, &command.channel, &format!("{e} (after {attempt} attempts)")).await
             }

@@ -5,7 +5,9 @@
 //! - [`budget`]: Lark's per-app limits (messages, each CardKit API), shared
 //!   out between the replicas by the partitions each holds.
 //! - [`pacing`]: Lark's per-chat send limit, then the app's message budget.
-//! - [`handler`]: one reply command → Lark messages, retries, dead letters.
+//! - [`handler`]: one reply command → Lark messages, retries, dead letters
+//!   ([`route`]: where a final answer goes; [`whole`]: the parts of an
+//!   answer sent whole; [`verdict`]: what a failed send means).
 //! - streamed answers: [`card_start`] creates and shows an answer's card,
 //!   [`drafts`] updates it as FastGPT writes (when: [`live_cards`]),
 //!   [`card_finish`] puts the final answer in it; [`card_state`] is the
@@ -24,6 +26,8 @@ pub mod card_start;
 pub mod card_state;
 pub mod check;
 pub mod drafts;
+#[cfg(test)]
+mod fixtures;
 pub mod handler;
 pub mod live_cards;
 /// Kept in `common`: the ingress shows what users typed back in cards too.
@@ -31,6 +35,9 @@ pub use common::neutralize;
 pub mod pacing;
 pub mod progress;
 pub mod render;
+pub mod route;
 pub mod send;
+pub mod verdict;
+pub mod whole;
 
 pub use app::{Application, StartError};
