@@ -76,23 +76,6 @@ const DEFAULT_SPEAKER: &str = "you";
 const GROUP_CHAT_ID: &str = "oc_sandbox_group";
 const TOPIC_GROUP_CHAT_ID: &str = "oc_sandbox_topics";
 
-/// A tenant access token of `app_id` from the (fake) Lark at `lark`, as the
-/// bridge gets one: what a test playing the bot's side puts in
-/// `Authorization: Bearer`.
-#[cfg(test)]
-async fn tenant_token(client: &reqwest::Client, lark: &str, app_id: &str, app_secret: &str) -> String {
-    let answer: serde_json::Value = client
-        .post(format!("{lark}/open-apis/auth/v3/tenant_access_token/internal"))
-        .json(&serde_json::json!({ "app_id": app_id, "app_secret": app_secret }))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("JSON");
-    answer["tenant_access_token"].as_str().expect("token").to_owned()
-}
-
 /// Where the bridge runs and how its channel is set up.
 #[derive(Clone, Debug)]
 pub struct Target {

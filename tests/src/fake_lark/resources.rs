@@ -302,11 +302,7 @@ mod tests {
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n0123456789abcdef";
 
     async fn token(fake: &FakeLark, client: &reqwest::Client) -> String {
-        let body = json!({ "app_id": "cli_a", "app_secret": "s" });
-        let url = format!("{}/open-apis/auth/v3/tenant_access_token/internal", fake.base_url());
-        let answer: serde_json::Value =
-            client.post(url).json(&body).send().await.expect("token").json().await.expect("JSON");
-        answer["tenant_access_token"].as_str().expect("a token").to_owned()
+        crate::fake_lark::tenant_token(client, &fake.base_url(), "cli_a", "s").await
     }
 
     async fn get(fake: &FakeLark, client: &reqwest::Client, token: &str, path: &str) -> reqwest::Response {

@@ -415,8 +415,9 @@ mod tests {
     use serde_json::json;
     use tokio_util::sync::CancellationToken;
 
-    use super::super::{run, tenant_token, ChatOptions, Target, Timing};
+    use super::super::{run, ChatOptions, Target, Timing};
     use crate::fake_lark::server::ServerHandle;
+    use crate::fake_lark::tenant_token;
     use crate::fake_lark::{FakeApp, FakeLark};
 
     const KEY: &str = "stand-in key";

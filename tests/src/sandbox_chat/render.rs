@@ -142,10 +142,11 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::fake_lark::tenant_token;
     use crate::fake_lark::Via;
     use crate::sandbox_chat::session::Place;
     use crate::sandbox_chat::user::SentInfo;
-    use crate::sandbox_chat::{cards, tenant_token, ChatOptions, LarkUser, Target, Timing, DEFAULT_SPEAKER};
+    use crate::sandbox_chat::{cards, ChatOptions, LarkUser, Target, Timing, DEFAULT_SPEAKER};
 
     #[test]
     fn replies_are_placed_where_they_landed() {

@@ -69,16 +69,7 @@ fn form_card() -> Value {
 /// CardKit reference); the new message's id.
 async fn bot_replies(lark: &FakeLark, content: &Value) -> String {
     let client = reqwest::Client::new();
-    let token: Value = client
-        .post(format!("{}/open-apis/auth/v3/tenant_access_token/internal", lark.base_url()))
-        .json(&json!({ "app_id": APP, "app_secret": SECRET }))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("JSON");
-    let token = token["tenant_access_token"].as_str().expect("a token").to_owned();
+    let token = crate::fake_lark::tenant_token(&client, &lark.base_url(), APP, SECRET).await;
     let user_message = format!("om_user_{}", random_hex(4));
     lark.register_message(&user_message, "oc_cards", None);
     let body = json!({ "msg_type": "interactive", "content": content.to_string() });
@@ -332,16 +323,7 @@ async fn a_card_by_reference_is_updated_and_refused_while_streaming() {
     let lark = lark().await;
     let (ingress, url, _server) = Ingress::start(None).await;
     let client = reqwest::Client::new();
-    let token: Value = client
-        .post(format!("{}/open-apis/auth/v3/tenant_access_token/internal", lark.base_url()))
-        .json(&json!({ "app_id": APP, "app_secret": SECRET }))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("JSON");
-    let token = token["tenant_access_token"].as_str().expect("token").to_owned();
+    let token = crate::fake_lark::tenant_token(&client, &lark.base_url(), APP, SECRET).await;
     let mut card = select_card();
     card["config"]["streaming_mode"] = json!(true);
     let created: Value = client
