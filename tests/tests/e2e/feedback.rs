@@ -115,14 +115,12 @@ async fn a_rating_over_the_long_connection() {
 async fn a_resumed_answer_is_rated_under_its_questions_data_id() {
     let b = Bridge::start_with(with_feedback(false)).await;
     b.deliver_ok(&b.events().message_id("om_fb_sel").p2p_text("oc_fb_sel", "ou_a", "select: which one")).await;
-    let question = loop {
-        if let Some(m) = b.lark.visible_messages().into_iter().find(|m| {
+    let question = eventually(WAIT, "the question card with its options", || async {
+        b.lark.visible_messages().into_iter().find(|m| {
             b.lark.card_controls(&m.message_id).is_ok_and(|c| c.find(&ButtonRef::Text("Product B".into())).is_some())
-        }) {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        })
+    })
+    .await;
     b.lark.click(&b.events_url(), b.key.as_ref(), &question.message_id, "Product B", "ou_a").await.expect("answered");
     let card = answer_card(&b, &question.message_id).await;
     assert!(card.text().contains("You chose: Product B"), "{}", card.text());

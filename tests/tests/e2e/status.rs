@@ -123,6 +123,7 @@ mod browser {
     use std::time::Duration;
 
     use fantoccini::{Client, ClientBuilder, Locator};
+    use lark_bridge_tests::eventually::{until, within};
     use lark_bridge_tests::fake_lark::{Endpoint, Failure};
     use lark_bridge_tests::harness::{Bridge, Options};
     use serde_json::json;
@@ -161,13 +162,11 @@ mod browser {
                 .expect("chromedriver starts");
             let url = format!("http://127.0.0.1:{port}");
             let http = reqwest::Client::new();
-            for _ in 0..100 {
-                if http.get(format!("{url}/status")).send().await.is_ok_and(|r| r.status().is_success()) {
-                    return Self { child, url };
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            panic!("chromedriver did not answer on {url}");
+            until(Duration::from_secs(10), &format!("chromedriver answers on {url}"), || async {
+                http.get(format!("{url}/status")).send().await.is_ok_and(|r| r.status().is_success())
+            })
+            .await;
+            Self { child, url }
         }
     }
 
@@ -206,17 +205,14 @@ mod browser {
     /// Reloads the page until `done` holds for it (the services report
     /// every two seconds); panics with the page's text after `WAIT`.
     async fn reload_until(browser: &Client, what: &str, done: impl AsyncFn(&Client) -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        let shown = within(WAIT, || async {
             browser.refresh().await.expect("reload");
-            if done(browser).await {
-                return;
-            }
-            if tokio::time::Instant::now() > deadline {
-                let text = browser.find(Locator::Css("body")).await.expect("body").text().await.unwrap_or_default();
-                panic!("the page never showed {what}:\n{text}");
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            done(browser).await.then_some(())
+        })
+        .await;
+        if shown.is_none() {
+            let text = browser.find(Locator::Css("body")).await.expect("body").text().await.unwrap_or_default();
+            panic!("the page never showed {what}:\n{text}");
         }
     }
 
@@ -331,15 +327,9 @@ mod browser {
             .await
             .expect("click");
         // The click returns once the form is sent; the page it leads to may still be loading.
-        let mut found = None;
-        for _ in 0..100 {
-            if let Ok(n) = browser.find(Locator::Css("[data-notice]")).await {
-                found = Some(n);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let Some(notice) = found else {
+        let found =
+            within(Duration::from_secs(10), || async { browser.find(Locator::Css("[data-notice]")).await.ok() });
+        let Some(notice) = found.await else {
             let url = browser.current_url().await.map(|u| u.path().to_owned()).unwrap_or_default();
             panic!("no notice at {url}: {}", browser.source().await.unwrap_or_default());
         };

@@ -8,10 +8,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
+use lark_bridge_tests::eventually::{self, until};
 use lark_bridge_tests::fake_lark::cardkit::CardOpKind;
 use lark_bridge_tests::fake_lark::{Endpoint, FakeLark};
 use lark_bridge_tests::harness::{Bridge, Options, APP_ID};
@@ -23,19 +24,15 @@ fn streaming() -> Options {
 }
 
 /// Waits for a finished card (streaming closed) holding each of `tails`.
-async fn finished_cards(lark: &FakeLark, tails: &[String], within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
+async fn finished_cards(lark: &FakeLark, tails: &[String], limit: Duration) {
+    let missing = || -> Vec<String> {
         let cards = lark.cards();
-        let missing: Vec<&String> =
-            tails.iter().filter(|t| !cards.iter().any(|c| !c.streaming && c.text.contains(t.as_str()))).collect();
-        if missing.is_empty() {
-            return;
-        }
-        if Instant::now() >= deadline {
-            panic!("{} answers did not finish in their card, e.g. {:?}", missing.len(), missing.first());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tails.iter().filter(|t| !cards.iter().any(|c| !c.streaming && c.text.contains(t.as_str()))).cloned().collect()
+    };
+    let finished = eventually::within(limit, || async { missing().is_empty().then_some(()) }).await;
+    if finished.is_none() {
+        let missing = missing();
+        panic!("{} answers did not finish in their card, e.g. {:?}", missing.len(), missing.first());
     }
 }
 
@@ -201,15 +198,10 @@ async fn past_ninety_percent_of_the_monthly_call_budget_answers_go_whole() {
     assert!(shown[0].card_id().is_none(), "answered whole, not streamed: {:?}", shown[0]);
     assert!(b.lark.cards().is_empty(), "no card created");
     // This answer's calls join the durable count within a flush.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let n = common::lark::calls::read(&status, APP_ID, &month).await.expect("read");
-        if n > 950 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the calls were not added to the month's count ({n})");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until(Duration::from_secs(15), "the answer's calls are added to the month's count (over 950)", || async {
+        common::lark::calls::read(&status, APP_ID, &month).await.expect("read") > 950
+    })
+    .await;
     // The admin page says so.
     let status: serde_json::Value = b
         .http
