@@ -50,6 +50,20 @@ impl CardState {
         expired
     }
 
+    /// Replaces the card's JSON (a new version; its text history grows when
+    /// the text changed); the index of the message showing it, which the
+    /// caller marks as changed.
+    pub(super) fn replace_json(&mut self, json: Value) -> Option<usize> {
+        let before = self.text();
+        self.json = json;
+        self.version += 1;
+        let after = self.text();
+        if after != before {
+            self.history.push((Instant::now(), after));
+        }
+        self.message.as_ref().map(|(i, _)| *i)
+    }
+
     /// Turns streaming mode on or off, as a setting or a full update says.
     pub(super) fn set_streaming(&mut self, on: bool) {
         if on && !self.streaming_on {

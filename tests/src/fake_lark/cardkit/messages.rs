@@ -4,8 +4,6 @@
 //! answer, and what the sandbox's long poll sees change (the streaming
 //! window closing, a card updated).
 
-use std::time::Instant;
-
 use serde_json::Value;
 
 use crate::fake_lark::api::Outcome;
@@ -87,16 +85,8 @@ pub(in crate::fake_lark) fn referenced_card(
 /// one): no `sequence`, streaming as its config says. False for an unknown card.
 pub(in crate::fake_lark) fn replace_by_callback(inner: &mut Inner, card_id: &str, json: Value) -> bool {
     let Some(card) = inner.cardkit.cards.get_mut(card_id) else { return false };
-    let before = card.text();
     card.set_streaming(json.pointer("/config/streaming_mode") == Some(&Value::Bool(true)));
-    card.json = json;
-    card.version += 1;
-    let after = card.text();
-    if after != before {
-        card.history.push((Instant::now(), after));
-    }
-    let index = card.message.as_ref().map(|(i, _)| *i);
-    if let Some(index) = index {
+    if let Some(index) = card.replace_json(json) {
         inner.touch(index);
     }
     true

@@ -188,19 +188,11 @@ pub(super) fn apply(
             card.set_streaming(new.pointer("/config/streaming_mode") == Some(&Value::Bool(true)));
         }
     }
-    let before = card.text();
-    card.json = json;
     card.last_sequence = request.sequence;
-    card.version += 1;
     if let Some(uuid) = &request.uuid {
         card.uuids.insert(uuid.clone(), request.fingerprint.clone());
     }
-    let after = card.text();
-    if after != before {
-        card.history.push((Instant::now(), after));
-    }
-    let index = card.message.as_ref().map(|(i, _)| *i);
-    if let Some(index) = index {
+    if let Some(index) = card.replace_json(json) {
         inner.touch(index);
     }
     Applied { outcome: Outcome::ok(json!({ "code": 0, "msg": "success", "data": {} })), replayed: false }
