@@ -19,7 +19,7 @@ use crate::attachments::Declined;
 use crate::decision::{answered, request_of, say, Answered, Decision, Request};
 use crate::fastgpt::{Ask, FastGptError};
 use crate::handler::Relay;
-use crate::incoming;
+use crate::incoming::{self, Asked};
 use crate::says;
 use crate::typing::Typing;
 
@@ -84,12 +84,12 @@ impl Relay {
                 return Ok(say(ReplyKind::Notice, says::NOT_TEXT));
             }
         };
+        if let Asked::NotText(t) = &asked {
+            tracing::info!(message_type = %t, "not a text, image or file message");
+        }
         let _in_memory;
         let (text, attachments) = match request_of(asked) {
-            Request::Notice(notice) => {
-                tracing::info!(message_type = %event.message.message_type, "FastGPT not asked; a notice says why");
-                return Ok(say(ReplyKind::Notice, notice));
-            }
+            Request::Notice(notice) => return Ok(say(ReplyKind::Notice, notice)),
             Request::Reset => {
                 return match self.sessions.reset(&channel.id, conversation).await {
                     Ok(generation) => {

@@ -7,7 +7,7 @@ use crate::card_state::{CardRecord, Phase};
 
 /// What a final answer becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// A streamed answer ends in its card.
     FinishCard,
     /// The card already shows this answer: a redelivery.
@@ -20,7 +20,7 @@ pub enum Route {
 /// The route of a final answer whose card record is `card` (none: the
 /// answer was never streamed). Whatever this replica's `streaming` setting
 /// says: the relay has decided, and the record says what happened.
-pub fn route(card: Option<&CardRecord>) -> Route {
+pub(crate) fn route(card: Option<&CardRecord>) -> Route {
     let Some(card) = card else { return Route::Whole { after_card: false } };
     match card.phase {
         Phase::Streaming | Phase::Final => Route::FinishCard,

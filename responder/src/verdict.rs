@@ -10,7 +10,7 @@ use common::worker::backoff;
 /// The longest a reply waits before it is tried again, whatever Lark's
 /// reset header says: a chat's younger replies wait behind this one, and a
 /// partition's new owner waits at most 300 s for it.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(120);
+pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(120);
 
 /// The longest backoff before the reset header is considered.
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
@@ -18,11 +18,11 @@ const BACKOFF_CAP: Duration = Duration::from_secs(60);
 /// How soon a reply whose token Lark still calls invalid is tried again:
 /// the client has already fetched a new token and retried once, so a
 /// second look is cheap and the next one most likely works.
-pub const TOKEN_RETRY: Duration = Duration::from_secs(1);
+pub(crate) const TOKEN_RETRY: Duration = Duration::from_secs(1);
 
 /// What a failed send of a reply leads to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// A transient failure (rate limit, 5xx, network): again after this long.
     Retry(Duration),
     /// Lark still says the token is invalid: again after this long.
@@ -38,7 +38,7 @@ pub enum Verdict {
 /// else is retried until the last attempt. A transient failure waits its
 /// backoff (with jitter), at least Lark's reset and at most
 /// [`MAX_RETRY_DELAY`].
-pub fn verdict(class: ErrorClass, attempt: u32, max_attempts: u32) -> Verdict {
+pub(crate) fn verdict(class: ErrorClass, attempt: u32, max_attempts: u32) -> Verdict {
     match class {
         ErrorClass::Transient { retry_after } if attempt < max_attempts => {
             Verdict::Retry(backoff(attempt, BACKOFF_CAP).max(retry_after.unwrap_or_default()).min(MAX_RETRY_DELAY))

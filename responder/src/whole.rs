@@ -10,7 +10,7 @@ use crate::render::{question_card, render, with_extras, Part};
 /// The parts of an answer sent whole, in order: the answer (none when
 /// FastGPT went straight to its question), its extras (sources, feedback
 /// buttons) in the answer's last part, then the question's card.
-pub fn whole_parts(text: &str, question: Option<&Question>, extras: &Extras) -> Vec<Part> {
+pub(crate) fn whole_parts(text: &str, question: Option<&Question>, extras: &Extras) -> Vec<Part> {
     let answer = if text.trim().is_empty() && question.is_some() { Vec::new() } else { render(text) };
     let mut parts = with_extras(answer, extras);
     parts.extend(question.map(question_card));
@@ -20,7 +20,7 @@ pub fn whole_parts(text: &str, question: Option<&Question>, extras: &Extras) -> 
 /// The command an answer goes out whole under after its card's message was
 /// sent: that message took the first part's uuid, and Lark would take a
 /// part under it for the same message again and show nothing.
-pub fn after_card(command: &ReplyCommand) -> ReplyCommand {
+pub(crate) fn after_card(command: &ReplyCommand) -> ReplyCommand {
     ReplyCommand { source: format!("{}#whole", command.source), ..command.clone() }
 }
 

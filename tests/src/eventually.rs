@@ -27,7 +27,18 @@ where
 /// passed (`None`): for a caller that says more than one sentence when the
 /// wait fails (the state it saw, a server's log), or judges what it finds
 /// after the wait.
-pub async fn within<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+pub async fn within<T, F, Fut>(timeout: Duration, check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    within_every(timeout, POLL, check).await
+}
+
+/// [`within`], checking every `poll`: for a check that costs the server
+/// something (many requests, a webhook delivered), polled at the pace the
+/// real client would use.
+pub async fn within_every<T, F, Fut>(timeout: Duration, poll: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -40,7 +51,7 @@ where
         if Instant::now() >= deadline {
             return None;
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
     }
 }
 

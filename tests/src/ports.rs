@@ -6,7 +6,7 @@
 //! port from: with the suites' many connections, another socket can take that
 //! port before the process binds it, and the process fails to start. So a
 //! port is picked below that range (Linux's default starts at 32768), never
-//! twice in one test run, and only if nothing listens on it now.
+//! twice in one test process, and only if nothing listens on it now.
 
 use std::collections::HashSet;
 use std::net::TcpListener;

@@ -11,10 +11,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use lark_bridge_tests::eventually::{eventually, within};
+use lark_bridge_tests::eventually::within_every;
 use lark_bridge_tests::ports::free_port;
 use serde_json::Value;
 use tokio::process::{Child, Command};
+
+/// How often the cluster is asked about its leaders and replicas while a
+/// test waits (each check is several requests to the nodes).
+const POLL: Duration = Duration::from_millis(100);
 
 /// Debian's nats-server (deploy/test installs it).
 fn nats_server_binary() -> &'static str {
@@ -71,9 +75,13 @@ impl Node {
             .spawn()
             .expect("nats-server runs (Debian package nats-server; deploy/test installs it)");
         self.child = Some(child);
+        // The client port opens first, the cluster port after it: a port
+        // taken by another process shows as a node that exits meanwhile.
+        let ports = [Some(self.port), Some(self.http_port), (!routes.is_empty()).then_some(self.cluster_port)];
         for _ in 0..400 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return Ok(());
+            let mut listening = true;
+            for port in ports.into_iter().flatten() {
+                listening &= tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok();
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 self.child = None;
@@ -83,10 +91,13 @@ impl Node {
                     self.log_tail()
                 ));
             }
+            if listening {
+                return Ok(());
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.kill().await;
-        Err(format!("nats-server {} did not accept clients within 20 s; its log ends:\n{}", self.name, self.log_tail()))
+        Err(format!("nats-server {} did not open its ports within 20 s; its log ends:\n{}", self.name, self.log_tail()))
     }
 
     /// `kill -9`.
@@ -209,7 +220,7 @@ impl NatsCluster {
     /// The index of the JetStream meta leader, once every running node names
     /// the same one.
     pub async fn meta_leader(&self) -> usize {
-        eventually(Duration::from_secs(30), "the cluster elects a JetStream meta leader", || async {
+        let leader = within_every(Duration::from_secs(30), POLL, || async {
             let mut named = Vec::new();
             for (i, n) in self.nodes.iter().enumerate() {
                 if n.running() {
@@ -222,23 +233,25 @@ impl NatsCluster {
             let first = named.first()?.as_deref()?;
             named.iter().all(|l| l.as_deref() == Some(first)).then(|| self.index_of(first)).flatten()
         })
-        .await
+        .await;
+        leader.unwrap_or_else(|| panic!("the cluster elected no JetStream meta leader within 30 s"))
     }
 
     /// The index of the node that leads `stream` (from stream info).
     pub async fn stream_leader(&self, js: &jetstream::Context, stream: &str) -> usize {
-        eventually(Duration::from_secs(30), &format!("stream {stream} has a leader"), || async {
-            let info = js.get_stream(stream).await.ok()?.info().await.ok()?.clone();
-            info.cluster.as_ref().and_then(|c| c.leader.as_deref()).and_then(|l| self.index_of(l))
+        let leader = within_every(Duration::from_secs(30), POLL, || async {
+            let (cluster, _) = stream_cluster(js, stream).await?;
+            cluster.leader.as_deref().and_then(|l| self.index_of(l))
         })
-        .await
+        .await;
+        leader.unwrap_or_else(|| panic!("stream {stream} has no leader after 30 s"))
     }
 
     /// Waits until every replica of each stream is current (a restarted node
     /// caught up), so that losing another node leaves a quorum that has it all.
     pub async fn wait_current(&self, js: &jetstream::Context, streams: &[String]) {
         for stream in streams {
-            let caught_up = within(Duration::from_secs(60), || async {
+            let caught_up = within_every(Duration::from_secs(60), POLL, || async {
                 let (cluster, replicas) = stream_cluster(js, stream).await?;
                 let followers_current = cluster.replicas.iter().filter(|r| r.current && !r.offline).count();
                 (cluster.leader.is_some() && followers_current + 1 >= replicas).then_some(())

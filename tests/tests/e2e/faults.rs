@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use lark_bridge_tests::eventually::{eventually, until, within};
+use lark_bridge_tests::eventually::{eventually, within, within_every};
 use lark_bridge_tests::fake_fastgpt::FakeAnswer;
 use lark_bridge_tests::ports::free_port;
 use serde_json::Value;
@@ -31,7 +31,10 @@ async fn bridge_on_a_cluster(env: Vec<(String, String)>) -> (NatsCluster, ProcBr
 /// POSTs like Lark: retries until ingress says 200 (Lark re-pushes an event
 /// whose 200 it did not see).
 async fn deliver_until_accepted(b: &ProcBridge, event: &Value) {
-    until(Duration::from_secs(60), "ingress accepts the event", || async { b.deliver(event).await == Some(200) }).await;
+    let pace = Duration::from_millis(200);
+    let accepted =
+        within_every(Duration::from_secs(60), pace, || async { (b.deliver(event).await == Some(200)).then_some(()) });
+    assert!(accepted.await.is_some(), "ingress never accepted the event");
 }
 
 fn message_id(e: &Value) -> String {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use common::conversation::ConversationKey;
 use common::topology::{partition_of, Topology};
-use lark_bridge_tests::eventually::{throughout, until};
+use lark_bridge_tests::eventually::{throughout, until, within_every};
 use lark_bridge_tests::fake_fastgpt::{FakeAnswer, FakeFastGpt};
 use lark_bridge_tests::fake_lark::{FakeApp, FakeLark};
 use lark_bridge_tests::harness::{
@@ -46,8 +46,8 @@ fn most_within(times: &[std::time::Instant], window: Duration) -> usize {
 /// replicas (each holds at least one), so a test starts from a settled state.
 async fn wait_for_leases(js: &jetstream::Context, t: &Topology, service: &str, replicas: usize) {
     let kv = js.get_key_value(t.leases_bucket()).await.expect("the lease bucket");
-    let what = format!("the {service} partitions are shared out among {replicas} replicas");
-    until(Duration::from_secs(20), &what, || async {
+    // Sixteen reads a check: at the pace of the lease renewals, not faster.
+    let shared = within_every(Duration::from_secs(20), Duration::from_millis(100), || async {
         let mut per: HashMap<String, usize> = HashMap::new();
         for p in 0..common::topology::PARTITIONS {
             if let Ok(Some(owner)) = kv.get(common::topology::keys::lease(service, p)).await {
@@ -55,9 +55,10 @@ async fn wait_for_leases(js: &jetstream::Context, t: &Topology, service: &str, r
             }
         }
         let held: usize = per.values().sum();
-        held == usize::from(common::topology::PARTITIONS) && per.len() == replicas
+        (held == usize::from(common::topology::PARTITIONS) && per.len() == replicas).then_some(())
     })
     .await;
+    assert!(shared.is_some(), "the {service} partitions were not shared out among {replicas} replicas");
 }
 
 /// Deliveries by every consumer of `stream` (each delivery, first or not,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use common::config::{NatsSettings, Settings};
 use common::topology::Topology;
-use lark_bridge_tests::eventually::{eventually, within};
+use lark_bridge_tests::eventually::{eventually, within_every};
 use lark_bridge_tests::harness::{config_toml, delete_namespace, nats_url, Bridge, Options};
 use lark_bridge_tests::lark_events::random_hex;
 
@@ -208,7 +208,7 @@ async fn moving_from_one_to_three_nats_replicas_updates_every_stream_and_bucket_
         }
         replicas
     };
-    let settled = within(Duration::from_secs(30), || async {
+    let settled = within_every(Duration::from_secs(30), Duration::from_millis(100), || async {
         let replicas = read_replicas().await;
         (replicas.len() >= 7 && replicas.iter().all(|(_, n)| *n == 3)).then_some(replicas)
     })
