@@ -123,7 +123,7 @@ mod browser {
     use std::time::Duration;
 
     use fantoccini::{Client, ClientBuilder, Locator};
-    use lark_bridge_tests::eventually::{until, within};
+    use lark_bridge_tests::eventually::{until, within, within_every};
     use lark_bridge_tests::fake_lark::{Endpoint, Failure};
     use lark_bridge_tests::harness::{Bridge, Options};
     use serde_json::json;
@@ -206,13 +206,9 @@ mod browser {
     /// every two seconds), at most about three times a second as an
     /// operator's browser would; panics with the page's text after `WAIT`.
     async fn reload_until(browser: &Client, what: &str, done: impl AsyncFn(&Client) -> bool) {
-        let shown = within(WAIT, || async {
+        let shown = within_every(WAIT, Duration::from_millis(300), || async {
             browser.refresh().await.expect("reload");
-            if done(browser).await {
-                return Some(());
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            None
+            done(browser).await.then_some(())
         })
         .await;
         if shown.is_none() {
