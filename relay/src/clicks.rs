@@ -111,10 +111,8 @@ impl Relay {
             asked_by: pending.asked_by.clone(),
             resumes: pending.data_id.clone(),
         };
-        if let Some(kept) = self.unsent.take(&handled_key) {
-            tracing::info!("publishing the answer of the last attempt; FastGPT not asked again");
-            let closing = kept.closing.as_deref();
-            return self.conclude(message, attempt, &mut command, &handled_key, kept.decision, closing).await;
+        if let Some(done) = self.conclude_kept(message, attempt, &mut command, &handled_key).await {
+            return done;
         }
         let decision = match self.ask_fastgpt(channel, asking, attempt, &command).await {
             Ok(d) => d,

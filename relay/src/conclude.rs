@@ -40,6 +40,22 @@ impl Relay {
         }
     }
 
+    /// Concludes with the answer an earlier attempt of this event got from
+    /// FastGPT but could not store, if one is kept: FastGPT is not asked
+    /// again. `None` when there is none (ask FastGPT).
+    pub(crate) async fn conclude_kept(
+        &self,
+        message: &Message,
+        attempt: u32,
+        command: &mut ReplyCommand,
+        handled_key: &str,
+    ) -> Option<Outcome> {
+        let kept = self.unsent.take(handled_key)?;
+        tracing::info!("publishing the answer of the last attempt; FastGPT not asked again");
+        let closing = kept.closing.as_deref();
+        Some(self.conclude(message, attempt, command, handled_key, kept.decision, closing).await)
+    }
+
     /// Records a question card, publishes the reply, records the event as
     /// answered, then closes the conversation's previous question card
     /// (`closing`: its conversation token). Once FastGPT has answered, a

@@ -140,10 +140,8 @@ impl Relay {
             kind: ReplyKind::Answer,
             body: ReplyBody::markdown(String::new()),
         };
-        if let Some(kept) = self.unsent.take(&handled_key) {
-            tracing::info!("publishing the answer of the last attempt; FastGPT not asked again");
-            let closing = kept.closing.as_deref();
-            return self.conclude(message, attempt, &mut command, &handled_key, kept.decision, closing).await;
+        if let Some(done) = self.conclude_kept(message, attempt, &mut command, &handled_key).await {
+            return done;
         }
         let waiting = match self.questions.get(&channel.id, &conversation.token()).await {
             Ok(w) => w.is_some(),
