@@ -75,7 +75,7 @@ mod tests {
             chat_id: "oc_1".into(),
             in_thread: false,
             kind: ReplyKind::Answer,
-            body: ReplyBody::Markdown { text: "answer".into(), question: None, extras: Extras::default() },
+            body: ReplyBody::markdown("answer"),
         };
         let whole = after_card(&command);
         for i in 0..3 {
