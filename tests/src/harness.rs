@@ -154,13 +154,8 @@ impl Bridge {
             let _ = app.run_until_stopped(stop).await;
         }));
         // Ready once its streams exist.
-        for _ in 0..200 {
-            if self.http.get(self.url("/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("ingress did not become ready");
+        let what = "the ingress becomes ready";
+        crate::readiness::readyz_becomes(&self.http, &self.url("/readyz"), 200, Duration::from_secs(5), what).await;
     }
 
     pub async fn spawn_relay(&mut self) {

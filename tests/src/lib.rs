@@ -12,6 +12,7 @@
 //!   challenge, and the encrypted, signed request Lark wraps them in.
 //! - [`eventually`]: waiting for a condition (or checking one holds) with a
 //!   stated limit, instead of sleeping before an assertion.
+//! - [`readiness`]: waiting for a service's `/readyz` to answer 200 (or 503).
 //! - [`ports`]: ports for the processes a test starts itself, picked where
 //!   no outgoing connection takes them first.
 //! - [`harness`]: the whole bridge in one test (its own NATS namespace, the
@@ -28,4 +29,5 @@ pub mod fake_lark;
 pub mod harness;
 pub mod lark_events;
 pub mod ports;
+pub mod readiness;
 pub mod sandbox_chat;

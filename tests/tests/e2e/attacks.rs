@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use common::lark::event::Callback;
-use lark_bridge_tests::eventually::{eventually, until};
+use lark_bridge_tests::eventually::eventually;
 use lark_bridge_tests::harness::{config_toml, nats_url, Bridge, Options, APP_ID, CHANNEL, VERIFICATION_TOKEN};
 use lark_bridge_tests::lark_events::{random_hex, EventBuilder, SignedRequest};
 use lark_bridge_tests::ports::free_port;
+use lark_bridge_tests::readiness::readyz_becomes;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -258,10 +259,7 @@ async fn held_connections_neither_starve_callbacks_nor_block_shutdown() {
         .expect("prlimit (util-linux) runs the ingress");
     let http = reqwest::Client::new();
     let ready = format!("http://127.0.0.1:{port}/readyz");
-    until(Duration::from_secs(10), "the ingress becomes ready", || async {
-        http.get(&ready).send().await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    readyz_becomes(&http, &ready, 200, Duration::from_secs(10), "the ingress becomes ready").await;
     let mut held = Vec::new();
     for _ in 0..300 {
         match TcpStream::connect(("127.0.0.1", port)).await {

@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use lark_bridge_tests::eventually::{eventually, within, within_every};
+use lark_bridge_tests::eventually::{eventually, until, within, within_every};
 use lark_bridge_tests::fake_fastgpt::FakeAnswer;
 use lark_bridge_tests::ports::free_port;
+use lark_bridge_tests::readiness::readyz_becomes;
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -41,14 +42,12 @@ fn message_id(e: &Value) -> String {
     e["event"]["message"]["message_id"].as_str().expect("message id").to_owned()
 }
 
-/// Polls `/readyz` of `s` for up to 30 s until it answers `want`; returns the last status.
-async fn readiness_becomes(b: &ProcBridge, s: Service, want: u16) -> u16 {
+/// Waits up to 30 s for `/readyz` of `s` to answer `want`; panics saying
+/// that `s` is not `state`.
+async fn readiness_becomes(b: &ProcBridge, s: Service, want: u16, state: &str) {
     let url = format!("http://{}/readyz", b.addr(s));
-    let status = || async { b.http.get(&url).send().await.map(|r| r.status().as_u16()).unwrap_or(0) };
-    match within(Duration::from_secs(30), || async { (status().await == want).then_some(want) }).await {
-        Some(want) => want,
-        None => status().await,
-    }
+    let what = format!("{} {state} (/readyz {want})", s.name());
+    readyz_becomes(&b.http, &url, want, Duration::from_secs(30), &what).await;
 }
 
 /// Visible replies per message id (every id listed, 0 when none).
@@ -75,11 +74,12 @@ const ANSWER_DELAY: Duration = Duration::from_millis(300);
 /// How long before a kill a question may have been asked and still be in work.
 const IN_WORK: Duration = Duration::from_secs(5);
 
-/// Waits (up to a minute) until FastGPT was asked `n` different questions.
+/// Waits (up to a minute) until FastGPT was asked `n` different questions:
+/// the work a kill is meant to interrupt.
 async fn wait_asked(b: &ProcBridge, n: usize) {
-    within(Duration::from_secs(60), || async {
+    until(Duration::from_secs(60), &format!("FastGPT was asked {n} different questions"), || async {
         let asked: std::collections::HashSet<String> = b.fastgpt.requests().into_iter().map(|q| q.content).collect();
-        (asked.len() >= n).then_some(())
+        asked.len() >= n
     })
     .await;
 }
@@ -279,11 +279,11 @@ async fn kill_9_of_any_service_or_of_nats_loses_and_doubles_nothing() {
 async fn during_a_nats_outage_ingress_answers_503_and_readiness_follows() {
     let (mut nats, b) = bridge_on_a_cluster(vec![]).await;
     for s in Service::ALL {
-        assert_eq!(readiness_becomes(&b, s, 200).await, 200, "{} ready", s.name());
+        readiness_becomes(&b, s, 200, "ready").await;
     }
     nats.kill_all().await;
     for s in Service::ALL {
-        assert_eq!(readiness_becomes(&b, s, 503).await, 503, "{} not ready while NATS is down", s.name());
+        readiness_becomes(&b, s, 503, "not ready while NATS is down").await;
     }
     // Ingress never says 200 without NATS, and says so within Lark's window.
     let event = b.events().p2p_text("oc_outage", "ou_o", "during the outage");
@@ -294,8 +294,7 @@ async fn during_a_nats_outage_ingress_answers_503_and_readiness_follows() {
 
     nats.restart_all().await;
     for s in Service::ALL {
-        let status = readiness_becomes(&b, s, 200).await;
-        assert_eq!(status, 200, "{} ready again after NATS came back, without a restart", s.name());
+        readiness_becomes(&b, s, 200, "ready again after NATS came back, without a restart").await;
     }
     // Lark retries the event; now it goes through, once.
     deliver_until_accepted(&b, &event).await;

@@ -27,6 +27,7 @@ use lark_bridge_tests::harness::{
 };
 use lark_bridge_tests::lark_events::{random_hex, EventBuilder, Mention};
 use lark_bridge_tests::ports::free_port;
+use lark_bridge_tests::readiness::readyz_becomes;
 use secrecy::SecretString;
 use tokio::process::{Child, Command};
 
@@ -46,7 +47,7 @@ fn most_within(times: &[std::time::Instant], window: Duration) -> usize {
 /// replicas (each holds at least one), so a test starts from a settled state.
 async fn wait_for_leases(js: &jetstream::Context, t: &Topology, service: &str, replicas: usize) {
     let kv = js.get_key_value(t.leases_bucket()).await.expect("the lease bucket");
-    // Sixteen reads a check: at the pace of the lease renewals, not faster.
+    // Sixteen reads of the bucket a check: ten checks a second at most.
     let shared = within_every(Duration::from_secs(20), Duration::from_millis(100), || async {
         let mut per: HashMap<String, usize> = HashMap::new();
         for p in 0..common::topology::PARTITIONS {
@@ -231,11 +232,8 @@ impl Procs {
             .spawn()
             .unwrap_or_else(|e| panic!("start {binary}: {e}"));
         let url = format!("http://127.0.0.1:{port}/readyz");
-        let http = reqwest::Client::new();
-        until(Duration::from_secs(10), &format!("{binary} becomes ready"), || async {
-            http.get(&url).send().await.is_ok_and(|r| r.status() == 200)
-        })
-        .await;
+        let what = format!("{binary} becomes ready");
+        readyz_becomes(&reqwest::Client::new(), &url, 200, Duration::from_secs(10), &what).await;
         child
     }
 

@@ -13,7 +13,6 @@ use async_nats::jetstream;
 use common::config::Settings;
 use common::lark::crypto::EncryptKey;
 use common::topology::Topology;
-use lark_bridge_tests::eventually::until;
 use lark_bridge_tests::fake_fastgpt::FakeFastGpt;
 use lark_bridge_tests::fake_lark::{FakeApp, FakeLark};
 use lark_bridge_tests::harness::{
@@ -22,6 +21,7 @@ use lark_bridge_tests::harness::{
 };
 use lark_bridge_tests::lark_events::{random_hex, EventBuilder};
 use lark_bridge_tests::ports::free_port;
+use lark_bridge_tests::readiness::readyz_becomes;
 use secrecy::SecretString;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -141,10 +141,7 @@ impl ProcBridge {
     async fn wait_ready(&self, s: Service) {
         let url = format!("http://{}/readyz", self.addr(s));
         let what = format!("{} becomes ready", s.name());
-        until(Duration::from_secs(10), &what, || async {
-            self.http.get(&url).send().await.is_ok_and(|r| r.status() == 200)
-        })
-        .await;
+        readyz_becomes(&self.http, &url, 200, Duration::from_secs(10), &what).await;
     }
 
     /// `kill -9`.
