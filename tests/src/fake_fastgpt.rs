@@ -100,13 +100,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::routing::post;
 use axum::Router;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::eventually::within_every;
 use crate::fake_lark::server::ServerHandle;
 
 /// What FastGPT answers: the echo, scripted answers, JSON and SSE bodies.
@@ -385,13 +386,10 @@ impl FakeFastGpt {
 
     /// Waits until at least `n` requests arrived or `timeout` passes; returns them either way.
     pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> Vec<FastGptRequest> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let enough = within_every(timeout, Duration::from_millis(10), || async {
             let requests = self.requests();
-            if requests.len() >= n || Instant::now() >= deadline {
-                return requests;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            (requests.len() >= n).then_some(requests)
+        });
+        enough.await.unwrap_or_else(|| self.requests())
     }
 }

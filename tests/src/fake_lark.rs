@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::eventually::within_every;
 use crate::lark_events::SignedRequest;
 pub use api::SandboxRegistration;
 pub use card_actions::{
@@ -606,14 +607,11 @@ impl FakeLark {
     /// Waits until at least `n` messages are visible or `timeout` passes, and
     /// returns the visible messages either way (the caller asserts the count).
     pub async fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<SentMessage> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let enough = within_every(timeout, Duration::from_millis(10), || async {
             let visible = self.visible_messages();
-            if visible.len() >= n || Instant::now() >= deadline {
-                return visible;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            (visible.len() >= n).then_some(visible)
+        });
+        enough.await.unwrap_or_else(|| self.visible_messages())
     }
 }
 

@@ -55,6 +55,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{Endpoint, Failure, FakeLark};
+use crate::eventually::within_every;
 
 mod card;
 mod handlers;
@@ -231,16 +232,11 @@ impl FakeLark {
     /// Waits until some card satisfies `predicate` (checked every 5 ms) or
     /// `timeout` passes; the first such card, oldest first.
     pub async fn wait_for_card(&self, mut predicate: impl FnMut(&Card) -> bool, timeout: Duration) -> Option<Card> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(card) = self.cards().into_iter().find(|c| predicate(c)) {
-                return Some(card);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let found = within_every(timeout, Duration::from_millis(5), || {
+            let card = self.cards().into_iter().find(|c| predicate(c));
+            async move { card }
+        });
+        found.await
     }
 
     /// Waits until some card's text satisfies `predicate`: see [`FakeLark::wait_for_card`].
