@@ -22,8 +22,7 @@ async fn token(client: &reqwest::Client, lark: &FakeLark, secret: &str) -> reqwe
 }
 
 async fn good_token(client: &reqwest::Client, lark: &FakeLark) -> String {
-    let body: Value = token(client, lark, "secret").await.json().await.expect("token JSON");
-    body["tenant_access_token"].as_str().expect("token at the top level").to_owned()
+    super::tenant_token(client, &lark.base_url(), APP, "secret").await
 }
 
 async fn reply(client: &reqwest::Client, lark: &FakeLark, token: &str, body: Value) -> reqwest::Response {

@@ -33,7 +33,7 @@ impl Shared {
                 Ok(false)
             }
             Some(Failure::AcceptButDropResponse) => Ok(true),
-            Some(other) => Err(Outcome::from_failure(other).unwrap_or_else(|| Outcome::ok(json!({})))),
+            Some(other) => Err(other.into_outcome()),
         }
     }
 

@@ -202,12 +202,6 @@ async fn deliver_message(
     shared.finish(endpoint, &call, outcome, Some(message), false)
 }
 
-impl Failure {
-    fn into_outcome(self) -> Outcome {
-        Outcome::from_failure(self).unwrap_or_else(|| Outcome::ok(json!({})))
-    }
-}
-
 pub(super) async fn reply_message(
     State(shared): State<Arc<Shared>>,
     Path(message_id): Path<String>,

@@ -55,7 +55,7 @@ impl Outcome {
         }
     }
 
-    pub(super) fn from_failure(failure: Failure) -> Option<Self> {
+    fn from_failure(failure: Failure) -> Option<Self> {
         match failure {
             Failure::Lark { http_status, code, msg, headers } => {
                 Some(Self::error_with(http_status, code, &msg, json!({}), headers))
@@ -63,6 +63,14 @@ impl Outcome {
             Failure::Http500 => Some(Outcome::Plain { status: StatusCode::INTERNAL_SERVER_ERROR, text: "" }),
             Failure::AcceptButDropResponse | Failure::Delay(_) => None,
         }
+    }
+}
+
+impl Failure {
+    /// The answer a scripted failure gives; one that has none of its own (a
+    /// delay, a response lost) answers a plain success.
+    pub(super) fn into_outcome(self) -> Outcome {
+        Outcome::from_failure(self).unwrap_or_else(|| Outcome::ok(json!({})))
     }
 }
 
