@@ -8,7 +8,7 @@
 //! port is picked below that range (Linux's default starts at 32768), never
 //! twice in one test process, and only if nothing listens on it now.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::sync::Mutex;
 
@@ -16,13 +16,12 @@ use std::sync::Mutex;
 /// 32768–60999) and above the ports of common local services.
 const RANGE: std::ops::Range<u16> = 20_000..32_000;
 
-static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// A port on 127.0.0.1 that nothing listens on, not handed out before in
 /// this process.
 pub fn free_port() -> u16 {
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    let handed_out = handed_out.get_or_insert_with(HashSet::new);
     for _ in 0..1000 {
         let port = rand::random_range(RANGE);
         if handed_out.contains(&port) {
@@ -38,6 +37,8 @@ pub fn free_port() -> u16 {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     #[test]

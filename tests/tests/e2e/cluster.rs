@@ -267,10 +267,9 @@ impl NatsCluster {
 
     /// How many replicas `stream` has, and how many of them are current.
     pub async fn stream_replicas(&self, js: &jetstream::Context, stream: &str) -> (usize, usize) {
-        let mut s = js.get_stream(stream).await.expect("the stream exists");
-        let info = s.info().await.expect("stream info");
-        let peers = info.cluster.as_ref().map(|c| c.replicas.iter().filter(|r| r.current).count()).unwrap_or(0);
-        (info.config.num_replicas, peers + 1)
+        let (cluster, replicas) = stream_cluster(js, stream).await.expect("the stream and its info");
+        let peers = cluster.replicas.iter().filter(|r| r.current).count();
+        (replicas, peers + 1)
     }
 
     fn index_of(&self, name: &str) -> Option<usize> {
@@ -281,5 +280,5 @@ impl NatsCluster {
 /// A stream's cluster (leader, replicas) and how many replicas it should have.
 async fn stream_cluster(js: &jetstream::Context, stream: &str) -> Option<(jetstream::stream::ClusterInfo, usize)> {
     let info = js.get_stream(stream).await.ok()?.info().await.ok()?.clone();
-    Some((info.cluster.clone().unwrap_or_default(), info.config.num_replicas))
+    Some((info.cluster.unwrap_or_default(), info.config.num_replicas))
 }

@@ -331,8 +331,8 @@ mod browser {
             .expect("click");
         // The click returns once the form is sent; the page it leads to may still be loading.
         let found =
-            within(Duration::from_secs(10), || async { browser.find(Locator::Css("[data-notice]")).await.ok() });
-        let Some(notice) = found.await else {
+            within(Duration::from_secs(10), || async { browser.find(Locator::Css("[data-notice]")).await.ok() }).await;
+        let Some(notice) = found else {
             let url = browser.current_url().await.map(|u| u.path().to_owned()).unwrap_or_default();
             panic!("no notice at {url}: {}", browser.source().await.unwrap_or_default());
         };

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
-use lark_bridge_tests::eventually::{self, until};
+use lark_bridge_tests::eventually::{until, within_every};
 use lark_bridge_tests::fake_lark::cardkit::CardOpKind;
 use lark_bridge_tests::fake_lark::{Endpoint, FakeLark};
 use lark_bridge_tests::harness::{Bridge, Options, APP_ID};
@@ -29,7 +29,9 @@ async fn finished_cards(lark: &FakeLark, tails: &[String], limit: Duration) {
         let cards = lark.cards();
         tails.iter().filter(|t| !cards.iter().any(|c| !c.streaming && c.text.contains(t.as_str()))).cloned().collect()
     };
-    let finished = eventually::within(limit, || async { missing().is_empty().then_some(()) }).await;
+    // Each look copies every card with its texts: at most ten a second.
+    let finished =
+        within_every(limit, Duration::from_millis(100), || async { missing().is_empty().then_some(()) }).await;
     if finished.is_none() {
         let missing = missing();
         panic!("{} answers did not finish in their card, e.g. {:?}", missing.len(), missing.first());
